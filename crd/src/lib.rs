@@ -1,0 +1,1 @@
+//! The `FlaskMongoApp` custom resource.

@@ -1,0 +1,125 @@
+//! Access to the local test stack that `make local-up` starts.
+//!
+//! Integration tests never look at the caller's own `KUBECONFIG` or `MONGODB_URI`: they
+//! read the stack's env file, so they cannot touch a real cluster by accident. Without a
+//! stack they fail and say how to start one.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, DeleteParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+
+/// What `make local-up` wrote into its env file.
+#[derive(Debug, Clone)]
+pub struct Stack {
+    /// Path of the admin kubeconfig of the local API server.
+    pub kubeconfig: PathBuf,
+    /// `mongodb://` URI of the local MongoDB-wire server (FerretDB).
+    pub mongodb_uri: String,
+    /// Every variable of the env file.
+    pub vars: HashMap<String, String>,
+}
+
+/// The env file: `$LOCAL_STACK_ENV`, else `.local/env` at the workspace root.
+pub fn env_file() -> PathBuf {
+    match std::env::var_os("LOCAL_STACK_ENV") {
+        Some(path) => PathBuf::from(path),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.local/env"),
+    }
+}
+
+/// Reads the stack's env file, or panics with how to start the stack.
+pub fn stack() -> Stack {
+    let path = env_file();
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|err| {
+        panic!(
+            "no local test stack: cannot read {} ({err}).\n\
+             Start one with `make local-up` (or run everything with `make test`).",
+            path.display()
+        )
+    });
+    let vars: HashMap<String, String> = text
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("export "))
+        .filter_map(|assignment| assignment.split_once('='))
+        .map(|(key, value)| (key.to_owned(), value.trim_matches(['\'', '"']).to_owned()))
+        .collect();
+    let required = |key: &str| {
+        vars.get(key).cloned().unwrap_or_else(|| {
+            panic!("{} has no {key}; restart the stack with `make local-down local-up`", path.display())
+        })
+    };
+    Stack { kubeconfig: PathBuf::from(required("KUBECONFIG")), mongodb_uri: required("MONGODB_URI"), vars }
+}
+
+impl Stack {
+    /// A kube client for the local API server, as its administrator.
+    pub async fn client(&self) -> Client {
+        let kubeconfig = Kubeconfig::read_from(&self.kubeconfig)
+            .unwrap_or_else(|err| panic!("cannot read {}: {err}", self.kubeconfig.display()));
+        let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .unwrap_or_else(|err| panic!("bad kubeconfig {}: {err}", self.kubeconfig.display()));
+        Client::try_from(config).unwrap_or_else(|err| panic!("cannot build a kube client: {err}"))
+    }
+
+    /// A `mongodb://` URI for a database of its own, so tests do not see each other's data.
+    pub fn mongodb_uri_for(&self, database: &str) -> String {
+        let (base, query) = match self.mongodb_uri.split_once('?') {
+            Some((base, query)) => (base, format!("?{query}")),
+            None => (self.mongodb_uri.as_str(), String::new()),
+        };
+        let authority = base.trim_end_matches('/');
+        let authority = match authority.strip_prefix("mongodb://").and_then(|rest| rest.split_once('/')) {
+            Some((hosts, _old_database)) => format!("mongodb://{hosts}"),
+            None => authority.to_owned(),
+        };
+        format!("{authority}/{database}{query}")
+    }
+}
+
+/// A name no other test uses: `prefix` plus random lowercase letters and digits.
+pub fn unique_name(prefix: &str) -> String {
+    use rand::Rng;
+    let suffix: String = rand::rng()
+        .sample_iter(rand::distr::Alphanumeric)
+        .take(6)
+        .map(|c| char::from(c).to_ascii_lowercase())
+        .collect();
+    format!("{prefix}-{suffix}")
+}
+
+/// A namespace of the test's own. A failed test leaves it behind for inspection;
+/// the stack is thrown away as a whole by `make local-down`.
+pub struct TestNamespace {
+    /// The namespace's name.
+    pub name: String,
+    client: Client,
+}
+
+impl TestNamespace {
+    /// Creates a namespace named `prefix-<random>`.
+    pub async fn create(client: &Client, prefix: &str) -> Self {
+        let name = unique_name(prefix);
+        let namespace = Namespace {
+            metadata: kube::api::ObjectMeta { name: Some(name.clone()), ..Default::default() },
+            ..Default::default()
+        };
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &namespace)
+            .await
+            .unwrap_or_else(|err| panic!("cannot create namespace {name}: {err}"));
+        Self { name, client: client.clone() }
+    }
+
+    /// Deletes the namespace (the namespace controller removes what is in it).
+    pub async fn delete(self) {
+        Api::<Namespace>::all(self.client)
+            .delete(&self.name, &DeleteParams::background())
+            .await
+            .unwrap_or_else(|err| panic!("cannot delete namespace {}: {err}", self.name));
+    }
+}

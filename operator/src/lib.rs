@@ -1,0 +1,1 @@
+//! The FlaskMongoApp controller.

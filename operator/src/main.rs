@@ -1,0 +1,2 @@
+//! `operator`: runs the FlaskMongoApp controller.
+fn main() {}

@@ -1,0 +1,2 @@
+//! `webapp`: serves the `/data` API.
+fn main() {}
