@@ -1,1 +1,101 @@
-//! The `/data` web service.
+//! The `/data` web service: JSON documents stored in MongoDB, served over HTTP with the API
+//! of the Flask app it replaces, plus health, readiness, metrics and graceful shutdown.
+
+mod config;
+mod error;
+mod metrics;
+mod render;
+mod routes;
+mod store;
+mod validate;
+
+use std::future::{Future, IntoFuture};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use tokio::net::TcpListener;
+
+pub use config::{Config, LogFormat};
+pub use error::Error;
+pub use routes::{MAX_LIMIT, NEXT_CURSOR_HEADER};
+pub use store::{COLLECTION, DEFAULT_DATABASE};
+pub use validate::MAX_DEPTH;
+
+use metrics::Metrics;
+use store::Store;
+
+/// How long closing the connection pool may take once the server has stopped.
+const POOL_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The state every request shares: one MongoDB client, the metrics and the limits.
+/// Cloning is cheap: the client and the metrics are shared.
+#[derive(Clone, Debug)]
+pub struct App {
+    store: Store,
+    metrics: Arc<Metrics>,
+    body_limit: usize,
+    request_timeout: Duration,
+    ping_timeout: Duration,
+}
+
+impl App {
+    /// Builds the service for `config`. Fails only on a malformed `MONGODB_URI`: MongoDB
+    /// itself need not be up.
+    pub async fn new(config: &Config) -> mongodb::error::Result<Self> {
+        Ok(Self {
+            store: Store::new(config).await?,
+            metrics: Arc::default(),
+            body_limit: config.body_limit_bytes,
+            request_timeout: config.request_timeout(),
+            ping_timeout: config.server_selection_timeout(),
+        })
+    }
+
+    /// The HTTP routes of the service.
+    pub fn router(&self) -> Router {
+        routes::router(self.clone())
+    }
+
+    /// Counts a failed database operation and turns it into the request's error.
+    fn database_error(&self, operation: &'static str, err: mongodb::error::Error) -> Error {
+        self.metrics.database_error(operation);
+        Error::Database(err)
+    }
+}
+
+/// Serves `app` on `listener` until `shutdown` completes, then stops accepting connections,
+/// gives in-flight requests up to `grace` to finish and closes the MongoDB pool.
+pub async fn serve(
+    listener: TcpListener,
+    app: App,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> std::io::Result<()> {
+    let (stopping, stopped) = tokio::sync::oneshot::channel();
+    let server = axum::serve(listener, app.router()).with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = stopping.send(());
+    });
+    let mut server = std::pin::pin!(server.into_future());
+    tokio::select! {
+        result = &mut server => result?,
+        _ = stopped => {
+            tracing::info!(grace_secs = grace.as_secs_f64(), "shutting down: finishing in-flight requests");
+            match tokio::time::timeout(grace, &mut server).await {
+                Ok(result) => result?,
+                Err(_elapsed) => tracing::warn!("in-flight requests outlasted the shutdown grace period"),
+            }
+        }
+    }
+    let store = app.store.clone();
+    drop(app);
+    if tokio::time::timeout(POOL_CLOSE_TIMEOUT, store.close())
+        .await
+        .is_err()
+    {
+        tracing::warn!("closing the MongoDB pool timed out");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}

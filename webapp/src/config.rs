@@ -1,0 +1,93 @@
+//! Command-line flags, each of which can also come from the environment.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+/// How the service is configured: every flag has an environment variable.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "webapp",
+    version,
+    about = "Serves the /data API of a FlaskMongoApp: JSON documents stored in MongoDB.",
+    long_about = "Serves the /data API of a FlaskMongoApp: JSON documents stored in MongoDB.\n\n\
+        Routes: GET / (welcome line), GET /data (all documents as a streamed JSON array; \
+        ?limit=N&after=CURSOR pages through them), POST /data (stores one JSON object), \
+        GET /healthz (liveness), GET /readyz (pings MongoDB), GET /metrics (Prometheus).\n\n\
+        The database is the one named in the path of MONGODB_URI, else `flask_db`; the \
+        collection is `data`. SIGTERM or SIGINT stops accepting connections and lets \
+        in-flight requests finish within the shutdown grace period."
+)]
+pub struct Config {
+    /// MongoDB connection string; its path names the database (default `flask_db`).
+    #[arg(
+        long,
+        env = "MONGODB_URI",
+        default_value = "mongodb://localhost:27017/"
+    )]
+    pub mongodb_uri: String,
+
+    /// Address to listen on.
+    #[arg(long, env = "LISTEN_ADDRESS", default_value = "0.0.0.0")]
+    pub listen_address: IpAddr,
+
+    /// Port to listen on (0 picks a free one; the log says which).
+    #[arg(long, env = "PORT", default_value_t = 5000)]
+    pub port: u16,
+
+    /// Log format: one line per event, plain text or JSON.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Most connections to MongoDB that the shared client keeps open.
+    #[arg(long, env = "MONGODB_MAX_POOL_SIZE", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_pool_size: u32,
+
+    /// How long a request waits for a reachable MongoDB before it answers 503, in milliseconds.
+    #[arg(long, env = "MONGODB_SERVER_SELECTION_TIMEOUT_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub server_selection_timeout_ms: u64,
+
+    /// Largest accepted request body, in bytes; a larger one gets 413.
+    #[arg(long, env = "BODY_LIMIT_BYTES", default_value_t = 1024 * 1024)]
+    pub body_limit_bytes: usize,
+
+    /// Longest time until a response starts, in seconds; then 503.
+    /// A streamed body may take longer to finish.
+    #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub request_timeout_secs: u64,
+
+    /// After SIGTERM or SIGINT, how long in-flight requests may take to finish, in seconds.
+    #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 20)]
+    pub shutdown_grace_secs: u64,
+
+    /// Threads that serve requests.
+    #[arg(long, env = "WORKER_THREADS", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..))]
+    pub worker_threads: u16,
+}
+
+/// The format of log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable text.
+    Text,
+    /// One JSON object a line.
+    Json,
+}
+
+impl Config {
+    /// The server-selection timeout as a duration.
+    pub fn server_selection_timeout(&self) -> Duration {
+        Duration::from_millis(self.server_selection_timeout_ms)
+    }
+
+    /// The request timeout as a duration.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs)
+    }
+
+    /// The shutdown grace period as a duration.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
+    }
+}

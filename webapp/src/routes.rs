@@ -1,0 +1,268 @@
+//! The HTTP routes, the per-request middleware (timeout, metrics, log line) and the
+//! streamed JSON array of `GET /data`.
+
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Query, Request, State};
+use axum::http::header::{CONTENT_TYPE, LINK};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::{Next, from_fn_with_state};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use futures::Stream;
+use mongodb::Cursor;
+use mongodb::bson::RawDocumentBuf;
+use mongodb::bson::oid::ObjectId;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tower_http::compression::CompressionLayer;
+
+use crate::error::Error;
+use crate::{App, metrics, render, validate};
+
+/// Largest page a client may ask for with `?limit=`.
+pub const MAX_LIMIT: u32 = 10_000;
+/// Header that carries the cursor of the next page.
+pub const NEXT_CURSOR_HEADER: &str = "x-next-cursor";
+/// Size at which a chunk of the streamed array is handed to the connection: large enough
+/// to keep writes few, small enough to keep memory flat.
+const CHUNK_BYTES: usize = 32 * 1024;
+
+/// The service's routes, with their middleware, for `app`.
+pub fn router(app: App) -> Router {
+    Router::new()
+        .route("/", get(welcome))
+        .route("/data", get(list).post(insert))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { Error::NotFound })
+        .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(app.body_limit))
+        .layer(from_fn_with_state(app.clone(), observe))
+        .layer(CompressionLayer::new())
+        .with_state(app)
+}
+
+/// A JSON response as the old app's `jsonify` wrote it: compact, with a final newline.
+pub fn json_response(status: StatusCode, value: &impl Serialize) -> Response {
+    let mut body = serde_json::to_vec(value).unwrap_or_default();
+    body.push(b'\n');
+    (
+        status,
+        [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        body,
+    )
+        .into_response()
+}
+
+/// Bounds the time to the response head, then counts and logs the request (never its body).
+async fn observe(State(app): State<App>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = method_label(request.method());
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str)
+        .to_owned();
+    let path = request.uri().path().to_owned();
+    let response = tokio::time::timeout(app.request_timeout, next.run(request))
+        .await
+        .unwrap_or_else(|_elapsed| Error::Timeout.into_response());
+    let latency = started.elapsed();
+    let status = response.status().as_u16();
+    app.metrics.observe_request(route, method, status, latency);
+    tracing::info!(
+        method,
+        path,
+        status,
+        latency_ms = latency.as_micros() as f64 / 1000.0,
+        "request"
+    );
+    response
+}
+
+/// A fixed label per method, so that made-up methods cannot grow the metrics.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "other",
+    }
+}
+
+async fn welcome() -> Response {
+    // Formatted like Python's `str(datetime.now())`, which the old app printed.
+    let now = jiff::Zoned::now().strftime("%Y-%m-%d %H:%M:%S%.6f");
+    let text = format!("Welcome to the Flask app! The current time is: {now}");
+    (
+        [(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        )],
+        text,
+    )
+        .into_response()
+}
+
+async fn healthz() -> Response {
+    json_response(StatusCode::OK, &json!({ "status": "ok" }))
+}
+
+async fn readyz(State(app): State<App>) -> Response {
+    let reason = match tokio::time::timeout(app.ping_timeout, app.store.ping()).await {
+        Ok(Ok(())) => return json_response(StatusCode::OK, &json!({ "status": "ready" })),
+        Ok(Err(err)) => err.to_string(),
+        Err(_elapsed) => "ping timed out".to_owned(),
+    };
+    app.metrics.database_error("ping");
+    json_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &json!({ "error": format!("database unreachable: {reason}") }),
+    )
+}
+
+async fn metrics(State(app): State<App>) -> Response {
+    (
+        [(
+            CONTENT_TYPE,
+            HeaderValue::from_static(metrics::CONTENT_TYPE),
+        )],
+        app.metrics.encode(),
+    )
+        .into_response()
+}
+
+async fn insert(
+    State(app): State<App>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Error> {
+    if !validate::is_json_content_type(&headers) {
+        return Err(Error::UnsupportedMediaType);
+    }
+    let body = body.map_err(|rejection| match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => Error::PayloadTooLarge {
+            limit: app.body_limit,
+        },
+        _ => Error::BadRequest(rejection.body_text()),
+    })?;
+    let fields = validate::document_from_body(&body)?;
+    app.store
+        .insert(fields)
+        .await
+        .map_err(|err| app.database_error("insert", err))?;
+    Ok(json_response(
+        StatusCode::CREATED,
+        &json!({ "status": "Data inserted" }),
+    ))
+}
+
+/// `?limit=N&after=CURSOR`, both optional. Kept as text to answer bad values in JSON.
+#[derive(Deserialize)]
+struct PageQuery {
+    limit: Option<String>,
+    after: Option<String>,
+}
+
+async fn list(
+    State(app): State<App>,
+    query: Result<Query<PageQuery>, QueryRejection>,
+) -> Result<Response, Error> {
+    let Query(query) = query.map_err(|rejection| Error::BadRequest(rejection.body_text()))?;
+    let limit = query.limit.as_deref().map(parse_limit).transpose()?;
+    let after = query.after.as_deref().map(parse_cursor).transpose()?;
+    let page = app
+        .store
+        .page(after, limit)
+        .await
+        .map_err(|err| app.database_error("find", err))?;
+    let mut headers = HeaderMap::new();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let (Some(next), Some(limit)) = (page.next, limit) {
+        let cursor = next.to_hex();
+        let link = format!("</data?limit={limit}&after={cursor}>; rel=\"next\"");
+        // Both are ASCII made here, so they are valid header values.
+        headers.insert(
+            LINK,
+            HeaderValue::try_from(link).expect("ASCII header value"),
+        );
+        headers.insert(
+            NEXT_CURSOR_HEADER,
+            HeaderValue::try_from(cursor).expect("ASCII header value"),
+        );
+    }
+    Ok((headers, Body::from_stream(json_array(page.cursor, app))).into_response())
+}
+
+fn parse_limit(text: &str) -> Result<u32, Error> {
+    text.parse()
+        .ok()
+        .filter(|limit| (1..=MAX_LIMIT).contains(limit))
+        .ok_or_else(|| Error::BadRequest(format!("limit must be an integer from 1 to {MAX_LIMIT}")))
+}
+
+fn parse_cursor(text: &str) -> Result<ObjectId, Error> {
+    ObjectId::parse_str(text).map_err(|_| {
+        Error::BadRequest("after must be a cursor given by a previous page".to_owned())
+    })
+}
+
+/// Where the streamed array is: the cursor still to read, and what was written so far.
+struct ArrayState {
+    cursor: Cursor<RawDocumentBuf>,
+    app: App,
+    opened: bool,
+    written_any: bool,
+}
+
+/// `[`, the documents separated by commas, `]`: chunk by chunk, so memory stays bounded
+/// whatever the size of the collection. A database error ends the body early, which the
+/// client sees as a truncated response.
+fn json_array(
+    cursor: Cursor<RawDocumentBuf>,
+    app: App,
+) -> impl Stream<Item = Result<Bytes, Error>> {
+    let state = ArrayState {
+        cursor,
+        app,
+        opened: false,
+        written_any: false,
+    };
+    futures::stream::try_unfold(Some(state), |state| async move {
+        let Some(mut state) = state else {
+            return Ok(None);
+        };
+        let mut chunk = Vec::with_capacity(CHUNK_BYTES * 2);
+        if !state.opened {
+            chunk.push(b'[');
+            state.opened = true;
+        }
+        while chunk.len() < CHUNK_BYTES {
+            let more = state.cursor.advance().await.map_err(|err| {
+                tracing::warn!(error = %err, "reading /data failed while streaming");
+                state.app.database_error("find", err)
+            })?;
+            if !more {
+                chunk.extend_from_slice(b"]\n");
+                return Ok(Some((Bytes::from(chunk), None)));
+            }
+            if state.written_any {
+                chunk.push(b',');
+            }
+            render::write_document(&mut chunk, state.cursor.current())?;
+            state.written_any = true;
+        }
+        Ok(Some((Bytes::from(chunk), Some(state))))
+    })
+}
