@@ -49,10 +49,17 @@ pub fn stack() -> Stack {
         .collect();
     let required = |key: &str| {
         vars.get(key).cloned().unwrap_or_else(|| {
-            panic!("{} has no {key}; restart the stack with `make local-down local-up`", path.display())
+            panic!(
+                "{} has no {key}; restart the stack with `make local-down local-up`",
+                path.display()
+            )
         })
     };
-    Stack { kubeconfig: PathBuf::from(required("KUBECONFIG")), mongodb_uri: required("MONGODB_URI"), vars }
+    Stack {
+        kubeconfig: PathBuf::from(required("KUBECONFIG")),
+        mongodb_uri: required("MONGODB_URI"),
+        vars,
+    }
 }
 
 impl Stack {
@@ -73,7 +80,10 @@ impl Stack {
             None => (self.mongodb_uri.as_str(), String::new()),
         };
         let authority = base.trim_end_matches('/');
-        let authority = match authority.strip_prefix("mongodb://").and_then(|rest| rest.split_once('/')) {
+        let authority = match authority
+            .strip_prefix("mongodb://")
+            .and_then(|rest| rest.split_once('/'))
+        {
             Some((hosts, _old_database)) => format!("mongodb://{hosts}"),
             None => authority.to_owned(),
         };
@@ -105,14 +115,20 @@ impl TestNamespace {
     pub async fn create(client: &Client, prefix: &str) -> Self {
         let name = unique_name(prefix);
         let namespace = Namespace {
-            metadata: kube::api::ObjectMeta { name: Some(name.clone()), ..Default::default() },
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.clone()),
+                ..Default::default()
+            },
             ..Default::default()
         };
         Api::<Namespace>::all(client.clone())
             .create(&PostParams::default(), &namespace)
             .await
             .unwrap_or_else(|err| panic!("cannot create namespace {name}: {err}"));
-        Self { name, client: client.clone() }
+        Self {
+            name,
+            client: client.clone(),
+        }
     }
 
     /// Deletes the namespace (the namespace controller removes what is in it).

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# `make demo`: from a clone to a running FlaskMongoApp on a local control plane, then the
+# webapp's /data API over the local MongoDB-wire server. Safe to run again.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+STATE=${LOCAL_STACK_DIR:-$root/.local}
+export LOCAL_STACK_DIR=$STATE
+NAMESPACE=demo
+step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+run() { printf '$ %s\n' "$*"; "$@"; }
+
+step "Starting the local stack (etcd, kube-apiserver, controller-manager, scheduler, kwok, FerretDB)"
+hack/local-stack.sh up
+# shellcheck disable=SC1091
+source "$STATE/env"
+
+
+step "Building the operator and the webapp"
+cargo build --release --locked -p flaskmongo-operator -p flaskmongo-webapp
+operator=$root/target/release/operator
+webapp=$root/target/release/webapp
+
+step "Installing the CRD and RBAC of config/default"
+run kubectl apply --server-side -k config/crd
+run kubectl apply --server-side -k config/manager --dry-run=server >/dev/null
+kubectl apply --server-side -f config/manager/namespace.yaml >/dev/null
+run kubectl apply --server-side -k config/rbac
+kubectl wait --for=condition=Established crd/flaskmongoapps.flaskmongo.dev --timeout=30s >/dev/null
+
+step "Running the operator as its ServiceAccount (log: $STATE/logs/operator.log)"
+if kill -0 "$(cat "$STATE/pids/operator.pid" 2>/dev/null)" 2>/dev/null; then
+  echo "already running (pid $(cat "$STATE/pids/operator.pid"))"
+else
+  # The operator gets exactly what config/rbac grants: a kubeconfig with its ServiceAccount's token.
+  token=$(kubectl create token flaskmongo-operator -n flaskmongo-system --duration=24h)
+  server=$(kubectl config view --minify -o jsonpath='{.clusters[0].cluster.server}')
+  cat > "$STATE/operator.kubeconfig" <<EOF
+apiVersion: v1
+kind: Config
+clusters: [{name: local, cluster: {server: "$server", certificate-authority: "$STATE/pki/ca.crt"}}]
+users: [{name: flaskmongo-operator, user: {token: "$token"}}]
+contexts: [{name: local, context: {cluster: local, user: flaskmongo-operator}}]
+current-context: local
+EOF
+  KUBECONFIG=$STATE/operator.kubeconfig setsid "$operator" run --leader-election=false --metrics-addr=127.0.0.1:0 \
+    >>"$STATE/logs/operator.log" 2>&1 < /dev/null &
+  echo $! > "$STATE/pids/operator.pid"
+  echo "started (pid $!)"
+fi
+
+step "Applying the sample FlaskMongoApp (config/samples/flaskmongoapp.yaml) in namespace $NAMESPACE"
+kubectl create namespace "$NAMESPACE" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+run kubectl apply -n "$NAMESPACE" -f config/samples/flaskmongoapp.yaml
+run kubectl wait -n "$NAMESPACE" --for=condition=Ready flaskmongoapp/flask-app --timeout=120s
+
+step "What the operator made"
+run kubectl get flaskmongoapps -n "$NAMESPACE"
+run kubectl get deployment,statefulset,service,hpa,secret,pvc -n "$NAMESPACE" -l app.kubernetes.io/instance=flask-app
+run kubectl get persistentvolume "$NAMESPACE-flask-app-mongo"
+cat <<'EOF'
+
+The nodes here are simulated (kwok): the scheduler places the pods and they are marked
+Running and Ready, but no container runs. To run the app for real, follow the Minikube
+walkthrough in README.md (`make minikube-deploy`).
+EOF
+
+step "The webapp as a local process against the local MongoDB-wire server"
+if kill -0 "$(cat "$STATE/pids/webapp.pid" 2>/dev/null)" 2>/dev/null; then
+  port=$(cat "$STATE/webapp.port")
+else
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  MONGODB_URI=${MONGODB_URI%/}/flask_db setsid "$webapp" --listen "127.0.0.1:$port" \
+    >>"$STATE/logs/webapp.log" 2>&1 < /dev/null &
+  echo $! > "$STATE/pids/webapp.pid"
+  echo "$port" > "$STATE/webapp.port"
+fi
+for _ in $(seq 1 50); do curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break; sleep 0.2; done
+run curl -sS -X POST -H 'Content-Type: application/json' -d '{"sampleKey":"sampleValue"}' "http://127.0.0.1:$port/data"
+echo
+run curl -sS "http://127.0.0.1:$port/data"
+echo
+
+step "Done. The stack keeps running:"
+cat <<EOF
+  source $STATE/env                       # kubectl and MONGODB_URI for the local stack
+  kubectl get flaskmongoapps -A
+  curl http://127.0.0.1:$port/data
+  tail -f $STATE/logs/operator.log
+  make local-down                          # stop everything
+EOF

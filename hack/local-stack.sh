@@ -1,0 +1,363 @@
+#!/usr/bin/env bash
+# The local test stack: etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
+# kwok (simulated nodes) and FerretDB, as plain processes on 127.0.0.1.
+#
+#   hack/local-stack.sh up      start it (safe to run again), write .local/env
+#   hack/local-stack.sh down    stop exactly what `up` started and remove its state
+#   hack/local-stack.sh status  say what runs
+#   hack/local-stack.sh stop|start COMPONENT   stop or restart one component (fault tests)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(dirname "$here")
+# shellcheck source=versions.env
+source "$here/versions.env"
+STATE=${LOCAL_STACK_DIR:-$root/.local}
+TOOLS_DIR=${TOOLS_DIR:-$root/.tools}
+export TOOLS_DIR
+NODES=${LOCAL_STACK_NODES:-2}
+SERVICE_CIDR=10.96.0.0/16
+SERVICE_IP=10.96.0.1
+POD_CIDR=10.244.0.0/16
+COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok ferretdb)
+
+log() { printf '[local-stack] %s\n' "$*" >&2; }
+die() { log "$*"; exit 1; }
+
+pid_of() { cat "$STATE/pids/$1.pid" 2>/dev/null || true; }
+alive() { local pid; pid=$(pid_of "$1"); [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; }
+
+# free_ports N: N distinct free TCP ports on 127.0.0.1.
+free_ports() {
+  python3 - "$1" <<'PY'
+import socket, sys
+socks = []
+for _ in range(int(sys.argv[1])):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    socks.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+PY
+}
+
+# ---------------------------------------------------------------- certificates
+gen_pki() {
+  local pki=$STATE/pki
+  mkdir -p "$pki" && cd "$pki"
+  # ECDSA keys: quick to generate, accepted by every component.
+  local newkey=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
+  openssl req -x509 "${newkey[@]}" -sha256 -days 3650 -keyout ca.key -out ca.crt -subj "/CN=flaskmongo-local-ca" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" 2>/dev/null
+  cat > server.ext <<EOF
+basicConstraints=critical,CA:FALSE
+keyUsage=critical,digitalSignature,keyEncipherment
+extendedKeyUsage=serverAuth
+subjectAltName=DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,DNS:localhost,IP:127.0.0.1,IP:$SERVICE_IP
+EOF
+  cat > client.ext <<EOF
+basicConstraints=critical,CA:FALSE
+keyUsage=critical,digitalSignature,keyEncipherment
+extendedKeyUsage=clientAuth
+EOF
+  sign() { # sign NAME SUBJECT EXTFILE
+    openssl req -new "${newkey[@]}" -keyout "$1.key" -out "$1.csr" -subj "$2" 2>/dev/null
+    openssl x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 365 -sha256 -extfile "$3" -out "$1.crt" 2>/dev/null
+    rm -f "$1.csr"
+  }
+  sign apiserver "/CN=kube-apiserver" server.ext
+  sign admin "/O=system:masters/CN=flaskmongo-admin" client.ext
+  sign kube-controller-manager "/CN=system:kube-controller-manager" client.ext
+  sign kube-scheduler "/CN=system:kube-scheduler" client.ext
+  openssl ecparam -name prime256v1 -genkey -noout 2>/dev/null | openssl pkcs8 -topk8 -nocrypt -out sa.key
+  openssl pkey -in sa.key -pubout -out sa.pub 2>/dev/null
+  cd - >/dev/null
+}
+
+# kubeconfig USER: a kubeconfig for one client certificate.
+write_kubeconfig() {
+  local user=$1 out=$2
+  cat > "$out" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: local
+  cluster:
+    server: https://127.0.0.1:$API_PORT
+    certificate-authority: $STATE/pki/ca.crt
+users:
+- name: $user
+  user:
+    client-certificate: $STATE/pki/$user.crt
+    client-key: $STATE/pki/$user.key
+contexts:
+- name: local
+  context: {cluster: local, user: $user}
+current-context: local
+EOF
+}
+
+# ---------------------------------------------------------------- processes
+# launch NAME CMD...: start in its own session, log to logs/NAME.log, pid to pids/NAME.pid.
+launch() {
+  local name=$1; shift
+  mkdir -p "$STATE/logs" "$STATE/pids"
+  printf '%q ' "$@" > "$STATE/cmd.$name"
+  setsid "$@" >>"$STATE/logs/$name.log" 2>&1 < /dev/null &
+  echo $! > "$STATE/pids/$name.pid"
+}
+
+# wait_until NAME SECONDS CMD...: poll CMD until it succeeds; on failure say who failed and why.
+wait_until() {
+  local name=$1 seconds=$2; shift 2
+  local deadline=$((SECONDS + seconds))
+  until "$@" >/dev/null 2>&1; do
+    if ! alive "$name"; then
+      log "$name exited during start-up; last lines of $STATE/logs/$name.log:"
+      tail -n 25 "$STATE/logs/$name.log" >&2 || true
+      exit 1
+    fi
+    if [ $SECONDS -ge $deadline ]; then
+      log "$name not healthy after ${seconds}s; last lines of $STATE/logs/$name.log:"
+      tail -n 25 "$STATE/logs/$name.log" >&2 || true
+      exit 1
+    fi
+    sleep 0.2
+  done
+}
+
+https_ok() { curl -fsS --max-time 2 --cacert "$STATE/pki/ca.crt" "$1"; }
+http_ok() { curl -fsS --max-time 2 "$1"; }
+kubectl_local() { "$KUBE_BIN/kubectl" --kubeconfig "$STATE/kubeconfig" "$@"; }
+
+start_etcd() {
+  launch etcd "$ETCD_BIN" --name=local --data-dir="$STATE/etcd" \
+    --listen-client-urls="http://127.0.0.1:$ETCD_PORT" --advertise-client-urls="http://127.0.0.1:$ETCD_PORT" \
+    --listen-peer-urls="http://127.0.0.1:$ETCD_PEER_PORT" --initial-advertise-peer-urls="http://127.0.0.1:$ETCD_PEER_PORT" \
+    --initial-cluster="local=http://127.0.0.1:$ETCD_PEER_PORT" --unsafe-no-fsync=true \
+    --listen-metrics-urls="http://127.0.0.1:$ETCD_METRICS_PORT" --log-level=warn --quota-backend-bytes=4294967296
+  wait_until etcd 30 http_ok "http://127.0.0.1:$ETCD_PORT/readyz"
+}
+
+start_kube_apiserver() {
+  local pki=$STATE/pki
+  launch kube-apiserver "$KUBE_BIN/kube-apiserver" \
+    --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
+    --bind-address=127.0.0.1 --secure-port="$API_PORT" --advertise-address=127.0.0.1 \
+    --endpoint-reconciler-type=none \
+    --tls-cert-file="$pki/apiserver.crt" --tls-private-key-file="$pki/apiserver.key" --cert-dir="$pki/serving" \
+    --client-ca-file="$pki/ca.crt" --authorization-mode=Node,RBAC \
+    --service-cluster-ip-range="$SERVICE_CIDR" \
+    --service-account-issuer=https://kubernetes.default.svc.cluster.local \
+    --service-account-signing-key-file="$pki/sa.key" --service-account-key-file="$pki/sa.pub" \
+    --allow-privileged=true \
+    --max-requests-inflight=1000 --max-mutating-requests-inflight=500
+  wait_until kube-apiserver 90 https_ok "https://127.0.0.1:$API_PORT/readyz"
+}
+
+start_kube_controller_manager() {
+  local pki=$STATE/pki kc=$STATE/kube-controller-manager.kubeconfig
+  launch kube-controller-manager "$KUBE_BIN/kube-controller-manager" \
+    --kubeconfig="$kc" --authentication-kubeconfig="$kc" --authorization-kubeconfig="$kc" \
+    --bind-address=127.0.0.1 --secure-port="$KCM_PORT" \
+    --controllers='*' --use-service-account-credentials=true \
+    --service-account-private-key-file="$pki/sa.key" --root-ca-file="$pki/ca.crt" \
+    --service-cluster-ip-range="$SERVICE_CIDR" --leader-elect=false \
+    --kube-api-qps=200 --kube-api-burst=400 \
+    --concurrent-deployment-syncs=10 --concurrent-replicaset-syncs=10 --concurrent-statefulset-syncs=10 \
+    --horizontal-pod-autoscaler-sync-period=5s
+  wait_until kube-controller-manager 60 https_ok_insecure "https://127.0.0.1:$KCM_PORT/healthz"
+}
+
+start_kube_scheduler() {
+  local kc=$STATE/kube-scheduler.kubeconfig
+  launch kube-scheduler "$KUBE_BIN/kube-scheduler" \
+    --kubeconfig="$kc" --authentication-kubeconfig="$kc" --authorization-kubeconfig="$kc" \
+    --bind-address=127.0.0.1 --secure-port="$SCHED_PORT" --leader-elect=false
+  wait_until kube-scheduler 60 https_ok_insecure "https://127.0.0.1:$SCHED_PORT/healthz"
+}
+
+# KCM and the scheduler serve a self-signed certificate made in memory.
+https_ok_insecure() { curl -fsSk --max-time 2 "$1"; }
+
+# The Stage objects that make kwok play the kubelet: taken from the pinned kwok module itself.
+write_kwok_config() {
+  local dir
+  dir=$(cd "$TOOLS_DIR/src/kwok-$KWOK_VERSION" && GOFLAGS=-mod=mod go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
+  {
+    local f
+    for f in node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
+      pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml; do
+      echo "---"
+      cat "$dir/kustomize/stage/$f"
+    done
+  } > "$STATE/kwok.yaml"
+}
+
+start_kwok() {
+  mkdir -p "$STATE/kwok"
+  [ -f "$STATE/kwok.yaml" ] || write_kwok_config
+  KWOK_WORKDIR="$STATE/kwok" launch kwok "$KWOK_BIN" \
+    --kubeconfig="$STATE/kubeconfig" --config="$STATE/kwok.yaml" --manage-all-nodes=true \
+    --server-address="127.0.0.1:$KWOK_PORT" --node-ip=127.0.0.1 --cidr="$POD_CIDR" \
+    --node-lease-duration-seconds=40
+  wait_until kwok 60 http_ok "http://127.0.0.1:$KWOK_PORT/healthz"
+}
+
+create_nodes() {
+  local i
+  for i in $(seq 1 "$NODES"); do
+    cat <<EOF
+apiVersion: v1
+kind: Node
+metadata:
+  name: kwok-node-$i
+  annotations: {kwok.x-k8s.io/node: fake, node.alpha.kubernetes.io/ttl: "0"}
+  labels:
+    kubernetes.io/arch: amd64
+    kubernetes.io/hostname: kwok-node-$i
+    kubernetes.io/os: linux
+    kubernetes.io/role: agent
+    node-role.kubernetes.io/agent: ""
+    type: kwok
+spec:
+  podCIDR: 10.244.$i.0/24
+  podCIDRs: [10.244.$i.0/24]
+status:
+  allocatable: {cpu: "32", memory: 256Gi, pods: "110"}
+  capacity: {cpu: "32", memory: 256Gi, pods: "110"}
+---
+EOF
+  done | kubectl_local apply -f - >/dev/null
+  wait_until kwok 60 kubectl_local wait --for=condition=Ready node --all --timeout=2s
+}
+
+start_ferretdb() {
+  mkdir -p "$STATE/ferretdb"
+  launch ferretdb "$FERRETDB_BIN" --listen-addr="127.0.0.1:$FERRETDB_PORT" \
+    --handler=sqlite --sqlite-url="file:$STATE/ferretdb/" --state-dir="$STATE/ferretdb" \
+    --telemetry=disable --debug-addr="127.0.0.1:$FERRETDB_DEBUG_PORT" --log-level=WARN
+  wait_until ferretdb 30 python3 -c "import socket; socket.create_connection(('127.0.0.1', $FERRETDB_PORT), 1)"
+}
+
+# ---------------------------------------------------------------- commands
+load_ports() { # the ports of the running stack, kept in .local/ports
+  # shellcheck disable=SC1091
+  source "$STATE/ports"
+}
+
+resolve_bins() {
+  local bins
+  "$here/tools.sh" >&2
+  ETCD_BIN=$TOOLS_DIR/etcd-$ETCD_VERSION/etcd
+  KUBE_BIN=$TOOLS_DIR/kubernetes-$KUBERNETES_VERSION
+  KWOK_BIN=$TOOLS_DIR/kwok-$KWOK_VERSION/kwok
+  FERRETDB_BIN=$TOOLS_DIR/ferretdb-$FERRETDB_VERSION/ferretdb
+  for bins in "$ETCD_BIN" "$KUBE_BIN/kube-apiserver" "$KUBE_BIN/kubectl" "$KWOK_BIN" "$FERRETDB_BIN"; do
+    [ -x "$bins" ] || die "missing $bins after hack/tools.sh"
+  done
+  command -v openssl >/dev/null || die "openssl not found on PATH (apt-get install -y openssl)"
+}
+
+running() {
+  [ -f "$STATE/env" ] || return 1
+  local c
+  for c in "${COMPONENTS[@]}"; do alive "$c" || return 1; done
+}
+
+cmd_up() {
+  if running; then
+    log "already running; environment in $STATE/env"
+    return 0
+  fi
+  [ -d "$STATE" ] && { log "removing the remains of an earlier stack"; cmd_down; }
+  resolve_bins
+  local started=$SECONDS
+  mkdir -p "$STATE"
+  read -r ETCD_PORT ETCD_PEER_PORT ETCD_METRICS_PORT API_PORT KCM_PORT SCHED_PORT KWOK_PORT FERRETDB_PORT FERRETDB_DEBUG_PORT \
+    <<< "$(free_ports 9)"
+  declare -p ETCD_PORT ETCD_PEER_PORT ETCD_METRICS_PORT API_PORT KCM_PORT SCHED_PORT KWOK_PORT FERRETDB_PORT FERRETDB_DEBUG_PORT \
+    ETCD_BIN KUBE_BIN KWOK_BIN FERRETDB_BIN | sed 's/^declare -- //' > "$STATE/ports"
+  log "certificates"
+  gen_pki
+  write_kubeconfig admin "$STATE/kubeconfig"
+  write_kubeconfig kube-controller-manager "$STATE/kube-controller-manager.kubeconfig"
+  write_kubeconfig kube-scheduler "$STATE/kube-scheduler.kubeconfig"
+  log "etcd on 127.0.0.1:$ETCD_PORT"; start_etcd
+  log "kube-apiserver on 127.0.0.1:$API_PORT"; start_kube_apiserver
+  log "kube-controller-manager, kube-scheduler, FerretDB"
+  start_kube_controller_manager
+  start_kube_scheduler
+  start_ferretdb
+  log "kwok with $NODES simulated nodes"; start_kwok; create_nodes
+  wait_until kube-controller-manager 60 kubectl_local get serviceaccount default -n default
+  cat > "$STATE/env" <<EOF
+export KUBECONFIG=$STATE/kubeconfig
+export MONGODB_URI=mongodb://127.0.0.1:$FERRETDB_PORT/
+export FERRETDB_BIN=$FERRETDB_BIN
+export LOCAL_STACK_DIR=$STATE
+export PATH=$KUBE_BIN:\$PATH
+EOF
+  log "ready in $((SECONDS - started))s: source $STATE/env"
+}
+
+# Stops every process started for this stack (its components, and what `make demo` added).
+cmd_down() {
+  local file pid pids=()
+  for file in "$STATE"/pids/*.pid; do
+    [ -f "$file" ] || continue
+    pid=$(cat "$file")
+    kill -TERM "$pid" 2>/dev/null && pids+=("$pid")
+  done
+  local i
+  for pid in "${pids[@]}"; do
+    for i in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+  rm -rf "$STATE"
+}
+
+cmd_status() {
+  local c
+  for c in "${COMPONENTS[@]}"; do
+    if alive "$c"; then echo "$c: running (pid $(pid_of "$c"))"; else echo "$c: stopped"; fi
+  done
+}
+
+cmd_stop() {
+  local c=${1:?component}
+  local pid; pid=$(pid_of "$c")
+  [ -n "$pid" ] || die "no pid file for $c"
+  kill -TERM "$pid" 2>/dev/null || true
+  local i
+  for i in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+}
+
+cmd_start() {
+  local c=${1:?component}
+  load_ports
+  alive "$c" && die "$c is already running"
+  case "$c" in
+    etcd) start_etcd ;;
+    kube-apiserver) start_kube_apiserver ;;
+    kube-controller-manager) start_kube_controller_manager ;;
+    kube-scheduler) start_kube_scheduler ;;
+    kwok) start_kwok ;;
+    ferretdb) start_ferretdb ;;
+    *) die "unknown component '$c' (one of: ${COMPONENTS[*]})" ;;
+  esac
+}
+
+main() {
+  case "${1:-}" in
+    up) cmd_up ;;
+    down) cmd_down ;;
+    status) cmd_status ;;
+    stop) cmd_stop "${2:-}" ;;
+    start) cmd_start "${2:-}" ;;
+    *) die "usage: $0 up|down|status|stop COMPONENT|start COMPONENT" ;;
+  esac
+}
+
+# One line, so that editing this file while it runs cannot change what it runs next.
+main "$@"; exit
