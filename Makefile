@@ -24,3 +24,10 @@ local-up: tools ## start the local stack (Kubernetes control plane, simulated no
 
 local-down: ## stop the local stack and remove its state
 	$(STACK) down
+
+.PHONY: bench bench-webapp demo
+bench-webapp: tools ## benchmark the webapp against Flask, gunicorn and a driver-only ceiling
+	hack/bench-webapp.sh
+
+demo: tools ## local control plane + operator + sample app + the /data API with curl
+	hack/demo.sh

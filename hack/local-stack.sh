@@ -300,19 +300,24 @@ EOF
   log "ready in $((SECONDS - started))s: source $STATE/env"
 }
 
+# stop_pids PID...: TERM, then KILL whatever still runs after 5 s; returns once all are gone.
+stop_pids() {
+  local pid i
+  for pid in "$@"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "$@"; do
+    for i in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || continue
+    for i in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  done
+}
+
 # Stops every process started for this stack (its components, and what `make demo` added).
 cmd_down() {
-  local file pid pids=()
+  local file pids=()
   for file in "$STATE"/pids/*.pid; do
-    [ -f "$file" ] || continue
-    pid=$(cat "$file")
-    kill -TERM "$pid" 2>/dev/null && pids+=("$pid")
+    [ -f "$file" ] && pids+=("$(cat "$file")")
   done
-  local i
-  for pid in "${pids[@]}"; do
-    for i in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-  done
+  [ ${#pids[@]} -eq 0 ] || stop_pids "${pids[@]}"
   rm -rf "$STATE"
 }
 
@@ -327,10 +332,7 @@ cmd_stop() {
   local c=${1:?component}
   local pid; pid=$(pid_of "$c")
   [ -n "$pid" ] || die "no pid file for $c"
-  kill -TERM "$pid" 2>/dev/null || true
-  local i
-  for i in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
-  kill -KILL "$pid" 2>/dev/null || true
+  stop_pids "$pid"
 }
 
 cmd_start() {
