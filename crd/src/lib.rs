@@ -154,7 +154,10 @@ pub struct WebServiceSpec {
 
 impl Default for WebServiceSpec {
     fn default() -> Self {
-        Self { port: default_service_port(), node_port: None }
+        Self {
+            port: default_service_port(),
+            node_port: None,
+        }
     }
 }
 
@@ -201,7 +204,10 @@ pub struct ResourceAmounts {
 impl ResourceAmounts {
     /// Amounts with both quantities set.
     pub fn new(cpu: &str, memory: &str) -> Self {
-        Self { cpu: Some(cpu.to_owned()), memory: Some(memory.to_owned()) }
+        Self {
+            cpu: Some(cpu.to_owned()),
+            memory: Some(memory.to_owned()),
+        }
     }
 }
 
@@ -222,7 +228,10 @@ pub struct AutoscalingSpec {
     #[schemars(range(min = 1, max = 1000))]
     pub max_replicas: i32,
     /// Average CPU utilization, in percent of the request, the autoscaler aims at.
-    #[serde(rename = "targetCPUUtilizationPercentage", default = "default_target_cpu")]
+    #[serde(
+        rename = "targetCPUUtilizationPercentage",
+        default = "default_target_cpu"
+    )]
     #[schemars(range(min = 1, max = 100))]
     pub target_cpu_utilization_percentage: i32,
 }
@@ -276,7 +285,10 @@ pub struct StorageSpec {
     pub size: String,
     /// StorageClass of the claim (and of the static volume, when one is created). Immutable.
     #[serde(default = "default_storage_class")]
-    #[schemars(length(min = 1, max = 253), pattern(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 253),
+        pattern(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
     #[x_kube(validation = Rule::new("self == oldSelf").message("mongo.storage.storageClassName is immutable"))]
     pub storage_class_name: String,
     /// The static hostPath PersistentVolume.
@@ -317,7 +329,10 @@ pub struct PersistentVolumeSpec {
 
 impl Default for PersistentVolumeSpec {
     fn default() -> Self {
-        Self { create: true, host_path: None }
+        Self {
+            create: true,
+            host_path: None,
+        }
     }
 }
 
@@ -375,7 +390,11 @@ pub struct WebStatus {
 impl FlaskMongoApp {
     /// The condition of the given type, if the status has it.
     pub fn condition(&self, type_: &str) -> Option<&Condition> {
-        self.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_)
+        self.status
+            .as_ref()?
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_)
     }
 }
 
@@ -395,7 +414,10 @@ fn default_service_port() -> i32 {
     80
 }
 fn default_web_resources() -> Resources {
-    Resources { requests: ResourceAmounts::new("250m", "64Mi"), limits: ResourceAmounts::new("500m", "128Mi") }
+    Resources {
+        requests: ResourceAmounts::new("250m", "64Mi"),
+        limits: ResourceAmounts::new("500m", "128Mi"),
+    }
 }
 fn default_min_replicas() -> i32 {
     2
@@ -410,7 +432,10 @@ fn default_mongo_image() -> String {
     DEFAULT_MONGO_IMAGE.to_owned()
 }
 fn default_mongo_resources() -> Resources {
-    Resources { requests: ResourceAmounts::new("250m", "256Mi"), limits: ResourceAmounts::new("1", "1Gi") }
+    Resources {
+        requests: ResourceAmounts::new("250m", "256Mi"),
+        limits: ResourceAmounts::new("1", "1Gi"),
+    }
 }
 fn default_storage_size() -> String {
     "1Gi".to_owned()

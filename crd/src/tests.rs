@@ -14,17 +14,43 @@ fn spec_schema() -> Value {
 #[test]
 fn empty_spec_takes_the_documented_defaults() {
     let spec: FlaskMongoAppSpec = serde_json::from_value(json!({})).unwrap();
-    assert_eq!(spec.web.image, format!("flaskmongo/webapp:{}", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        spec.web.image,
+        format!("flaskmongo/webapp:{}", env!("CARGO_PKG_VERSION"))
+    );
     assert_eq!(spec.web.image_pull_policy, ImagePullPolicy::IfNotPresent);
-    assert_eq!((spec.web.replicas, spec.web.port, spec.web.service.port), (2, 5000, 80));
+    assert_eq!(
+        (spec.web.replicas, spec.web.port, spec.web.service.port),
+        (2, 5000, 80)
+    );
     assert_eq!(spec.web.service.node_port, None);
-    assert_eq!(spec.web.resources.requests, ResourceAmounts::new("250m", "64Mi"));
-    assert_eq!(spec.web.resources.limits, ResourceAmounts::new("500m", "128Mi"));
-    assert_eq!(spec.autoscaling, AutoscalingSpec { enabled: true, min_replicas: 2, max_replicas: 5, target_cpu_utilization_percentage: 70 });
+    assert_eq!(
+        spec.web.resources.requests,
+        ResourceAmounts::new("250m", "64Mi")
+    );
+    assert_eq!(
+        spec.web.resources.limits,
+        ResourceAmounts::new("500m", "128Mi")
+    );
+    assert_eq!(
+        spec.autoscaling,
+        AutoscalingSpec {
+            enabled: true,
+            min_replicas: 2,
+            max_replicas: 5,
+            target_cpu_utilization_percentage: 70
+        }
+    );
     assert!(spec.mongo.image.starts_with("mongo:7.0."));
     assert_eq!(spec.mongo.storage.size, "1Gi");
     assert_eq!(spec.mongo.storage.storage_class_name, "manual");
-    assert_eq!(spec.mongo.storage.persistent_volume, PersistentVolumeSpec { create: true, host_path: None });
+    assert_eq!(
+        spec.mongo.storage.persistent_volume,
+        PersistentVolumeSpec {
+            create: true,
+            host_path: None
+        }
+    );
     assert_eq!(spec.mongo.storage.deletion_policy, DeletionPolicy::Retain);
     assert!(!spec.paused);
     assert_eq!(spec, FlaskMongoAppSpec::default());
@@ -34,16 +60,34 @@ fn empty_spec_takes_the_documented_defaults() {
 fn the_schema_carries_the_defaults() {
     let web = &spec_schema()["properties"]["web"];
     assert_eq!(web["properties"]["replicas"]["default"], json!(2));
-    assert_eq!(web["properties"]["image"]["default"], json!(DEFAULT_WEB_IMAGE));
-    assert_eq!(web["properties"]["imagePullPolicy"]["default"], json!("IfNotPresent"));
-    assert_eq!(web["properties"]["service"]["properties"]["port"]["default"], json!(80));
-    assert_eq!(web["properties"]["resources"]["default"]["requests"]["cpu"], json!("250m"));
+    assert_eq!(
+        web["properties"]["image"]["default"],
+        json!(DEFAULT_WEB_IMAGE)
+    );
+    assert_eq!(
+        web["properties"]["imagePullPolicy"]["default"],
+        json!("IfNotPresent")
+    );
+    assert_eq!(
+        web["properties"]["service"]["properties"]["port"]["default"],
+        json!(80)
+    );
+    assert_eq!(
+        web["properties"]["resources"]["default"]["requests"]["cpu"],
+        json!("250m")
+    );
     let autoscaling = &spec_schema()["properties"]["autoscaling"]["properties"];
-    assert_eq!(autoscaling["targetCPUUtilizationPercentage"]["default"], json!(70));
+    assert_eq!(
+        autoscaling["targetCPUUtilizationPercentage"]["default"],
+        json!(70)
+    );
     let storage = &spec_schema()["properties"]["mongo"]["properties"]["storage"]["properties"];
     assert_eq!(storage["size"]["default"], json!("1Gi"));
     assert_eq!(storage["deletionPolicy"]["default"], json!("Retain"));
-    assert_eq!(spec_schema()["properties"]["paused"]["default"], json!(false));
+    assert_eq!(
+        spec_schema()["properties"]["paused"]["default"],
+        json!(false)
+    );
 }
 
 #[test]
@@ -58,10 +102,18 @@ fn the_schema_carries_the_validation_rules() {
     ] {
         assert!(text.contains(needle), "the CRD lacks the rule {needle:?}");
     }
-    let node_port = &spec_schema()["properties"]["web"]["properties"]["service"]["properties"]["nodePort"];
-    assert_eq!((node_port["minimum"].as_f64(), node_port["maximum"].as_f64()), (Some(30000.0), Some(32767.0)));
-    let target = &spec_schema()["properties"]["autoscaling"]["properties"]["targetCPUUtilizationPercentage"];
-    assert_eq!((target["minimum"].as_f64(), target["maximum"].as_f64()), (Some(1.0), Some(100.0)));
+    let node_port =
+        &spec_schema()["properties"]["web"]["properties"]["service"]["properties"]["nodePort"];
+    assert_eq!(
+        (node_port["minimum"].as_f64(), node_port["maximum"].as_f64()),
+        (Some(30000.0), Some(32767.0))
+    );
+    let target =
+        &spec_schema()["properties"]["autoscaling"]["properties"]["targetCPUUtilizationPercentage"];
+    assert_eq!(
+        (target["minimum"].as_f64(), target["maximum"].as_f64()),
+        (Some(1.0), Some(100.0))
+    );
 }
 
 /// The API server refuses a schema that is not structural: every node needs a type, and
@@ -69,8 +121,16 @@ fn the_schema_carries_the_validation_rules() {
 #[test]
 fn the_schema_is_structural_and_closed() {
     fn walk(path: &str, node: &Value) {
-        let object = node.as_object().unwrap_or_else(|| panic!("{path} is not a schema object"));
-        for key in ["anyOf", "oneOf", "allOf", "$ref", "x-kubernetes-preserve-unknown-fields"] {
+        let object = node
+            .as_object()
+            .unwrap_or_else(|| panic!("{path} is not a schema object"));
+        for key in [
+            "anyOf",
+            "oneOf",
+            "allOf",
+            "$ref",
+            "x-kubernetes-preserve-unknown-fields",
+        ] {
             assert!(!object.contains_key(key), "{path} has {key}");
         }
         assert!(object.contains_key("type"), "{path} has no type");
@@ -91,14 +151,21 @@ fn the_schema_is_structural_and_closed() {
 #[test]
 fn names_columns_and_subresources() {
     let crd = crd_json();
-    assert_eq!(crd["metadata"]["name"], json!("flaskmongoapps.flaskmongo.dev"));
+    assert_eq!(
+        crd["metadata"]["name"],
+        json!("flaskmongoapps.flaskmongo.dev")
+    );
     assert_eq!(crd["spec"]["scope"], json!("Namespaced"));
     assert_eq!(crd["spec"]["names"]["shortNames"], json!(["fma"]));
     let version = &crd["spec"]["versions"][0];
     assert_eq!(version["name"], json!("v1alpha1"));
     assert_eq!(version["subresources"]["status"], json!({}));
-    let columns: Vec<&str> =
-        version["additionalPrinterColumns"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    let columns: Vec<&str> = version["additionalPrinterColumns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
     assert_eq!(columns, ["Ready", "Web", "Mongo", "NodePort", "Age"]);
 }
 
@@ -106,11 +173,16 @@ fn names_columns_and_subresources() {
 fn spec_round_trips_through_json() {
     let mut spec = FlaskMongoAppSpec::default();
     spec.web.service.node_port = Some(30080);
-    spec.web.env.push(EnvVar { name: "GREETING".into(), value: "hi".into() });
+    spec.web.env.push(EnvVar {
+        name: "GREETING".into(),
+        value: "hi".into(),
+    });
     spec.mongo.storage.persistent_volume.host_path = Some("/data/x".into());
     spec.mongo.storage.deletion_policy = DeletionPolicy::Delete;
     let text = serde_json::to_string(&spec).unwrap();
     assert!(text.contains("\"targetCPUUtilizationPercentage\":70"));
-    assert_eq!(serde_json::from_str::<FlaskMongoAppSpec>(&text).unwrap(), spec);
+    assert_eq!(
+        serde_json::from_str::<FlaskMongoAppSpec>(&text).unwrap(),
+        spec
+    );
 }
-

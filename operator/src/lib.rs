@@ -1,1 +1,127 @@
-//! The FlaskMongoApp controller.
+//! The FlaskMongoApp operator: keeps a web app, its MongoDB and everything they need
+//! matching one `FlaskMongoApp` object.
+//!
+//! [`run`] is the whole operator (controller, optional leader election, metrics and health
+//! server) as a library call, so it can run in-process, scoped to one namespace.
+
+pub mod apply;
+pub mod children;
+pub mod controller;
+pub mod error;
+pub mod labels;
+pub mod leader;
+pub mod metrics;
+pub mod server;
+pub mod status;
+pub mod telemetry;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use flaskmongo_crd::FlaskMongoApp;
+use futures::FutureExt;
+use kube::{Client, CustomResourceExt};
+
+pub use crate::error::{Error, Result};
+pub use crate::leader::LeaseConfig;
+pub use crate::metrics::Metrics;
+
+/// How the operator runs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The namespace to watch; `None` watches all.
+    pub namespace: Option<String>,
+    /// Most objects reconciled at once.
+    pub concurrency: u16,
+    /// Interval of the periodic re-check of a healthy object.
+    pub requeue: Duration,
+    /// Where to serve `/metrics`, `/healthz` and `/readyz`; `None` serves nothing.
+    pub metrics_addr: Option<SocketAddr>,
+    /// The Lease to hold before reconciling; `None` reconciles at once.
+    pub leader_election: Option<LeaseConfig>,
+    /// Identity of this process in Events (and, usually, in the Lease).
+    pub identity: String,
+    /// Where the counters go.
+    pub metrics: Metrics,
+}
+
+impl Config {
+    /// Defaults: 8 reconciles at once, a re-check every 5 minutes, no server, no election.
+    pub fn new(namespace: Option<String>) -> Self {
+        Self {
+            namespace,
+            concurrency: 8,
+            requeue: Duration::from_secs(300),
+            metrics_addr: None,
+            leader_election: None,
+            identity: default_identity(),
+            metrics: Metrics::new(),
+        }
+    }
+}
+
+/// `$HOSTNAME` (the pod's name in a cluster) with a random suffix.
+pub fn default_identity() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "operator".to_owned());
+    format!(
+        "{host}-{}",
+        &children::secret::generate_password()[..6].to_ascii_lowercase()
+    )
+}
+
+/// The CRD as YAML, as `operator crd` prints it and `config/crd/` holds it.
+pub fn crd_yaml() -> Result<String> {
+    Ok(serde_yaml::to_string(&FlaskMongoApp::crd())?)
+}
+
+/// Runs the operator until `shutdown` resolves (then stops gracefully and gives up the
+/// Lease) or, with leader election, until the Lease is lost (an error: the process should
+/// exit and be restarted as a standby).
+pub async fn run(
+    client: Client,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let shutdown = shutdown.shared();
+    let client = metrics::counting_client(client, config.metrics.clone());
+    let readiness = server::Readiness::default();
+    if let Some(addr) = config.metrics_addr {
+        server::serve(
+            addr,
+            config.metrics.clone(),
+            readiness.clone(),
+            shutdown.clone(),
+        )
+        .await?;
+    }
+    let elector = config
+        .leader_election
+        .clone()
+        .map(|lease| leader::LeaderElector::new(client.clone(), lease))
+        .transpose()?;
+    if let Some(elector) = &elector {
+        // A standby is healthy and ready: it is waiting, by design.
+        readiness.set_ready();
+        tokio::select! {
+            () = elector.acquire() => {}
+            () = shutdown.clone() => return Ok(()),
+        }
+    }
+    let ready = readiness.clone();
+    let controller = controller::run(
+        client.clone(),
+        &config,
+        config.identity.clone(),
+        shutdown.clone(),
+        move || ready.set_ready(),
+    );
+    let Some(elector) = elector else {
+        controller.await;
+        return Ok(());
+    };
+    tokio::select! {
+        () = controller => {}
+        lost = elector.hold() => return Err(lost),
+    }
+    elector.release().await
+}

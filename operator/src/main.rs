@@ -1,2 +1,127 @@
-//! `operator`: runs the FlaskMongoApp controller.
-fn main() {}
+//! `operator`: runs the FlaskMongoApp controller, or prints its CRD.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use clap::builder::BoolishValueParser;
+use clap::{Args, Parser, Subcommand};
+use flaskmongo_operator::telemetry::{self, LogFormat};
+use flaskmongo_operator::{Config, LeaseConfig};
+
+#[derive(Parser)]
+#[command(version, about = "Kubernetes operator for FlaskMongoApp objects")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the controller against the cluster of the current kubeconfig (or in-cluster).
+    Run(RunArgs),
+    /// Print the CustomResourceDefinition as YAML.
+    Crd,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Namespace to watch; empty or absent watches all namespaces.
+    #[arg(long, env = "WATCH_NAMESPACE", default_value = "")]
+    namespace: String,
+    /// Address of the /metrics, /healthz and /readyz server.
+    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    metrics_addr: SocketAddr,
+    /// Hold a Lease before reconciling, so only one replica works at a time (on/off).
+    #[arg(long, env = "LEADER_ELECTION", default_value = "false", default_missing_value = "true", num_args = 0..=1, value_parser = BoolishValueParser::new())]
+    leader_election: bool,
+    /// Name of the leader Lease.
+    #[arg(long, env = "LEASE_NAME", default_value = "flaskmongo-operator")]
+    lease_name: String,
+    /// Namespace of the leader Lease; defaults to the client's namespace (the pod's own
+    /// namespace in a cluster).
+    #[arg(long, env = "LEASE_NAMESPACE")]
+    lease_namespace: Option<String>,
+    /// Identity of this process in the Lease and in Events; defaults to the host name
+    /// with a random suffix.
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Most objects reconciled at once.
+    #[arg(long, env = "CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
+    concurrency: u16,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Crd => match flaskmongo_operator::crd_yaml() {
+            Ok(yaml) => {
+                print!("{yaml}");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("error: {error}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run(args) => {
+            telemetry::init(args.log_format);
+            match run(args).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    tracing::error!("{error:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let client = kube::Client::try_default()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach the cluster: {e}"))?;
+    let namespace = Some(args.namespace).filter(|n| !n.is_empty());
+    let mut config = Config::new(namespace);
+    if let Some(identity) = args.identity {
+        config.identity = identity;
+    }
+    config.concurrency = args.concurrency;
+    config.metrics_addr = Some(args.metrics_addr);
+    if args.leader_election {
+        let lease_namespace = args
+            .lease_namespace
+            .unwrap_or_else(|| client.default_namespace().to_owned());
+        config.leader_election = Some(LeaseConfig::new(
+            args.lease_name,
+            lease_namespace,
+            config.identity.clone(),
+        ));
+    }
+    tracing::info!(namespace = ?config.namespace, identity = %config.identity, leader_election = args.leader_election, "starting");
+    flaskmongo_operator::run(client, config, shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,149 @@
+//! The MongoDB StatefulSet `<name>-mongo`.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{
+    StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
+};
+use k8s_openapi::api::core::v1::{
+    Container, ContainerPort, ExecAction, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SecurityContext, TCPSocketAction,
+    VolumeMount, VolumeResourceRequirements,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::api::ObjectMeta;
+
+use super::{
+    CLAIM_TEMPLATE, Instance, MONGO_PORT, PASSWORD_KEY, USERNAME_KEY, capabilities,
+    resource_requirements, runtime_default_seccomp, secret_env,
+};
+use crate::labels::Component;
+
+/// Name of the MongoDB container.
+pub const CONTAINER: &str = "mongo";
+/// Capabilities the official image's entrypoint needs: it starts as root, hands the data
+/// directory to the `mongodb` user and switches to that user.
+const ENTRYPOINT_CAPABILITIES: [&str; 5] = ["CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID"];
+
+/// One MongoDB pod with a claim from the template `data`. Claims are retained when the
+/// StatefulSet goes, so the data outlives it; the finalizer removes them under `Delete`.
+pub fn build(instance: &Instance<'_>) -> StatefulSet {
+    let storage = &instance.spec.mongo.storage;
+    let claim = PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some(CLAIM_TEMPLATE.to_owned()),
+            labels: Some(instance.selector(Component::Mongo)),
+            ..ObjectMeta::default()
+        },
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".to_owned()]),
+            storage_class_name: Some(storage.storage_class_name.clone()),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([(
+                    "storage".to_owned(),
+                    Quantity(storage.size.clone()),
+                )])),
+                ..VolumeResourceRequirements::default()
+            }),
+            ..PersistentVolumeClaimSpec::default()
+        }),
+        ..PersistentVolumeClaim::default()
+    };
+    StatefulSet {
+        metadata: instance.owned_meta(instance.mongo_name(), Component::Mongo),
+        spec: StatefulSetSpec {
+            replicas: Some(1),
+            service_name: Some(instance.mongo_name()),
+            selector: LabelSelector {
+                match_labels: Some(instance.selector(Component::Mongo)),
+                ..LabelSelector::default()
+            },
+            persistent_volume_claim_retention_policy: Some(
+                StatefulSetPersistentVolumeClaimRetentionPolicy {
+                    when_deleted: Some("Retain".to_owned()),
+                    when_scaled: Some("Retain".to_owned()),
+                },
+            ),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(instance.labels(Component::Mongo)),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(pod_spec(instance)),
+            },
+            volume_claim_templates: Some(vec![claim]),
+            ..StatefulSetSpec::default()
+        },
+        ..StatefulSet::default()
+    }
+}
+
+fn pod_spec(instance: &Instance<'_>) -> PodSpec {
+    let mongo = &instance.spec.mongo;
+    let secret = instance.secret_name();
+    PodSpec {
+        automount_service_account_token: Some(false),
+        enable_service_links: Some(false),
+        security_context: Some(PodSecurityContext {
+            seccomp_profile: Some(runtime_default_seccomp()),
+            ..PodSecurityContext::default()
+        }),
+        termination_grace_period_seconds: Some(30),
+        containers: vec![Container {
+            name: CONTAINER.to_owned(),
+            image: Some(mongo.image.clone()),
+            image_pull_policy: Some("IfNotPresent".to_owned()),
+            ports: Some(vec![ContainerPort {
+                name: Some("mongodb".to_owned()),
+                container_port: MONGO_PORT,
+                protocol: Some("TCP".to_owned()),
+                ..ContainerPort::default()
+            }]),
+            env: Some(vec![
+                secret_env("MONGO_INITDB_ROOT_USERNAME", &secret, USERNAME_KEY),
+                secret_env("MONGO_INITDB_ROOT_PASSWORD", &secret, PASSWORD_KEY),
+            ]),
+            resources: Some(resource_requirements(&mongo.resources)),
+            readiness_probe: Some(Probe {
+                exec: Some(ExecAction {
+                    command: Some(
+                        ["mongosh", "--quiet", "--eval", "db.adminCommand('ping').ok"]
+                            .map(str::to_owned)
+                            .to_vec(),
+                    ),
+                }),
+                initial_delay_seconds: Some(5),
+                period_seconds: Some(10),
+                timeout_seconds: Some(5),
+                failure_threshold: Some(3),
+                ..Probe::default()
+            }),
+            liveness_probe: Some(Probe {
+                tcp_socket: Some(TCPSocketAction {
+                    port: IntOrString::Int(MONGO_PORT),
+                    ..TCPSocketAction::default()
+                }),
+                initial_delay_seconds: Some(30),
+                period_seconds: Some(20),
+                timeout_seconds: Some(5),
+                failure_threshold: Some(6),
+                ..Probe::default()
+            }),
+            volume_mounts: Some(vec![VolumeMount {
+                name: CLAIM_TEMPLATE.to_owned(),
+                mount_path: "/data/db".to_owned(),
+                ..VolumeMount::default()
+            }]),
+            security_context: Some(SecurityContext {
+                allow_privilege_escalation: Some(false),
+                capabilities: Some(capabilities(&ENTRYPOINT_CAPABILITIES)),
+                seccomp_profile: Some(runtime_default_seccomp()),
+                ..SecurityContext::default()
+            }),
+            ..Container::default()
+        }],
+        ..PodSpec::default()
+    }
+}

@@ -1,0 +1,697 @@
+//! The controller: watches, `reconcile` and `error_policy`.
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use flaskmongo_crd::{DeletionPolicy, FlaskMongoApp};
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Secret, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use crate::apply;
+use crate::children::{self, Instance, describe, secret};
+use crate::error::{Error, Result};
+use crate::labels::{self, MANAGER};
+use crate::metrics::Metrics;
+use crate::status::{self, Failure, Observed};
+
+/// Finalizer that lets the operator remove the data under `deletionPolicy: Delete`.
+pub const FINALIZER: &str = "flaskmongo.dev/cleanup";
+/// Field manager that keeps `spec.replicas` while the autoscaler takes it over.
+const REPLICAS_HANDOFF_MANAGER: &str = "flaskmongo-operator-replicas-handoff";
+/// Longest wait between attempts for an object whose reconcile keeps failing.
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// Pause while the finalizer waits for the claim to go.
+const CLEANUP_POLL: Duration = Duration::from_secs(2);
+
+/// The watch caches of the children.
+#[derive(Clone)]
+pub struct Stores {
+    deployments: Store<Deployment>,
+    services: Store<Service>,
+    hpas: Store<HorizontalPodAutoscaler>,
+    statefulsets: Store<StatefulSet>,
+    volumes: Store<PersistentVolume>,
+    secrets: Store<PartialObjectMeta<Secret>>,
+}
+
+impl Stores {
+    /// Waits until every cache holds its first complete list.
+    pub async fn wait_until_ready(&self) {
+        // An error means the watch was dropped at shutdown; nothing is left to wait for.
+        let _ = futures::join!(
+            self.deployments.wait_until_ready(),
+            self.services.wait_until_ready(),
+            self.hpas.wait_until_ready(),
+            self.statefulsets.wait_until_ready(),
+            self.volumes.wait_until_ready(),
+            self.secrets.wait_until_ready(),
+        );
+    }
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    client: Client,
+    recorder: Recorder,
+    metrics: Metrics,
+    stores: Stores,
+    requeue: Duration,
+    failures: Mutex<HashMap<ObjectRef<FlaskMongoApp>, u32>>,
+}
+
+impl Context {
+    async fn publish(
+        &self,
+        app: &FlaskMongoApp,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        let event = Event {
+            type_,
+            reason: reason.to_owned(),
+            note: Some(note),
+            action: action.to_owned(),
+            secondary: None,
+        };
+        if let Err(error) = self.recorder.publish(&event, &app.object_ref(&())).await {
+            tracing::warn!(%error, "cannot publish an Event");
+        }
+    }
+
+    fn reset_backoff(&self, app: &FlaskMongoApp) {
+        self.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&ObjectRef::from(app));
+    }
+}
+
+/// The cache key of a namespaced child.
+fn here<K: Resource<DynamicType = ()>>(name: String, namespace: &str) -> ObjectRef<K> {
+    ObjectRef::new(&name).within(namespace)
+}
+
+/// The scope of the watches.
+fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// A cache of one kind of child and the stream that fills it and triggers reconciles.
+fn cached<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    keep_managed_fields: bool,
+) -> (
+    Store<K>,
+    impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let (store, writer) = reflector::store();
+    let stream = watcher(api, config)
+        .default_backoff()
+        .modify(move |object: &mut K| {
+            // Managed fields are most of an object's size and only the Deployment's are read.
+            if !keep_managed_fields {
+                object.managed_fields_mut().clear();
+            }
+        })
+        .reflect(writer)
+        .touched_objects();
+    (store, stream)
+}
+
+/// The `FlaskMongoApp` an object labelled by the operator belongs to.
+fn owner_ref<K: Resource>(object: &K) -> Option<ObjectRef<FlaskMongoApp>> {
+    let (namespace, name) = labels::owner(object.meta().labels.as_ref()?)?;
+    Some(ObjectRef::new(name).within(namespace))
+}
+
+/// Runs the controller until `shutdown` resolves; `on_ready` is called once the caches
+/// are filled.
+pub async fn run(
+    client: Client,
+    settings: &crate::Config,
+    identity: String,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+    on_ready: impl FnOnce() + Send + 'static,
+) {
+    let namespace = settings.namespace.as_deref();
+    let selector = labels::managed_selector();
+    let children = watcher::Config::default().labels(&selector);
+    let (deployments, deployment_events) = cached(
+        scoped::<Deployment>(&client, namespace),
+        children.clone(),
+        true,
+    );
+    let (services, service_events) = cached(
+        scoped::<Service>(&client, namespace),
+        children.clone(),
+        false,
+    );
+    let (hpas, hpa_events) = cached(
+        scoped::<HorizontalPodAutoscaler>(&client, namespace),
+        children.clone(),
+        false,
+    );
+    let (statefulsets, statefulset_events) = cached(
+        scoped::<StatefulSet>(&client, namespace),
+        children.clone(),
+        false,
+    );
+    let volume_selector = match namespace {
+        Some(namespace) => format!("{selector},{}={namespace}", labels::OWNER_NAMESPACE),
+        None => selector.clone(),
+    };
+    let (volumes, volume_events) = cached(
+        Api::<PersistentVolume>::all(client.clone()),
+        watcher::Config::default().labels(&volume_selector),
+        false,
+    );
+    // Only the Secret's existence matters, so its data is never cached.
+    let (secrets, secret_writer) = reflector::store();
+    let secret_events = watcher(
+        scoped::<PartialObjectMeta<Secret>>(&client, namespace),
+        children.clone(),
+    )
+    .default_backoff()
+    .reflect(secret_writer)
+    .touched_objects();
+
+    let stores = Stores {
+        deployments,
+        services,
+        hpas,
+        statefulsets,
+        volumes,
+        secrets,
+    };
+    let ready_stores = stores.clone();
+    tokio::spawn(async move {
+        ready_stores.wait_until_ready().await;
+        on_ready();
+    });
+    let context = Arc::new(Context {
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: MANAGER.to_owned(),
+                instance: Some(identity),
+            },
+        ),
+        client: client.clone(),
+        metrics: settings.metrics.clone(),
+        stores,
+        requeue: settings.requeue,
+        failures: Mutex::default(),
+    });
+    Controller::new(
+        scoped::<FlaskMongoApp>(&client, namespace),
+        watcher::Config::default(),
+    )
+    .owns_stream(deployment_events)
+    .owns_stream(service_events)
+    .owns_stream(hpa_events)
+    .owns_stream(statefulset_events)
+    .watches_stream(volume_events, |volume| owner_ref(&volume))
+    .watches_stream(secret_events, |secret| owner_ref(&secret))
+    .with_config(ControllerConfig::default().concurrency(settings.concurrency))
+    .graceful_shutdown_on(shutdown)
+    .run(reconcile, error_policy, context)
+    .for_each(|result| async move {
+        match result {
+            Ok((object, _)) => tracing::debug!(%object, "reconciled"),
+            Err(error) => tracing::debug!(%error, "reconcile did not complete"),
+        }
+    })
+    .await;
+}
+
+/// Brings the children of `app` to its spec and reports what it sees in the status.
+pub async fn reconcile(app: Arc<FlaskMongoApp>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile_started();
+    ctx.stores.wait_until_ready().await;
+    let instance = Instance::new(&app)?;
+    if app.metadata.deletion_timestamp.is_some() {
+        return finalize(&app, &instance, &ctx).await;
+    }
+    let result = if app.spec.paused {
+        Ok(())
+    } else {
+        converge(&app, &instance, &ctx).await
+    };
+    let failure = result.as_ref().err().map(|error| Failure {
+        reason: error.reason().to_owned(),
+        message: error.to_string(),
+    });
+    if let Some(failure) = &failure {
+        ctx.publish(
+            &app,
+            EventType::Warning,
+            &failure.reason,
+            "Reconcile",
+            failure.message.clone(),
+        )
+        .await;
+    }
+    update_status(&app, &instance, &ctx, failure).await?;
+    result?;
+    ctx.reset_backoff(&app);
+    Ok(Action::requeue(ctx.requeue))
+}
+
+/// Waits longer after each failure of the same object: 1 s, 2 s, 4 s … up to 5 minutes.
+pub fn error_policy(app: Arc<FlaskMongoApp>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.reconcile_failed(error.reason());
+    let attempt = {
+        let mut failures = ctx.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let count = failures.entry(ObjectRef::from(app.as_ref())).or_default();
+        *count = count.saturating_add(1);
+        *count
+    };
+    let delay = backoff_delay(attempt);
+    tracing::warn!(object = %ObjectRef::from(app.as_ref()), %error, attempt, ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// Delay before retry number `attempt` (counted from 1).
+pub fn backoff_delay(attempt: u32) -> Duration {
+    let exponent = attempt.saturating_sub(1).min(16);
+    Duration::from_secs(1u64 << exponent).min(MAX_BACKOFF)
+}
+
+async fn converge(app: &FlaskMongoApp, instance: &Instance<'_>, ctx: &Context) -> Result<()> {
+    ensure_finalizer(app, ctx).await?;
+    ensure_secret(app, instance, ctx).await?;
+    let desired = children::desired(instance);
+    let namespace = instance.namespace;
+    let client = &ctx.client;
+    // Every child is tried even when one fails, so one refused object (say, a taken node
+    // port) does not hold the others back; the first failure is reported.
+    let mut results = vec![
+        sync(
+            ctx,
+            app,
+            &Api::namespaced(client.clone(), namespace),
+            desired.mongo_service,
+            ctx.stores
+                .services
+                .get(&here(instance.mongo_name(), namespace)),
+        )
+        .await,
+    ];
+    if let Some(volume) = desired.persistent_volume {
+        let live = ctx
+            .stores
+            .volumes
+            .get(&ObjectRef::new(&instance.volume_name()));
+        results.push(sync(ctx, app, &Api::all(client.clone()), volume, live).await);
+    }
+    results.push(
+        sync(
+            ctx,
+            app,
+            &Api::namespaced(client.clone(), namespace),
+            desired.statefulset,
+            ctx.stores
+                .statefulsets
+                .get(&here(instance.mongo_name(), namespace)),
+        )
+        .await,
+    );
+    results.push(
+        sync(
+            ctx,
+            app,
+            &Api::namespaced(client.clone(), namespace),
+            desired.web_service,
+            ctx.stores
+                .services
+                .get(&here(instance.web_name(), namespace)),
+        )
+        .await,
+    );
+    results.push(
+        sync_deployment(
+            ctx,
+            app,
+            desired.deployment,
+            ctx.stores
+                .deployments
+                .get(&here(instance.web_name(), namespace)),
+        )
+        .await,
+    );
+    let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), namespace);
+    let live_hpa = ctx.stores.hpas.get(&here(instance.web_name(), namespace));
+    results.push(match desired.hpa {
+        Some(hpa) => sync(ctx, app, &hpas, hpa, live_hpa).await,
+        None => match live_hpa {
+            Some(live) => delete(ctx, app, &hpas, &live.name_any()).await,
+            None => Ok(()),
+        },
+    });
+    results.into_iter().collect()
+}
+
+/// Applies `desired` unless the cached `live` object already matches it.
+async fn sync<K>(
+    ctx: &Context,
+    app: &FlaskMongoApp,
+    api: &Api<K>,
+    desired: K,
+    live: Option<Arc<K>>,
+) -> Result<()>
+where
+    K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
+{
+    let desired = apply::with_hash(desired)?;
+    if apply::is_current(&desired, live.as_deref())? {
+        return Ok(());
+    }
+    apply::apply(api, &desired).await?;
+    let (reason, verb) = if live.is_some() {
+        ("Updated", "updated")
+    } else {
+        ("Created", "created")
+    };
+    tracing::info!(object = %ObjectRef::from(app), child = %describe(&desired), "{verb}");
+    ctx.publish(
+        app,
+        EventType::Normal,
+        reason,
+        "Apply",
+        format!("{} {verb}", describe(&desired)),
+    )
+    .await;
+    Ok(())
+}
+
+/// The Deployment, handing `spec.replicas` over to the autoscaler when it is turned on.
+///
+/// A field dropped from an apply is removed if no other manager owns it, and a Deployment
+/// without `replicas` falls back to one pod. So before the first apply without `replicas`,
+/// a second field manager applies the current count; it keeps the field until the
+/// autoscaler's first change takes it over.
+async fn sync_deployment(
+    ctx: &Context,
+    app: &FlaskMongoApp,
+    desired: Deployment,
+    live: Option<Arc<Deployment>>,
+) -> Result<()> {
+    let api: Api<Deployment> = Api::namespaced(
+        ctx.client.clone(),
+        app.namespace().as_deref().unwrap_or_default(),
+    );
+    let leaving_replicas = desired.spec.replicas.is_none();
+    if let Some(live) = live
+        .as_deref()
+        .filter(|live| leaving_replicas && owns_replicas(live))
+    {
+        let stamped = apply::with_hash(desired.clone())?;
+        if !apply::is_current(&stamped, Some(live))? {
+            let replicas = live.spec.replicas;
+            let handoff = json!({
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": { "name": live.name_any(), "namespace": live.namespace() },
+                "spec": { "replicas": replicas },
+            });
+            apply::apply_as::<Deployment, _>(&api, &handoff, REPLICAS_HANDOFF_MANAGER).await?;
+        }
+    }
+    sync(ctx, app, &api, desired, live).await
+}
+
+/// Whether the operator's own applies own the live Deployment's `spec.replicas`.
+fn owns_replicas(deployment: &Deployment) -> bool {
+    deployment.managed_fields().iter().any(|entry| {
+        entry.manager.as_deref() == Some(MANAGER)
+            && entry.operation.as_deref() == Some("Apply")
+            && entry
+                .fields_v1
+                .as_ref()
+                .is_some_and(|fields| fields.0["f:spec"].get("f:replicas").is_some())
+    })
+}
+
+async fn delete<K>(ctx: &Context, app: &FlaskMongoApp, api: &Api<K>, name: &str) -> Result<()>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
+{
+    let what = format!("{} {name}", K::kind(&()));
+    match api.delete(name, &DeleteParams::background()).await {
+        Ok(_) => {
+            ctx.publish(
+                app,
+                EventType::Normal,
+                "Deleted",
+                "Delete",
+                format!("{what} deleted"),
+            )
+            .await;
+            Ok(())
+        }
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(source) => Err(Error::kube(format!("delete {what}"), source)),
+    }
+}
+
+async fn ensure_finalizer(app: &FlaskMongoApp, ctx: &Context) -> Result<()> {
+    if app.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(());
+    }
+    let mut finalizers = app.finalizers().to_vec();
+    finalizers.push(FINALIZER.to_owned());
+    set_finalizers(app, ctx, finalizers).await
+}
+
+/// Replaces the finalizers, failing if the object changed since it was read.
+async fn set_finalizers(app: &FlaskMongoApp, ctx: &Context, finalizers: Vec<String>) -> Result<()> {
+    let api: Api<FlaskMongoApp> = Api::namespaced(
+        ctx.client.clone(),
+        app.namespace().as_deref().unwrap_or_default(),
+    );
+    let patch = json!({ "metadata": { "finalizers": finalizers, "resourceVersion": app.resource_version() } });
+    api.patch(
+        &app.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .map(drop)
+    .map_err(|source| {
+        Error::kube(
+            format!("set the finalizers of FlaskMongoApp {}", app.name_any()),
+            source,
+        )
+    })
+}
+
+/// Creates the credentials Secret if it is missing; never changes an existing one.
+async fn ensure_secret(app: &FlaskMongoApp, instance: &Instance<'_>, ctx: &Context) -> Result<()> {
+    let name = instance.secret_name();
+    if ctx
+        .stores
+        .secrets
+        .get(&ObjectRef::new(&name).within(instance.namespace))
+        .is_some()
+    {
+        return Ok(());
+    }
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), instance.namespace);
+    // The cache holds only labelled Secrets; one restored by hand may lack the labels.
+    let existing = api
+        .get_metadata_opt(&name)
+        .await
+        .map_err(|e| Error::kube(format!("get Secret {name}"), e))?;
+    if existing.is_some() {
+        return Ok(());
+    }
+    if let Some(volume) = retained_volume(instance, ctx).await? {
+        return Err(Error::CredentialsMissing {
+            volume,
+            secret: name,
+        });
+    }
+    let secret = secret::build(instance, &secret::generate_password());
+    let params = PostParams {
+        field_manager: Some(MANAGER.to_owned()),
+        ..PostParams::default()
+    };
+    match api.create(&params, &secret).await {
+        Ok(_) => {
+            ctx.publish(
+                app,
+                EventType::Normal,
+                "Created",
+                "Create",
+                format!("Secret {name} created"),
+            )
+            .await;
+            Ok(())
+        }
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        Err(source) => Err(Error::kube(format!("create Secret {name}"), source)),
+    }
+}
+
+/// The volume or claim holding data from an earlier object of this name, if any.
+async fn retained_volume(instance: &Instance<'_>, ctx: &Context) -> Result<Option<String>> {
+    let volume = instance.volume_name();
+    if ctx.stores.volumes.get(&ObjectRef::new(&volume)).is_some() {
+        return Ok(Some(format!("PersistentVolume {volume}")));
+    }
+    let claim = instance.claim_name();
+    let claims: Api<PersistentVolumeClaim> =
+        Api::namespaced(ctx.client.clone(), instance.namespace);
+    let existing = claims
+        .get_metadata_opt(&claim)
+        .await
+        .map_err(|e| Error::kube(format!("get PersistentVolumeClaim {claim}"), e))?;
+    Ok(existing.map(|_| format!("PersistentVolumeClaim {claim}")))
+}
+
+/// On deletion: under `Delete`, removes the StatefulSet (so no pod holds the claim), the
+/// claim, then the volume and the Secret; under `Retain`, keeps them all.
+async fn finalize(app: &FlaskMongoApp, instance: &Instance<'_>, ctx: &Context) -> Result<Action> {
+    if !app.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(Action::await_change());
+    }
+    if app.spec.mongo.storage.deletion_policy == DeletionPolicy::Delete {
+        let namespace = instance.namespace;
+        let client = ctx.client.clone();
+        delete(
+            ctx,
+            app,
+            &Api::<StatefulSet>::namespaced(client.clone(), namespace),
+            &instance.mongo_name(),
+        )
+        .await?;
+        let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
+        let claim = instance.claim_name();
+        delete(ctx, app, &claims, &claim).await?;
+        let still_there = claims
+            .get_metadata_opt(&claim)
+            .await
+            .map_err(|e| Error::kube(format!("get PersistentVolumeClaim {claim}"), e))?;
+        if still_there.is_some() {
+            return Ok(Action::requeue(CLEANUP_POLL));
+        }
+        if instance.spec.mongo.storage.persistent_volume.create {
+            delete(
+                ctx,
+                app,
+                &Api::<PersistentVolume>::all(client.clone()),
+                &instance.volume_name(),
+            )
+            .await?;
+        }
+        delete(
+            ctx,
+            app,
+            &Api::<Secret>::namespaced(client, namespace),
+            &instance.secret_name(),
+        )
+        .await?;
+    }
+    let finalizers = app
+        .finalizers()
+        .iter()
+        .filter(|f| *f != FINALIZER)
+        .cloned()
+        .collect();
+    set_finalizers(app, ctx, finalizers).await?;
+    Ok(Action::await_change())
+}
+
+/// Patches the status when what the children report differs from it.
+async fn update_status(
+    app: &FlaskMongoApp,
+    instance: &Instance<'_>,
+    ctx: &Context,
+    failure: Option<Failure>,
+) -> Result<()> {
+    let namespace = instance.namespace;
+    let deployment = ctx
+        .stores
+        .deployments
+        .get(&here(instance.web_name(), namespace));
+    let web_service = ctx
+        .stores
+        .services
+        .get(&here(instance.web_name(), namespace));
+    let statefulset = ctx
+        .stores
+        .statefulsets
+        .get(&here(instance.mongo_name(), namespace));
+    let observed = Observed {
+        deployment: deployment.as_deref(),
+        web_service: web_service.as_deref(),
+        statefulset: statefulset.as_deref(),
+        failure,
+    };
+    let now =
+        Timestamp::from_second(Timestamp::now().as_second()).unwrap_or_else(|_| Timestamp::now());
+    let status = status::compute(app, &observed, &Time(now));
+    if app.status.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    let api: Api<FlaskMongoApp> = Api::namespaced(ctx.client.clone(), instance.namespace);
+    let patch = json!({
+        "apiVersion": FlaskMongoApp::api_version(&()),
+        "kind": FlaskMongoApp::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        instance.name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map(drop)
+    .map_err(|source| {
+        Error::kube(
+            format!("update the status of FlaskMongoApp {}", instance.name),
+            source,
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_five_minutes() {
+        let delays: Vec<u64> = (1..=12).map(|n| backoff_delay(n).as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300]);
+        assert_eq!(backoff_delay(u32::MAX), MAX_BACKOFF);
+    }
+}

@@ -1,0 +1,226 @@
+//! The status of a `FlaskMongoApp`, computed from what its children report.
+
+use flaskmongo_crd::{
+    CONDITION_DEGRADED, CONDITION_PROGRESSING, CONDITION_READY, FlaskMongoApp, FlaskMongoAppStatus,
+    WebStatus,
+};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+/// Why the last reconcile did not reach the spec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// CamelCase reason.
+    pub reason: String,
+    /// The message, with the API server's own words where it refused something.
+    pub message: String,
+}
+
+/// What the operator saw of the children.
+#[derive(Debug, Clone, Default)]
+pub struct Observed<'a> {
+    /// The web Deployment, if it exists.
+    pub deployment: Option<&'a Deployment>,
+    /// The web Service, if it exists.
+    pub web_service: Option<&'a Service>,
+    /// The MongoDB StatefulSet, if it exists.
+    pub statefulset: Option<&'a StatefulSet>,
+    /// The failure of this reconcile, if any.
+    pub failure: Option<Failure>,
+}
+
+/// The status for `app` given its observed children; conditions whose status did not
+/// change keep their `lastTransitionTime`.
+pub fn compute(app: &FlaskMongoApp, observed: &Observed<'_>, now: &Time) -> FlaskMongoAppStatus {
+    let generation = app.metadata.generation;
+    let web = web_state(observed.deployment);
+    let mongo = mongo_state(observed.statefulset);
+    let node_port = observed
+        .web_service
+        .and_then(|service| service.spec.as_ref()?.ports.as_ref()?.first()?.node_port);
+
+    let ready = web.ready && mongo.ready && node_port.is_some();
+    let rolled_out = web.rolled_out && mongo.rolled_out;
+    let waiting_for: Vec<String> = [
+        (!web.ready).then(|| {
+            format!(
+                "web pods ({}/{} ready)",
+                web.status.ready_replicas, web.status.replicas
+            )
+        }),
+        (!mongo.ready).then(|| "MongoDB".to_owned()),
+        node_port
+            .is_none()
+            .then(|| "the web Service's node port".to_owned()),
+        (ready && !rolled_out).then(|| "the rollout to finish".to_owned()),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+
+    let (ready_reason, ready_message) = if ready {
+        ("AllReady", "web pods and MongoDB are ready".to_owned())
+    } else if !web.ready {
+        (
+            "WebNotReady",
+            format!("waiting for {}", waiting_for.join(", ")),
+        )
+    } else if !mongo.ready {
+        (
+            "MongoNotReady",
+            format!("waiting for {}", waiting_for.join(", ")),
+        )
+    } else {
+        (
+            "ServiceNotReady",
+            format!("waiting for {}", waiting_for.join(", ")),
+        )
+    };
+    let (progressing, progressing_reason, progressing_message) = if app.spec.paused {
+        (
+            false,
+            "Paused",
+            "spec.paused is true: the operator changes nothing".to_owned(),
+        )
+    } else if observed.failure.is_some() {
+        (
+            false,
+            "ReconcileFailed",
+            "the last reconcile failed; see the Degraded condition".to_owned(),
+        )
+    } else if waiting_for.is_empty() {
+        (
+            false,
+            "Reconciled",
+            "every child matches the spec".to_owned(),
+        )
+    } else {
+        (
+            true,
+            "RollingOut",
+            format!("waiting for {}", waiting_for.join(", ")),
+        )
+    };
+    let (degraded, degraded_reason, degraded_message) = match &observed.failure {
+        Some(failure) => (true, failure.reason.as_str(), failure.message.clone()),
+        None => (false, "AsExpected", String::new()),
+    };
+
+    let message = if let Some(failure) = &observed.failure {
+        failure.message.clone()
+    } else if app.spec.paused {
+        progressing_message.clone()
+    } else if waiting_for.is_empty() {
+        match node_port {
+            Some(port) => format!(
+                "ready: web {} on node port {port}, MongoDB ready",
+                web.status.ready
+            ),
+            None => ready_message.clone(),
+        }
+    } else {
+        format!("waiting for {}", waiting_for.join(", "))
+    };
+
+    let previous = app
+        .status
+        .as_ref()
+        .map(|status| status.conditions.as_slice())
+        .unwrap_or_default();
+    let condition = |type_: &str, status: bool, reason: &str, message: String| {
+        let status = if status { "True" } else { "False" }.to_owned();
+        let last_transition_time = previous
+            .iter()
+            .find(|c| c.type_ == type_ && c.status == status)
+            .map_or_else(|| now.clone(), |c| c.last_transition_time.clone());
+        Condition {
+            type_: type_.to_owned(),
+            status,
+            reason: reason.to_owned(),
+            message,
+            observed_generation: generation,
+            last_transition_time,
+        }
+    };
+    FlaskMongoAppStatus {
+        observed_generation: generation,
+        conditions: vec![
+            condition(CONDITION_READY, ready, ready_reason, ready_message),
+            condition(
+                CONDITION_PROGRESSING,
+                progressing,
+                progressing_reason,
+                progressing_message,
+            ),
+            condition(
+                CONDITION_DEGRADED,
+                degraded,
+                degraded_reason,
+                degraded_message,
+            ),
+        ],
+        web: web.status,
+        mongo_ready: mongo.ready,
+        node_port,
+        message,
+    }
+}
+
+struct TierState {
+    ready: bool,
+    rolled_out: bool,
+}
+
+struct WebState {
+    ready: bool,
+    rolled_out: bool,
+    status: WebStatus,
+}
+
+fn web_state(deployment: Option<&Deployment>) -> WebState {
+    let Some(deployment) = deployment else {
+        return WebState {
+            ready: false,
+            rolled_out: false,
+            status: WebStatus {
+                ready: "0/0".into(),
+                ..WebStatus::default()
+            },
+        };
+    };
+    let wanted = deployment.spec.replicas.unwrap_or(1);
+    let status = deployment.status.clone().unwrap_or_default();
+    let ready_replicas = status.ready_replicas.unwrap_or(0);
+    let updated = status.updated_replicas.unwrap_or(0);
+    let current = status.observed_generation >= deployment.metadata.generation;
+    WebState {
+        ready: wanted > 0 && ready_replicas >= wanted,
+        rolled_out: current && updated >= wanted && status.replicas.unwrap_or(0) <= wanted,
+        status: WebStatus {
+            replicas: wanted,
+            ready_replicas,
+            ready: format!("{ready_replicas}/{wanted}"),
+        },
+    }
+}
+
+fn mongo_state(statefulset: Option<&StatefulSet>) -> TierState {
+    let Some(statefulset) = statefulset else {
+        return TierState {
+            ready: false,
+            rolled_out: false,
+        };
+    };
+    let status = statefulset.status.clone().unwrap_or_default();
+    let current = status.observed_generation >= statefulset.metadata.generation;
+    let revisions_match =
+        status.update_revision.is_none() || status.update_revision == status.current_revision;
+    TierState {
+        ready: status.ready_replicas.unwrap_or(0) >= 1,
+        rolled_out: current && revisions_match,
+    }
+}
+
+#[cfg(test)]
+mod tests;
