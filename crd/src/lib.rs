@@ -49,7 +49,6 @@ pub const CONDITION_DEGRADED: &str = "Degraded";
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = Rule::new("self.metadata.name.size() <= 46 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')")
         .message("metadata.name must be at most 46 characters of lowercase letters, digits and '-', starting with a letter and ending with a letter or digit")
-        .field_path(".metadata.name")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct FlaskMongoAppSpec {
@@ -175,8 +174,8 @@ pub struct EnvVar {
 
 /// Requests and limits of a container.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
-#[x_kube(validation = Rule::new("!has(self.requests.cpu) || !has(self.limits.cpu) || quantity(self.requests.cpu).compareTo(quantity(self.limits.cpu)) <= 0").message("resources.requests.cpu must not exceed resources.limits.cpu"))]
-#[x_kube(validation = Rule::new("!has(self.requests.memory) || !has(self.limits.memory) || quantity(self.requests.memory).compareTo(quantity(self.limits.memory)) <= 0").message("resources.requests.memory must not exceed resources.limits.memory"))]
+#[x_kube(validation = Rule::new("!has(self.requests.cpu) || !has(self.limits.cpu) || !quantity(self.requests.cpu).isGreaterThan(quantity(self.limits.cpu))").message("resources.requests.cpu must not exceed resources.limits.cpu"))]
+#[x_kube(validation = Rule::new("!has(self.requests.memory) || !has(self.limits.memory) || !quantity(self.requests.memory).isGreaterThan(quantity(self.limits.memory))").message("resources.requests.memory must not exceed resources.limits.memory"))]
 pub struct Resources {
     /// What the scheduler reserves.
     #[serde(default)]
@@ -192,12 +191,12 @@ pub struct ResourceAmounts {
     /// CPU, in cores (`500m` is half a core).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 64))]
-    #[x_kube(validation = Rule::new("isQuantity(self) && quantity(self).sign() >= 0").message("cpu must be a non-negative quantity such as 250m or 1"))]
+    #[x_kube(validation = Rule::new("isQuantity(self) && !quantity(self).isLessThan(quantity('0'))").message("cpu must be a non-negative quantity such as 250m or 1"))]
     pub cpu: Option<String>,
     /// Memory, in bytes (`64Mi`, `1Gi`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 64))]
-    #[x_kube(validation = Rule::new("isQuantity(self) && quantity(self).sign() >= 0").message("memory must be a non-negative quantity such as 64Mi or 1Gi"))]
+    #[x_kube(validation = Rule::new("isQuantity(self) && !quantity(self).isLessThan(quantity('0'))").message("memory must be a non-negative quantity such as 64Mi or 1Gi"))]
     pub memory: Option<String>,
 }
 

@@ -9,7 +9,9 @@ use flaskmongo_crd::{DeletionPolicy, FlaskMongoApp};
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Secret, Service};
+use k8s_openapi::api::core::v1::{
+    ObjectReference, PersistentVolume, PersistentVolumeClaim, Secret, Service,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -83,13 +85,16 @@ impl Context {
         reason: &str,
         action: &str,
         note: String,
+        child: Option<ObjectReference>,
     ) {
+        // The child is part of the Event's identity, so Events about different children
+        // are not folded into one series.
         let event = Event {
             type_,
             reason: reason.to_owned(),
             note: Some(note),
             action: action.to_owned(),
-            secondary: None,
+            secondary: child,
         };
         if let Err(error) = self.recorder.publish(&event, &app.object_ref(&())).await {
             tracing::warn!(%error, "cannot publish an Event");
@@ -277,6 +282,7 @@ pub async fn reconcile(app: Arc<FlaskMongoApp>, ctx: Arc<Context>) -> Result<Act
             &failure.reason,
             "Reconcile",
             failure.message.clone(),
+            None,
         )
         .await;
     }
@@ -408,6 +414,7 @@ where
         reason,
         "Apply",
         format!("{} {verb}", describe(&desired)),
+        Some(desired.object_ref(&())),
     )
     .await;
     Ok(())
@@ -468,12 +475,20 @@ where
     let what = format!("{} {name}", K::kind(&()));
     match api.delete(name, &DeleteParams::background()).await {
         Ok(_) => {
+            let child = ObjectReference {
+                api_version: Some(K::api_version(&()).into_owned()),
+                kind: Some(K::kind(&()).into_owned()),
+                name: Some(name.to_owned()),
+                namespace: app.namespace(),
+                ..ObjectReference::default()
+            };
             ctx.publish(
                 app,
                 EventType::Normal,
                 "Deleted",
                 "Delete",
                 format!("{what} deleted"),
+                Some(child),
             )
             .await;
             Ok(())
@@ -553,6 +568,7 @@ async fn ensure_secret(app: &FlaskMongoApp, instance: &Instance<'_>, ctx: &Conte
                 "Created",
                 "Create",
                 format!("Secret {name} created"),
+                Some(secret.object_ref(&())),
             )
             .await;
             Ok(())

@@ -1,1 +1,509 @@
+use std::collections::BTreeMap;
 
+use flaskmongo_crd::{
+    DeletionPolicy, EnvVar as SpecEnvVar, FlaskMongoApp, FlaskMongoAppSpec, ImagePullPolicy,
+};
+use k8s_openapi::api::core::v1::{Container, EnvVar, PodSpec};
+use kube::ResourceExt;
+use proptest::prelude::*;
+
+use super::*;
+use crate::labels::{INSTANCE, MANAGED_BY, MANAGER};
+
+/// An object as the API server would return it: with a namespace and a uid.
+pub(crate) fn app(name: &str, namespace: &str, spec: FlaskMongoAppSpec) -> FlaskMongoApp {
+    let mut app = FlaskMongoApp::new(name, spec);
+    app.metadata.namespace = Some(namespace.to_owned());
+    app.metadata.uid = Some("0b5e2a8e-5c1f-4c3e-9d0a-7f6b1c2d3e4f".to_owned());
+    app.metadata.generation = Some(1);
+    app
+}
+
+fn build(spec: FlaskMongoAppSpec) -> Children {
+    desired(&Instance::new(&app("shop", "team-a", spec)).unwrap())
+}
+
+fn pod(template: &k8s_openapi::api::core::v1::PodTemplateSpec) -> &PodSpec {
+    template.spec.as_ref().unwrap()
+}
+
+fn env<'a>(container: &'a Container, name: &str) -> Option<&'a EnvVar> {
+    container.env.as_ref()?.iter().find(|e| e.name == name)
+}
+
+#[test]
+fn instance_needs_server_metadata() {
+    let mut unsaved = FlaskMongoApp::new("shop", FlaskMongoAppSpec::default());
+    assert_eq!(
+        Instance::new(&unsaved).unwrap_err().to_string(),
+        "FlaskMongoApp has no metadata.namespace"
+    );
+    unsaved.metadata.namespace = Some("ns".into());
+    assert_eq!(
+        Instance::new(&unsaved).unwrap_err().to_string(),
+        "FlaskMongoApp has no metadata.uid"
+    );
+}
+
+#[test]
+fn children_have_the_agreed_names_labels_and_owner() {
+    let children = build(FlaskMongoAppSpec::default());
+    let namespaced = [
+        (children.deployment.metadata.clone(), "shop-web"),
+        (children.web_service.metadata.clone(), "shop-web"),
+        (children.hpa.clone().unwrap().metadata, "shop-web"),
+        (children.statefulset.metadata.clone(), "shop-mongo"),
+        (children.mongo_service.metadata.clone(), "shop-mongo"),
+    ];
+    for (meta, name) in namespaced {
+        assert_eq!(meta.name.as_deref(), Some(name));
+        assert_eq!(meta.namespace.as_deref(), Some("team-a"));
+        let owner = &meta.owner_references.as_ref().unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.name.as_str(), owner.controller),
+            ("FlaskMongoApp", "shop", Some(true))
+        );
+        let labels = meta.labels.unwrap();
+        for key in [
+            "name",
+            "instance",
+            "component",
+            "part-of",
+            "managed-by",
+            "version",
+        ] {
+            assert!(
+                labels.contains_key(&format!("app.kubernetes.io/{key}")),
+                "{name} lacks {key}"
+            );
+        }
+        assert_eq!(labels[MANAGED_BY], MANAGER);
+        assert_eq!(labels[INSTANCE], "shop");
+    }
+    let volume = children.persistent_volume.unwrap();
+    assert_eq!(volume.name_any(), "team-a-shop-mongo");
+    assert!(
+        volume.metadata.owner_references.is_none(),
+        "a cluster-scoped object cannot be owned"
+    );
+    assert_eq!(
+        crate::labels::owner(volume.labels()),
+        Some(("team-a", "shop"))
+    );
+}
+
+#[test]
+fn deployment_runs_the_webapp_without_clear_credentials() {
+    let children = build(FlaskMongoAppSpec::default());
+    let spec = &children.deployment.spec;
+    assert_eq!(spec.replicas, None, "the autoscaler owns replicas");
+    assert_eq!(spec.selector.match_labels.as_ref().unwrap().len(), 3);
+    let pod = pod(&spec.template);
+    let web = &pod.containers[0];
+    assert_eq!(
+        web.image.as_deref(),
+        Some(flaskmongo_crd::DEFAULT_WEB_IMAGE)
+    );
+    assert_eq!(web.image_pull_policy.as_deref(), Some("IfNotPresent"));
+    assert_eq!(web.ports.as_ref().unwrap()[0].container_port, 5000);
+    assert_eq!(env(web, "PORT").unwrap().value.as_deref(), Some("5000"));
+    let uri = env(web, "MONGODB_URI").unwrap().value.clone().unwrap();
+    assert_eq!(
+        uri,
+        "mongodb://$(MONGO_USERNAME):$(MONGO_PASSWORD)@shop-mongo-0.shop-mongo.team-a.svc.cluster.local:27017/flask_db?authSource=admin"
+    );
+    let password = env(web, "MONGO_PASSWORD")
+        .unwrap()
+        .value_from
+        .as_ref()
+        .unwrap()
+        .secret_key_ref
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        (password.name.as_str(), password.key.as_str()),
+        ("shop-mongo-credentials", "password")
+    );
+    let names: Vec<&str> = web
+        .env
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|e| e.name.as_str())
+        .collect();
+    assert!(
+        names.iter().position(|n| *n == "MONGO_PASSWORD")
+            < names.iter().position(|n| *n == "MONGODB_URI")
+    );
+    let path = |probe: &Option<k8s_openapi::api::core::v1::Probe>| {
+        probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap()
+            .path
+            .clone()
+    };
+    assert_eq!(path(&web.liveness_probe).as_deref(), Some("/healthz"));
+    assert_eq!(path(&web.readiness_probe).as_deref(), Some("/readyz"));
+    let requests = web.resources.as_ref().unwrap().requests.as_ref().unwrap();
+    assert_eq!(requests["cpu"].0, "250m");
+    assert_eq!(
+        web.resources.as_ref().unwrap().limits.as_ref().unwrap()["memory"].0,
+        "128Mi"
+    );
+}
+
+#[test]
+fn web_pods_meet_the_restricted_pod_security_standard() {
+    let children = build(FlaskMongoAppSpec::default());
+    let pod = pod(&children.deployment.spec.template);
+    let pod_security = pod.security_context.as_ref().unwrap();
+    assert_eq!(pod_security.run_as_non_root, Some(true));
+    assert_eq!(pod_security.run_as_user, Some(65532));
+    assert_eq!(
+        pod_security.seccomp_profile.as_ref().unwrap().type_,
+        "RuntimeDefault"
+    );
+    let security = pod.containers[0].security_context.as_ref().unwrap();
+    assert_eq!(security.allow_privilege_escalation, Some(false));
+    assert_eq!(security.read_only_root_filesystem, Some(true));
+    assert_eq!(
+        security.capabilities.as_ref().unwrap().drop.as_deref(),
+        Some(&["ALL".to_owned()][..])
+    );
+    assert_eq!(security.capabilities.as_ref().unwrap().add, None);
+    assert!(
+        pod.volumes.is_none(),
+        "no hostPath or other volume in the web pods"
+    );
+}
+
+#[test]
+fn autoscaling_off_sets_replicas_and_drops_the_hpa() {
+    let mut spec = FlaskMongoAppSpec::default();
+    spec.autoscaling.enabled = false;
+    spec.web.replicas = 3;
+    let children = build(spec);
+    assert_eq!(children.deployment.spec.replicas, Some(3));
+    assert!(children.hpa.is_none());
+}
+
+#[test]
+fn hpa_scales_the_deployment_on_cpu() {
+    let mut spec = FlaskMongoAppSpec::default();
+    spec.autoscaling.min_replicas = 3;
+    spec.autoscaling.max_replicas = 9;
+    spec.autoscaling.target_cpu_utilization_percentage = 55;
+    let hpa = build(spec).hpa.unwrap().spec;
+    assert_eq!(
+        (
+            hpa.scale_target_ref.kind.as_str(),
+            hpa.scale_target_ref.name.as_str()
+        ),
+        ("Deployment", "shop-web")
+    );
+    assert_eq!((hpa.min_replicas, hpa.max_replicas), (Some(3), 9));
+    let metric = hpa.metrics.unwrap()[0].resource.clone().unwrap();
+    assert_eq!(
+        (metric.name.as_str(), metric.target.average_utilization),
+        ("cpu", Some(55))
+    );
+}
+
+#[test]
+fn web_service_is_a_node_port_to_the_container() {
+    let mut spec = FlaskMongoAppSpec::default();
+    spec.web.port = 8000;
+    let assigned = build(spec.clone()).web_service.spec.unwrap();
+    assert_eq!(assigned.type_.as_deref(), Some("NodePort"));
+    let port = &assigned.ports.unwrap()[0];
+    assert_eq!((port.port, port.node_port), (80, None));
+    assert_eq!(
+        port.target_port,
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(8000))
+    );
+    spec.web.service.node_port = Some(30080);
+    assert_eq!(
+        build(spec).web_service.spec.unwrap().ports.unwrap()[0].node_port,
+        Some(30080)
+    );
+}
+
+#[test]
+fn mongo_statefulset_keeps_its_claim_and_reads_the_secret() {
+    let children = build(FlaskMongoAppSpec::default());
+    let spec = &children.statefulset.spec;
+    assert_eq!(
+        (spec.replicas, spec.service_name.as_deref()),
+        (Some(1), Some("shop-mongo"))
+    );
+    let retention = spec
+        .persistent_volume_claim_retention_policy
+        .as_ref()
+        .unwrap();
+    assert_eq!(retention.when_deleted.as_deref(), Some("Retain"));
+    let claim = &spec.volume_claim_templates.as_ref().unwrap()[0];
+    assert_eq!(claim.metadata.name.as_deref(), Some("data"));
+    let claim_spec = claim.spec.as_ref().unwrap();
+    assert_eq!(claim_spec.storage_class_name.as_deref(), Some("manual"));
+    assert_eq!(
+        claim_spec
+            .resources
+            .as_ref()
+            .unwrap()
+            .requests
+            .as_ref()
+            .unwrap()["storage"]
+            .0,
+        "1Gi"
+    );
+    let pod = pod(&spec.template);
+    let mongo = &pod.containers[0];
+    assert!(mongo.image.as_deref().unwrap().starts_with("mongo:7.0."));
+    let user = env(mongo, "MONGO_INITDB_ROOT_PASSWORD")
+        .unwrap()
+        .value_from
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        user.secret_key_ref.as_ref().unwrap().name,
+        "shop-mongo-credentials"
+    );
+    assert!(mongo.readiness_probe.as_ref().unwrap().exec.is_some());
+    assert_eq!(
+        mongo.volume_mounts.as_ref().unwrap()[0].mount_path,
+        "/data/db"
+    );
+    assert_eq!(
+        pod.security_context
+            .as_ref()
+            .unwrap()
+            .seccomp_profile
+            .as_ref()
+            .unwrap()
+            .type_,
+        "RuntimeDefault"
+    );
+    let security = mongo.security_context.as_ref().unwrap();
+    assert_eq!(security.allow_privilege_escalation, Some(false));
+    assert_eq!(
+        security.run_as_non_root, None,
+        "the image's entrypoint starts as root and drops to mongodb"
+    );
+}
+
+#[test]
+fn mongo_service_is_headless() {
+    let service = build(FlaskMongoAppSpec::default())
+        .mongo_service
+        .spec
+        .unwrap();
+    assert_eq!(service.cluster_ip.as_deref(), Some("None"));
+    assert_eq!(service.ports.unwrap()[0].port, 27017);
+}
+
+#[test]
+fn volume_is_retained_and_bound_to_the_first_claim() {
+    let children = build(FlaskMongoAppSpec::default());
+    let spec = children.persistent_volume.unwrap().spec.unwrap();
+    assert_eq!(
+        spec.persistent_volume_reclaim_policy.as_deref(),
+        Some("Retain")
+    );
+    let claim = spec.claim_ref.unwrap();
+    assert_eq!(
+        (claim.namespace.as_deref(), claim.name.as_deref()),
+        (Some("team-a"), Some("data-shop-mongo-0"))
+    );
+    assert_eq!(spec.host_path.unwrap().path, "/data/flaskmongo/team-a/shop");
+    assert_eq!(spec.capacity.unwrap()["storage"].0, "1Gi");
+
+    let mut custom = FlaskMongoAppSpec::default();
+    custom.mongo.storage.persistent_volume.host_path = Some("/mnt/mongo".into());
+    custom.mongo.storage.deletion_policy = DeletionPolicy::Delete;
+    let spec = build(custom.clone())
+        .persistent_volume
+        .unwrap()
+        .spec
+        .unwrap();
+    assert_eq!(spec.host_path.unwrap().path, "/mnt/mongo");
+    assert_eq!(
+        spec.persistent_volume_reclaim_policy.as_deref(),
+        Some("Retain"),
+        "the finalizer deletes, not the binder"
+    );
+
+    custom.mongo.storage.persistent_volume.create = false;
+    assert!(build(custom).persistent_volume.is_none());
+}
+
+#[test]
+fn secret_has_a_url_safe_password_and_no_owner() {
+    let app = app("shop", "team-a", FlaskMongoAppSpec::default());
+    let instance = Instance::new(&app).unwrap();
+    let password = secret::generate_password();
+    assert_eq!(password.len(), secret::PASSWORD_LEN);
+    assert!(password.chars().all(|c| c.is_ascii_alphanumeric()));
+    assert_ne!(password, secret::generate_password());
+    let built = secret::build(&instance, &password);
+    assert_eq!(built.name_any(), "shop-mongo-credentials");
+    assert!(
+        built.metadata.owner_references.is_none(),
+        "under Retain the Secret outlives the object"
+    );
+    let data = built.string_data.unwrap();
+    assert_eq!(
+        (data["username"].as_str(), data["password"].as_str()),
+        ("root", password.as_str())
+    );
+}
+
+#[test]
+fn extra_env_comes_after_the_operators() {
+    let mut spec = FlaskMongoAppSpec::default();
+    spec.web.env = vec![SpecEnvVar {
+        name: "GREETING".into(),
+        value: "hello".into(),
+    }];
+    spec.web.image_pull_policy = ImagePullPolicy::Always;
+    let children = build(spec);
+    let web = &pod(&children.deployment.spec.template).containers[0];
+    assert_eq!(web.env.as_ref().unwrap().last().unwrap().name, "GREETING");
+    assert_eq!(web.image_pull_policy.as_deref(), Some("Always"));
+}
+
+// ---- property test: any valid spec yields objects the API server accepts ----
+
+fn dns_label(value: &str, max: usize) -> bool {
+    !value.is_empty()
+        && value.len() <= max
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !value.starts_with('-')
+        && !value.ends_with('-')
+}
+
+fn label_value(value: &str) -> bool {
+    value.is_empty()
+        || (value.len() <= 63
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            && value.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && value.ends_with(|c: char| c.is_ascii_alphanumeric()))
+}
+
+fn labels_valid(labels: &BTreeMap<String, String>) -> bool {
+    labels.iter().all(|(key, value)| {
+        let name = key.rsplit('/').next().unwrap_or(key);
+        label_value(name) && !name.is_empty() && label_value(value)
+    })
+}
+
+/// A valid `FlaskMongoApp` as the schema allows it.
+pub(crate) fn valid_app() -> impl Strategy<Value = FlaskMongoApp> {
+    let name = "[a-z]([a-z0-9-]{0,44}[a-z0-9])?";
+    let namespace = "[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?";
+    let image = "[a-z0-9]{1,20}(/[a-z0-9._-]{1,30}){0,2}(:[A-Za-z0-9_][A-Za-z0-9_.+-]{0,60})?";
+    (
+        name,
+        namespace,
+        (
+            image,
+            image,
+            0..=1000i32,
+            1..=65535i32,
+            1..=65535i32,
+            proptest::option::of(30000..=32767i32),
+        ),
+        (
+            any::<bool>(),
+            1..=1000i32,
+            1..=1000i32,
+            1..=100i32,
+            any::<bool>(),
+        ),
+        (
+            proptest::option::of("/[a-z0-9/_-]{0,40}[a-z0-9]"),
+            "[0-9]{1,3}(Mi|Gi)",
+            any::<bool>(),
+            any::<bool>(),
+        ),
+        proptest::collection::btree_map("[A-Z_][A-Z0-9_]{0,20}", ".{0,30}", 0..4),
+    )
+        .prop_map(|(name, namespace, web, scaling, storage, env)| {
+            let mut spec = FlaskMongoAppSpec::default();
+            (
+                spec.web.image,
+                spec.mongo.image,
+                spec.web.replicas,
+                spec.web.port,
+                spec.web.service.port,
+                spec.web.service.node_port,
+            ) = web;
+            let (enabled, a, b, target, paused) = scaling;
+            spec.autoscaling.enabled = enabled;
+            (spec.autoscaling.min_replicas, spec.autoscaling.max_replicas) = (a.min(b), a.max(b));
+            spec.autoscaling.target_cpu_utilization_percentage = target;
+            spec.paused = paused;
+            let (host_path, size, create, delete) = storage;
+            spec.mongo.storage.persistent_volume.create = create || host_path.is_some();
+            spec.mongo.storage.persistent_volume.host_path = host_path;
+            spec.mongo.storage.size = size;
+            if delete {
+                spec.mongo.storage.deletion_policy = DeletionPolicy::Delete;
+            }
+            spec.web.env = env
+                .into_iter()
+                .filter(|(name, _)| {
+                    !["PORT", "MONGODB_URI", "MONGO_USERNAME", "MONGO_PASSWORD"]
+                        .contains(&name.as_str())
+                })
+                .map(|(name, value)| SpecEnvVar { name, value })
+                .collect();
+            app(&name, &namespace, spec)
+        })
+}
+
+proptest! {
+    #[test]
+    fn any_valid_spec_yields_acceptable_objects(app in valid_app()) {
+        let instance = Instance::new(&app).unwrap();
+        let children = desired(&instance);
+        // Service names are DNS-1035 labels; the StatefulSet's name must leave room for
+        // the revision hash in its pods' labels.
+        for service in [&children.web_service, &children.mongo_service] {
+            prop_assert!(dns_label(&service.name_any(), 63) && service.name_any().starts_with(|c: char| c.is_ascii_lowercase()));
+        }
+        prop_assert!(dns_label(&children.statefulset.name_any(), 52));
+        prop_assert!(dns_label(&children.deployment.name_any(), 63));
+        prop_assert!(instance.secret_name().len() <= 253 && instance.claim_name().len() <= 253);
+        prop_assert!(instance.volume_name().len() <= 253);
+        let template_labels = children.deployment.spec.template.metadata.as_ref().unwrap().labels.as_ref().unwrap();
+        prop_assert!(labels_valid(template_labels));
+        prop_assert!(labels_valid(children.statefulset.labels()));
+        prop_assert!(labels_valid(children.web_service.labels()));
+        let port = &children.web_service.spec.as_ref().unwrap().ports.as_ref().unwrap()[0];
+        prop_assert!((1..=65535).contains(&port.port));
+        prop_assert!(port.node_port.is_none_or(|p| (30000..=32767).contains(&p)));
+        let web = &children.deployment.spec.template.spec.as_ref().unwrap().containers[0];
+        let names: Vec<&str> = web.env.as_ref().unwrap().iter().map(|e| e.name.as_str()).collect();
+        let mut unique = names.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        prop_assert_eq!(unique.len(), names.len(), "duplicate environment variables");
+        prop_assert_eq!(children.hpa.is_some(), app.spec.autoscaling.enabled);
+        prop_assert_eq!(children.deployment.spec.replicas.is_some(), !app.spec.autoscaling.enabled);
+        for json in [
+            serde_json::to_value(&children.deployment),
+            serde_json::to_value(&children.statefulset),
+            serde_json::to_value(&children.web_service),
+            serde_json::to_value(&children.persistent_volume),
+        ] {
+            prop_assert!(json.is_ok());
+        }
+    }
+}

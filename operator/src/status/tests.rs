@@ -1,1 +1,203 @@
+use flaskmongo_crd::{
+    CONDITION_DEGRADED, CONDITION_PROGRESSING, CONDITION_READY, FlaskMongoAppSpec,
+};
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus, StatefulSet, StatefulSetStatus};
+use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
 
+use super::*;
+use crate::children::tests::app;
+
+fn time(second: i64) -> Time {
+    Time(Timestamp::from_second(second).unwrap())
+}
+
+fn deployment(wanted: i32, ready: i32) -> Deployment {
+    let mut deployment = Deployment::default();
+    deployment.metadata.generation = Some(2);
+    deployment.spec.replicas = Some(wanted);
+    deployment.status = Some(DeploymentStatus {
+        observed_generation: Some(2),
+        replicas: Some(wanted),
+        updated_replicas: Some(wanted),
+        ready_replicas: Some(ready),
+        ..DeploymentStatus::default()
+    });
+    deployment
+}
+
+fn statefulset(ready: i32) -> StatefulSet {
+    let mut statefulset = StatefulSet::default();
+    statefulset.status = Some(StatefulSetStatus {
+        ready_replicas: Some(ready),
+        replicas: 1,
+        ..StatefulSetStatus::default()
+    });
+    statefulset
+}
+
+fn service(node_port: Option<i32>) -> Service {
+    Service {
+        spec: Some(ServiceSpec {
+            ports: Some(vec![ServicePort {
+                port: 80,
+                node_port,
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+fn condition<'a>(status: &'a FlaskMongoAppStatus, type_: &str) -> &'a Condition {
+    status.conditions.iter().find(|c| c.type_ == type_).unwrap()
+}
+
+#[test]
+fn all_children_ready_makes_the_app_ready() {
+    let app = app("shop", "ns", FlaskMongoAppSpec::default());
+    let (d, s, m) = (deployment(2, 2), service(Some(30080)), statefulset(1));
+    let observed = Observed {
+        deployment: Some(&d),
+        web_service: Some(&s),
+        statefulset: Some(&m),
+        failure: None,
+    };
+    let status = compute(&app, &observed, &time(100));
+    assert_eq!(status.observed_generation, Some(1));
+    assert_eq!(condition(&status, CONDITION_READY).status, "True");
+    assert_eq!(condition(&status, CONDITION_READY).reason, "AllReady");
+    assert_eq!(condition(&status, CONDITION_PROGRESSING).status, "False");
+    assert_eq!(condition(&status, CONDITION_DEGRADED).status, "False");
+    assert_eq!(
+        status.web,
+        WebStatus {
+            replicas: 2,
+            ready_replicas: 2,
+            ready: "2/2".into()
+        }
+    );
+    assert!(status.mongo_ready);
+    assert_eq!(status.node_port, Some(30080));
+    assert_eq!(
+        status.message,
+        "ready: web 2/2 on node port 30080, MongoDB ready"
+    );
+    assert!(
+        status
+            .conditions
+            .iter()
+            .all(|c| c.observed_generation == Some(1))
+    );
+}
+
+#[test]
+fn missing_or_unready_children_keep_it_progressing() {
+    let app = app("shop", "ns", FlaskMongoAppSpec::default());
+    let status = compute(&app, &Observed::default(), &time(100));
+    assert_eq!(condition(&status, CONDITION_READY).status, "False");
+    assert_eq!(condition(&status, CONDITION_READY).reason, "WebNotReady");
+    assert_eq!(condition(&status, CONDITION_PROGRESSING).status, "True");
+    assert_eq!(status.web.ready, "0/0");
+
+    let (d, m) = (deployment(3, 3), statefulset(0));
+    let observed = Observed {
+        deployment: Some(&d),
+        statefulset: Some(&m),
+        ..Observed::default()
+    };
+    let status = compute(&app, &observed, &time(100));
+    assert_eq!(condition(&status, CONDITION_READY).reason, "MongoNotReady");
+    assert!(
+        status.message.contains("MongoDB") && status.message.contains("node port"),
+        "{}",
+        status.message
+    );
+}
+
+#[test]
+fn a_rollout_in_progress_is_progressing_but_ready() {
+    let app = app("shop", "ns", FlaskMongoAppSpec::default());
+    let mut d = deployment(2, 2);
+    d.status.as_mut().unwrap().updated_replicas = Some(1);
+    d.status.as_mut().unwrap().replicas = Some(3);
+    let (s, m) = (service(Some(30001)), statefulset(1));
+    let observed = Observed {
+        deployment: Some(&d),
+        web_service: Some(&s),
+        statefulset: Some(&m),
+        failure: None,
+    };
+    let status = compute(&app, &observed, &time(100));
+    assert_eq!(condition(&status, CONDITION_READY).status, "True");
+    assert_eq!(condition(&status, CONDITION_PROGRESSING).status, "True");
+    assert_eq!(
+        condition(&status, CONDITION_PROGRESSING).reason,
+        "RollingOut"
+    );
+}
+
+#[test]
+fn a_failure_is_degraded_with_the_servers_message() {
+    let app = app("shop", "ns", FlaskMongoAppSpec::default());
+    let failure = Failure {
+        reason: "Invalid".into(),
+        message: "provided port is already allocated".into(),
+    };
+    let observed = Observed {
+        failure: Some(failure),
+        ..Observed::default()
+    };
+    let status = compute(&app, &observed, &time(100));
+    let degraded = condition(&status, CONDITION_DEGRADED);
+    assert_eq!(
+        (degraded.status.as_str(), degraded.reason.as_str()),
+        ("True", "Invalid")
+    );
+    assert_eq!(degraded.message, "provided port is already allocated");
+    assert_eq!(status.message, "provided port is already allocated");
+    assert_eq!(
+        condition(&status, CONDITION_PROGRESSING).reason,
+        "ReconcileFailed"
+    );
+}
+
+#[test]
+fn paused_says_so() {
+    let mut spec = FlaskMongoAppSpec::default();
+    spec.paused = true;
+    let status = compute(&app("shop", "ns", spec), &Observed::default(), &time(100));
+    assert_eq!(condition(&status, CONDITION_PROGRESSING).reason, "Paused");
+    assert!(status.message.contains("paused"));
+}
+
+#[test]
+fn transition_times_move_only_on_transitions() {
+    let mut app = app("shop", "ns", FlaskMongoAppSpec::default());
+    let first = compute(&app, &Observed::default(), &time(100));
+    app.status = Some(first.clone());
+    let again = compute(&app, &Observed::default(), &time(200));
+    assert_eq!(
+        again, first,
+        "an unchanged state is an unchanged status, so nothing is written"
+    );
+
+    let (d, s, m) = (deployment(2, 2), service(Some(30080)), statefulset(1));
+    let observed = Observed {
+        deployment: Some(&d),
+        web_service: Some(&s),
+        statefulset: Some(&m),
+        failure: None,
+    };
+    let ready = compute(&app, &observed, &time(300));
+    assert_eq!(
+        condition(&ready, CONDITION_READY).last_transition_time,
+        time(300)
+    );
+    assert_eq!(
+        condition(&ready, CONDITION_DEGRADED).last_transition_time,
+        time(100)
+    );
+}
