@@ -74,7 +74,7 @@ fn object_to_document(
     for (key, value) in object {
         let parent_len = path.len();
         push_pointer_token(path, &key);
-        check_key(&key, path)?;
+        check_key(&key, path, depth == 1)?;
         let value = value_to_bson(value, path, depth)?;
         path.truncate(parent_len);
         document.insert(key, value);
@@ -126,13 +126,17 @@ fn check_depth(depth: usize, path: &str) -> Result<(), Error> {
 
 /// Keys that MongoDB would read as operators or paths are refused, so a body cannot
 /// inject a query operator or write to a nested field it does not spell out.
-fn check_key(key: &str, path: &str) -> Result<(), Error> {
+fn check_key(key: &str, path: &str, top_level: bool) -> Result<(), Error> {
     let problem = if key.starts_with('$') {
         "starts with \"$\""
     } else if key.contains('.') {
         "contains \".\""
     } else if key.contains('\0') {
         "contains a NUL character"
+    } else if top_level && key.contains(|c| matches!(c, '\0'..='\u{1f}' | '"' | '\\')) {
+        // FerretDB's SQLite backend fails on such top-level keys, or stores them in a way
+        // that makes every later read of the collection fail.
+        "contains a control character, a quote or a backslash"
     } else {
         return Ok(());
     };
@@ -179,6 +183,19 @@ mod tests {
             message(r#"{"ok": {"a\u0000b": 1}}"#),
             r#"invalid key at /ok/a\u0000b: a key that contains a NUL character is not allowed"#
         );
+    }
+
+    #[test]
+    fn refuses_top_level_keys_the_storage_cannot_read_back() {
+        for key in ["a\\tb", "a\\nb", "a\\u001fb", "a\\\"b", "a\\\\b"] {
+            let body = format!(r#"{{"{key}": 1}}"#);
+            assert!(
+                message(&body).contains("a control character, a quote or a backslash"),
+                "{body}"
+            );
+            let nested = format!(r#"{{"x": {{"{key}": 1}}}}"#);
+            assert!(document_from_body(nested.as_bytes()).is_ok(), "{nested}");
+        }
     }
 
     #[test]

@@ -1,0 +1,306 @@
+//! Support for the integration tests: the service in-process or as its built binary, and a
+//! private FerretDB that a test may stop and restart.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use flaskmongo_webapp::{App, Config, serve};
+
+/// Longest wait for a process to start listening or to exit.
+pub const PROCESS_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A `mongodb://` URI of the local stack's FerretDB, with a database of the caller's own.
+pub fn stack_uri(prefix: &str) -> String {
+    testenv::stack().mongodb_uri_for(&testenv::unique_name(prefix))
+}
+
+/// An HTTP client whose every request is bounded in time.
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("HTTP client")
+}
+
+/// Serves the service in this process on a free port; returns its base URL.
+/// `args` are extra command-line flags.
+pub async fn spawn_app(mongodb_uri: &str, args: &[&str]) -> String {
+    let argv = ["webapp", "--mongodb-uri", mongodb_uri]
+        .into_iter()
+        .chain(args.iter().copied());
+    let config = Config::try_parse_from(argv).expect("valid flags");
+    let app = App::new(&config).await.expect("valid MongoDB URI");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1:0");
+    let url = format!("http://{}", listener.local_addr().expect("local address"));
+    tokio::spawn(serve(listener, app, std::future::pending(), Duration::ZERO));
+    url
+}
+
+/// Polls `url` until it answers `status` or `timeout` passes; returns whether it did.
+pub async fn wait_for_status(url: &str, status: u16, timeout: Duration) -> bool {
+    let client = http();
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Ok(response) = client.get(url).timeout(Duration::from_secs(5)).send().await
+            && response.status().as_u16() == status
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    false
+}
+
+/// A FerretDB of the test's own on a free port, over SQLite files in a fresh directory.
+/// It can be stopped and started again on the same port and data.
+pub struct FerretDb {
+    binary: PathBuf,
+    dir: PathBuf,
+    port: u16,
+    child: Option<Child>,
+}
+
+impl FerretDb {
+    /// Picks a free port and a fresh directory; nothing runs until [`FerretDb::start`].
+    pub fn on_free_port() -> Self {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(testenv::unique_name("ferretdb"));
+        std::fs::create_dir_all(dir.join("data")).expect("create the FerretDB directory");
+        Self {
+            binary: ferretdb_binary(),
+            dir,
+            port: free_port(),
+            child: None,
+        }
+    }
+
+    /// A `mongodb://` URI for `database` on this server.
+    pub fn uri(&self, database: &str) -> String {
+        format!("mongodb://127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// Starts the server and waits until it accepts connections.
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "FerretDB is already running");
+        let log =
+            std::fs::File::create(self.dir.join("ferretdb.log")).expect("create the FerretDB log");
+        let child = Command::new(&self.binary)
+            .arg(format!("--listen-addr=127.0.0.1:{}", self.port))
+            .arg("--handler=sqlite")
+            .arg(format!(
+                "--sqlite-url=file:{}/",
+                self.dir.join("data").display()
+            ))
+            .arg(format!("--state-dir={}", self.dir.display()))
+            .arg("--debug-addr=127.0.0.1:0")
+            .arg("--telemetry=disable")
+            .arg("--log-level=warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log file handle"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|err| panic!("cannot run {}: {err}", self.binary.display()));
+        let child = self.child.insert(child);
+        let deadline = Instant::now() + PROCESS_TIMEOUT;
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            let exited = child.try_wait().expect("FerretDB status");
+            if exited.is_some() || Instant::now() > deadline {
+                let log =
+                    std::fs::read_to_string(self.dir.join("ferretdb.log")).unwrap_or_default();
+                panic!(
+                    "FerretDB did not start listening on port {} ({exited:?}):\n{log}",
+                    self.port
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Kills the server at once, as a crash would, and waits for it to be gone.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for FerretDb {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `FERRETDB_BIN` of the stack's env file, else the one `hack/tools.sh ferretdb` builds.
+fn ferretdb_binary() -> PathBuf {
+    if let Some(binary) = testenv::stack().vars.get("FERRETDB_BIN") {
+        return PathBuf::from(binary);
+    }
+    let tools = workspace_root().join(".tools");
+    let mut found: Vec<PathBuf> = std::fs::read_dir(&tools)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|entry| entry.file_name().to_string_lossy().starts_with("ferretdb-"))
+        .map(|entry| entry.path().join("ferretdb"))
+        .filter(|binary| binary.is_file())
+        .collect();
+    found.sort();
+    found.pop().unwrap_or_else(|| {
+        panic!(
+            "no FerretDB binary: neither FERRETDB_BIN in {} nor {}/ferretdb-*/ferretdb; \
+             build it with `hack/tools.sh ferretdb`",
+            testenv::env_file().display(),
+            tools.display()
+        )
+    })
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// A port that was free a moment ago.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// The `webapp` binary, run with JSON logs on a free port of 127.0.0.1.
+pub struct Webapp {
+    child: Child,
+    /// Where it listens.
+    pub address: SocketAddr,
+    output: Arc<Mutex<Vec<String>>>,
+    readers: Vec<thread::JoinHandle<()>>,
+}
+
+impl Webapp {
+    /// Starts the binary with only `MONGODB_URI` and `env` set, and waits for it to listen.
+    pub fn start(mongodb_uri: &str, env: &[(&str, &str)]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_webapp"))
+            .env_clear()
+            .env("MONGODB_URI", mongodb_uri)
+            .env("LISTEN_ADDRESS", "127.0.0.1")
+            .env("PORT", "0")
+            .env("LOG_FORMAT", "json")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run the webapp binary");
+        let output = Arc::new(Mutex::new(Vec::new()));
+        let readers = vec![
+            collect_lines(child.stdout.take().expect("stdout"), Arc::clone(&output)),
+            collect_lines(child.stderr.take().expect("stderr"), Arc::clone(&output)),
+        ];
+        let deadline = Instant::now() + PROCESS_TIMEOUT;
+        let address = loop {
+            let listening = output.lock().expect("output lock").iter().find_map(|line| {
+                let event: serde_json::Value = serde_json::from_str(line).ok()?;
+                (event["message"] == "listening")
+                    .then(|| event["address"].as_str()?.parse().ok())?
+            });
+            if let Some(address) = listening {
+                break address;
+            }
+            let exited = child.try_wait().expect("webapp status");
+            if exited.is_some() || Instant::now() > deadline {
+                let _ = child.kill();
+                panic!(
+                    "webapp did not start listening ({exited:?}):\n{}",
+                    output.lock().expect("output lock").join("\n")
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        };
+        Self {
+            child,
+            address,
+            output,
+            readers,
+        }
+    }
+
+    /// `http://address` followed by `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    /// Sends SIGTERM, as Kubernetes does to stop a pod.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+    }
+
+    /// Waits for the process to exit, at most `timeout`; `None` if it is still running.
+    pub fn wait_for_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("webapp status") {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops it with SIGTERM, checks that it exits 0, and returns everything it printed.
+    pub fn stop(mut self) -> Vec<String> {
+        self.terminate();
+        let status = self.wait_for_exit(PROCESS_TIMEOUT);
+        if status.is_some() {
+            // The pipes close with the process, so the readers have the last lines once they end.
+            for reader in self.readers.drain(..) {
+                let _ = reader.join();
+            }
+        }
+        let output = self.output.lock().expect("output lock").clone();
+        assert!(
+            status.is_some_and(|status| status.success()),
+            "webapp exit: {status:?}\n{}",
+            output.join("\n")
+        );
+        output
+    }
+}
+
+impl Drop for Webapp {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn collect_lines(
+    stream: impl Read + Send + 'static,
+    output: Arc<Mutex<Vec<String>>>,
+) -> thread::JoinHandle<()> {
+    thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            output.lock().expect("output lock").push(line);
+        }
+    })
+}
