@@ -1,0 +1,286 @@
+//! What the integration tests share: the CRD, a namespace of their own with the operator
+//! running in-process for it, and bounded waits.
+#![allow(dead_code)] // Each test binary uses its own part of this module.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use flaskmongo_crd::FlaskMongoApp;
+use flaskmongo_operator::{Config, Metrics};
+use k8s_openapi::api::core::v1::Event as CoreEvent;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::{Client, CustomResourceExt, ResourceExt};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Field manager of what the tests themselves apply.
+pub const TEST_MANAGER: &str = "flaskmongo-tests";
+
+/// The admin client of the local stack.
+pub async fn client() -> Client {
+    testenv::stack().client().await
+}
+
+/// Installs (or updates) the CRD by server-side apply and waits until it is served.
+pub async fn install_crd(client: &Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd = FlaskMongoApp::crd();
+    let name = crd.name_any();
+    crds.patch(
+        &name,
+        &PatchParams::apply(TEST_MANAGER).force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("cannot apply the CRD: {e}"));
+    wait_for(
+        "the CRD to be established",
+        Duration::from_secs(30),
+        || async {
+            let crd = crds.get(&name).await.ok()?;
+            let established = crd
+                .status?
+                .conditions?
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True");
+            established.then_some(())
+        },
+    )
+    .await;
+}
+
+/// Polls `check` every 200 ms until it returns `Some`, or panics after `timeout` naming `what`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            started.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A namespace of the test's own with the operator running in-process for it.
+pub struct Env {
+    /// Admin client.
+    pub client: Client,
+    /// The test's namespace.
+    pub namespace: String,
+    /// The in-process operator's counters.
+    pub metrics: Metrics,
+    namespace_handle: Option<testenv::TestNamespace>,
+    stop: Option<oneshot::Sender<()>>,
+    operator: Option<JoinHandle<flaskmongo_operator::Result<()>>>,
+}
+
+impl Env {
+    /// CRD installed, namespace created, operator started (re-checking every `requeue`).
+    pub async fn start(prefix: &str) -> Self {
+        Self::start_with(prefix, Duration::from_secs(300)).await
+    }
+
+    /// As [`Env::start`], with the given periodic re-check interval.
+    pub async fn start_with(prefix: &str, requeue: Duration) -> Self {
+        let mut env = Self::without_operator(prefix).await;
+        let mut config = Config::new(Some(env.namespace.clone()));
+        config.requeue = requeue;
+        config.metrics = env.metrics.clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let client = env.client.clone();
+        env.operator = Some(tokio::spawn(flaskmongo_operator::run(
+            client,
+            config,
+            async move {
+                let _ = stopped.await;
+            },
+        )));
+        env.stop = Some(stop);
+        env
+    }
+
+    /// CRD installed and namespace created, no operator.
+    pub async fn without_operator(prefix: &str) -> Self {
+        let client = client().await;
+        install_crd(&client).await;
+        let namespace = testenv::TestNamespace::create(&client, prefix).await;
+        Self {
+            client,
+            namespace: namespace.name.clone(),
+            metrics: Metrics::new(),
+            namespace_handle: Some(namespace),
+            stop: None,
+            operator: None,
+        }
+    }
+
+    /// An API of the test's namespace.
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    /// Applies a `FlaskMongoApp` given as JSON (as `kubectl apply --server-side` would,
+    /// with strict field validation).
+    pub async fn apply(&self, name: &str, spec: Value) -> kube::Result<FlaskMongoApp> {
+        let object = json!({
+            "apiVersion": "flaskmongo.dev/v1alpha1",
+            "kind": "FlaskMongoApp",
+            "metadata": { "name": name },
+            "spec": spec,
+        });
+        self.api::<FlaskMongoApp>()
+            .patch(
+                name,
+                &PatchParams::apply(TEST_MANAGER).force().validation_strict(),
+                &Patch::Apply(&object),
+            )
+            .await
+    }
+
+    /// Merges `patch` into the object's spec.
+    pub async fn patch_spec(&self, name: &str, patch: Value) -> FlaskMongoApp {
+        self.api::<FlaskMongoApp>()
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(&json!({ "spec": patch })),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("cannot patch FlaskMongoApp {name}: {e}"))
+    }
+
+    /// The object, as stored.
+    pub async fn get(&self, name: &str) -> FlaskMongoApp {
+        self.api::<FlaskMongoApp>()
+            .get(name)
+            .await
+            .unwrap_or_else(|e| panic!("cannot get FlaskMongoApp {name}: {e}"))
+    }
+
+    /// Waits until the condition `type_` has `status` for the current generation.
+    pub async fn wait_condition(
+        &self,
+        name: &str,
+        type_: &str,
+        status: &str,
+        timeout: Duration,
+    ) -> FlaskMongoApp {
+        let api = self.api::<FlaskMongoApp>();
+        wait_for(&format!("{type_}={status} on {name}"), timeout, || async {
+            let app = api.get(name).await.ok()?;
+            let condition = app.condition(type_)?;
+            (condition.status == status && condition.observed_generation == app.metadata.generation)
+                .then_some(app.clone())
+        })
+        .await
+    }
+
+    /// Waits for `Ready=True`.
+    pub async fn wait_ready(&self, name: &str) -> FlaskMongoApp {
+        self.wait_condition(name, "Ready", "True", Duration::from_secs(90))
+            .await
+    }
+
+    /// Waits until the object `name` of kind `K` satisfies `check`.
+    pub async fn wait_child<K, F>(&self, name: &str, what: &str, check: F) -> K
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+        K::DynamicType: Default,
+        F: Fn(&K) -> bool,
+    {
+        let api = self.api::<K>();
+        wait_for(what, Duration::from_secs(60), || async {
+            let object = api.get_opt(name).await.ok()??;
+            check(&object).then_some(object)
+        })
+        .await
+    }
+
+    /// Waits until the namespaced object `name` of kind `K` is gone.
+    pub async fn wait_gone<K>(&self, name: &str)
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+        K::DynamicType: Default,
+    {
+        let api = self.api::<K>();
+        wait_for(
+            &format!("{name} to be gone"),
+            Duration::from_secs(90),
+            || async { matches!(api.get_opt(name).await, Ok(None)).then_some(()) },
+        )
+        .await
+    }
+
+    /// Events about `object` (core/v1 view), as `kubectl describe` shows them.
+    pub async fn events_for(&self, object: &str) -> Vec<CoreEvent> {
+        let events = self.api::<CoreEvent>();
+        let params = ListParams::default().fields(&format!("involvedObject.name={object}"));
+        events
+            .list(&params)
+            .await
+            .map(|list| list.items)
+            .unwrap_or_default()
+    }
+
+    /// Deletes every `FlaskMongoApp` (letting the operator finish), stops the operator and
+    /// deletes the namespace.
+    pub async fn teardown(mut self) {
+        let apps = self.api::<FlaskMongoApp>();
+        if let Ok(list) = apps.list(&ListParams::default()).await {
+            for app in list.items {
+                let _ = apps.delete(&app.name_any(), &DeleteParams::default()).await;
+            }
+            if self.operator.is_some() {
+                wait_for(
+                    "the FlaskMongoApps to be deleted",
+                    Duration::from_secs(60),
+                    || async {
+                        apps.list(&ListParams::default())
+                            .await
+                            .ok()
+                            .filter(|l| l.items.is_empty())
+                            .map(drop)
+                    },
+                )
+                .await;
+            }
+        }
+        self.stop_operator().await;
+        if let Some(namespace) = self.namespace_handle.take() {
+            namespace.delete().await;
+        }
+    }
+
+    /// Stops the in-process operator and waits for it to return.
+    pub async fn stop_operator(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(operator) = self.operator.take() {
+            let result = tokio::time::timeout(Duration::from_secs(30), operator).await;
+            let result = result
+                .expect("the operator stops within 30 s")
+                .expect("the operator task does not panic");
+            result.expect("the operator stops without error");
+        }
+    }
+}

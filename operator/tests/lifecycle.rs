@@ -1,0 +1,556 @@
+//! The operator against the local control plane: children, spec changes, repairs,
+//! deletion, errors and pausing. Each test has its own namespace and its own in-process
+//! operator scoped to it.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Env, TEST_MANAGER, wait_for};
+use flaskmongo_crd::FlaskMongoApp;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Secret, Service};
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+
+fn web_image(deployment: &Deployment) -> String {
+    deployment.spec.template.spec.as_ref().unwrap().containers[0]
+        .image
+        .clone()
+        .unwrap()
+}
+
+fn password(secret: &Secret) -> Vec<u8> {
+    secret.data.as_ref().unwrap()["password"].0.clone()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn create_makes_every_child_and_becomes_ready() {
+    let env = Env::start("fma-create").await;
+    let ns = env.namespace.clone();
+    env.apply("shop", json!({}))
+        .await
+        .expect("a default object is accepted");
+    let app = env.wait_ready("shop").await;
+
+    // Defaults are stored in the object itself.
+    let stored = serde_json::to_value(&app.spec).unwrap();
+    assert_eq!(stored["web"]["replicas"], 2);
+    assert_eq!(stored["autoscaling"]["targetCPUUtilizationPercentage"], 70);
+    assert_eq!(stored["mongo"]["storage"]["deletionPolicy"], "Retain");
+
+    let status = app.status.clone().unwrap();
+    let node_port = status
+        .node_port
+        .expect("the assigned node port is reported");
+    assert!((30000..=32767).contains(&node_port));
+    assert!(status.mongo_ready);
+    assert_eq!(status.web.ready, "2/2");
+    assert_eq!(app.finalizers(), ["flaskmongo.dev/cleanup"]);
+
+    let deployment = env.api::<Deployment>().get("shop-web").await.unwrap();
+    let pod = deployment.spec.template.spec.clone().unwrap();
+    let env_names: Vec<String> = pod.containers[0]
+        .env
+        .clone()
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(
+        env_names,
+        ["PORT", "MONGO_USERNAME", "MONGO_PASSWORD", "MONGODB_URI"]
+    );
+    assert_eq!(
+        deployment.labels()["app.kubernetes.io/managed-by"],
+        "flaskmongo-operator"
+    );
+    assert_eq!(deployment.owner_references()[0].name, "shop");
+    let service = env.api::<Service>().get("shop-web").await.unwrap();
+    assert_eq!(service.spec.unwrap().type_.as_deref(), Some("NodePort"));
+    let hpa = env
+        .api::<HorizontalPodAutoscaler>()
+        .get("shop-web")
+        .await
+        .unwrap();
+    assert_eq!(hpa.spec.max_replicas, 5);
+    let statefulset = env.api::<StatefulSet>().get("shop-mongo").await.unwrap();
+    assert_eq!(statefulset.spec.service_name.as_deref(), Some("shop-mongo"));
+    let headless = env.api::<Service>().get("shop-mongo").await.unwrap();
+    assert_eq!(headless.spec.unwrap().cluster_ip.as_deref(), Some("None"));
+    let volume = Api::<PersistentVolume>::all(env.client.clone())
+        .get(&format!("{ns}-shop-mongo"))
+        .await
+        .unwrap();
+    let claim_ref = volume.spec.clone().unwrap().claim_ref.unwrap();
+    assert_eq!(claim_ref.name.as_deref(), Some("data-shop-mongo-0"));
+    let claim = env
+        .api::<PersistentVolumeClaim>()
+        .get("data-shop-mongo-0")
+        .await
+        .unwrap();
+    assert_eq!(
+        claim.spec.unwrap().volume_name.as_deref(),
+        Some(volume.name_any().as_str()),
+        "the claim bound the static volume"
+    );
+    let secret = env
+        .api::<Secret>()
+        .get("shop-mongo-credentials")
+        .await
+        .unwrap();
+    let password = String::from_utf8(password(&secret)).unwrap();
+    assert_eq!(password.len(), 32);
+    assert!(password.chars().all(|c| c.is_ascii_alphanumeric()));
+    assert!(secret.owner_references().is_empty());
+    let deployment_json = serde_json::to_string(&deployment).unwrap();
+    assert!(
+        !deployment_json.contains(&password),
+        "the password is not written into the Deployment"
+    );
+
+    let reasons: Vec<String> = env
+        .events_for("shop")
+        .await
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect();
+    assert!(
+        reasons.iter().any(|r| r == "Created"),
+        "Events on create: {reasons:?}"
+    );
+    env.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn spec_changes_are_followed() {
+    let env = Env::start("fma-change").await;
+    env.apply("shop", json!({})).await.unwrap();
+    env.wait_ready("shop").await;
+    let deployments = env.api::<Deployment>();
+
+    env.patch_spec(
+        "shop",
+        json!({ "web": { "image": "flaskmongo/webapp:next" } }),
+    )
+    .await;
+    env.wait_child::<Deployment, _>("shop-web", "the new image", |d| {
+        web_image(d) == "flaskmongo/webapp:next"
+    })
+    .await;
+
+    env.patch_spec("shop", json!({ "web": { "resources": { "requests": { "cpu": "300m", "memory": "80Mi" }, "limits": { "cpu": "600m", "memory": "160Mi" } } } })).await;
+    env.wait_child::<Deployment, _>("shop-web", "the new resources", |d| {
+        let resources = d.spec.template.spec.as_ref().unwrap().containers[0]
+            .resources
+            .clone()
+            .unwrap();
+        resources.requests.unwrap()["cpu"].0 == "300m"
+            && resources.limits.unwrap()["memory"].0 == "160Mi"
+    })
+    .await;
+
+    // Autoscaling off: the HPA goes and the Deployment holds `web.replicas`.
+    env.patch_spec(
+        "shop",
+        json!({ "autoscaling": { "enabled": false }, "web": { "replicas": 3 } }),
+    )
+    .await;
+    env.wait_gone::<HorizontalPodAutoscaler>("shop-web").await;
+    env.wait_child::<Deployment, _>("shop-web", "3 replicas", |d| d.spec.replicas == Some(3))
+        .await;
+    env.wait_ready("shop").await;
+
+    // Autoscaling on again: the HPA comes back and the count is handed over, not reset.
+    env.patch_spec("shop", json!({ "autoscaling": { "enabled": true } }))
+        .await;
+    env.wait_child::<HorizontalPodAutoscaler, _>("shop-web", "the HPA back", |_| true)
+        .await;
+    for _ in 0..15 {
+        let replicas = deployments.get("shop-web").await.unwrap().spec.replicas;
+        assert_eq!(
+            replicas,
+            Some(3),
+            "turning autoscaling on must not reset the replicas"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let deployment = deployments.get("shop-web").await.unwrap();
+    let ours = deployment
+        .managed_fields()
+        .iter()
+        .find(|m| m.manager.as_deref() == Some("flaskmongo-operator"))
+        .unwrap();
+    assert!(
+        ours.fields_v1.as_ref().unwrap().0["f:spec"]
+            .get("f:replicas")
+            .is_none(),
+        "the operator no longer owns replicas"
+    );
+    env.wait_ready("shop").await;
+    env.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replicas_scaled_by_the_autoscaler_are_held() {
+    let env = Env::start("fma-hpa").await;
+    env.apply("shop", json!({})).await.unwrap();
+    env.wait_ready("shop").await;
+    let deployments = env.api::<Deployment>();
+    // Scale as the HPA does: through the scale subresource.
+    deployments
+        .patch_scale(
+            "shop-web",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({ "spec": { "replicas": 4 } })),
+        )
+        .await
+        .unwrap();
+    // A spec change makes the operator apply the Deployment again.
+    env.patch_spec(
+        "shop",
+        json!({ "web": { "image": "flaskmongo/webapp:other" } }),
+    )
+    .await;
+    env.wait_child::<Deployment, _>("shop-web", "the new image", |d| {
+        web_image(d) == "flaskmongo/webapp:other"
+    })
+    .await;
+    env.wait_ready("shop").await;
+    for _ in 0..15 {
+        assert_eq!(
+            deployments.get("shop-web").await.unwrap().spec.replicas,
+            Some(4)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(env.get("shop").await.status.unwrap().web.replicas, 4);
+    env.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deleted_or_edited_children_are_restored() {
+    let env = Env::start("fma-repair").await;
+    env.apply("shop", json!({})).await.unwrap();
+    env.wait_ready("shop").await;
+
+    let old_uid = env.api::<Service>().get("shop-web").await.unwrap().uid();
+    env.api::<Service>()
+        .delete("shop-web", &DeleteParams::default())
+        .await
+        .unwrap();
+    env.wait_child::<Service, _>("shop-web", "the Service re-created", |s| s.uid() != old_uid)
+        .await;
+
+    env.api::<HorizontalPodAutoscaler>()
+        .delete("shop-web", &DeleteParams::default())
+        .await
+        .unwrap();
+    env.wait_child::<HorizontalPodAutoscaler, _>("shop-web", "the HPA re-created", |h| {
+        h.metadata.deletion_timestamp.is_none()
+    })
+    .await;
+
+    let old_uid = env
+        .api::<StatefulSet>()
+        .get("shop-mongo")
+        .await
+        .unwrap()
+        .uid();
+    env.api::<StatefulSet>()
+        .delete("shop-mongo", &DeleteParams::default())
+        .await
+        .unwrap();
+    env.wait_child::<StatefulSet, _>("shop-mongo", "the StatefulSet re-created", |s| {
+        s.uid() != old_uid
+    })
+    .await;
+
+    // A hand edit by another manager is undone.
+    let edit = json!({ "spec": { "template": { "spec": { "containers": [{ "name": "web", "image": "evil:1" }] } } } });
+    env.api::<Deployment>()
+        .patch(
+            "shop-web",
+            &PatchParams::default(),
+            &Patch::Strategic(&edit),
+        )
+        .await
+        .unwrap();
+    env.wait_child::<Deployment, _>("shop-web", "the image restored", |d| {
+        web_image(d) == flaskmongo_crd::DEFAULT_WEB_IMAGE
+    })
+    .await;
+
+    env.wait_ready("shop").await;
+    env.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deletion_retains_or_removes_the_data() {
+    let env = Env::start("fma-delete").await;
+    let ns = env.namespace.clone();
+    let volumes = Api::<PersistentVolume>::all(env.client.clone());
+    let volume = format!("{ns}-shop-mongo");
+    env.apply("shop", json!({})).await.unwrap();
+    env.wait_ready("shop").await;
+    let first_password = password(
+        &env.api::<Secret>()
+            .get("shop-mongo-credentials")
+            .await
+            .unwrap(),
+    );
+
+    // Retain: namespaced children are collected, the data and its password stay.
+    env.api::<FlaskMongoApp>()
+        .delete("shop", &DeleteParams::default())
+        .await
+        .unwrap();
+    env.wait_gone::<FlaskMongoApp>("shop").await;
+    env.wait_gone::<Deployment>("shop-web").await;
+    env.wait_gone::<Service>("shop-web").await;
+    env.wait_gone::<HorizontalPodAutoscaler>("shop-web").await;
+    env.wait_gone::<StatefulSet>("shop-mongo").await;
+    env.wait_gone::<Service>("shop-mongo").await;
+    assert!(
+        volumes.get_opt(&volume).await.unwrap().is_some(),
+        "Retain keeps the volume"
+    );
+    assert!(
+        env.api::<PersistentVolumeClaim>()
+            .get_opt("data-shop-mongo-0")
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    // Created again, it finds its data and the same password.
+    env.apply("shop", json!({})).await.unwrap();
+    env.wait_ready("shop").await;
+    let again = password(
+        &env.api::<Secret>()
+            .get("shop-mongo-credentials")
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        again, first_password,
+        "the password that opens the retained data is kept"
+    );
+
+    // Delete: claim, volume and Secret go with the object.
+    env.patch_spec(
+        "shop",
+        json!({ "mongo": { "storage": { "deletionPolicy": "Delete" } } }),
+    )
+    .await;
+    env.api::<FlaskMongoApp>()
+        .delete("shop", &DeleteParams::default())
+        .await
+        .unwrap();
+    env.wait_gone::<FlaskMongoApp>("shop").await;
+    env.wait_gone::<PersistentVolumeClaim>("data-shop-mongo-0")
+        .await;
+    env.wait_gone::<Secret>("shop-mongo-credentials").await;
+    wait_for(
+        "the volume to be deleted",
+        Duration::from_secs(60),
+        || async { matches!(volumes.get_opt(&volume).await, Ok(None)).then_some(()) },
+    )
+    .await;
+    env.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retained_volume_without_its_secret_is_degraded() {
+    let env = Env::start("fma-nosecret").await;
+    env.apply("shop", json!({})).await.unwrap();
+    env.wait_ready("shop").await;
+    env.api::<FlaskMongoApp>()
+        .delete("shop", &DeleteParams::default())
+        .await
+        .unwrap();
+    env.wait_gone::<FlaskMongoApp>("shop").await;
+    env.api::<Secret>()
+        .delete("shop-mongo-credentials", &DeleteParams::default())
+        .await
+        .unwrap();
+    env.wait_gone::<Secret>("shop-mongo-credentials").await;
+
+    env.apply("shop", json!({})).await.unwrap();
+    let app = env
+        .wait_condition("shop", "Degraded", "True", Duration::from_secs(60))
+        .await;
+    let degraded = app.condition("Degraded").unwrap();
+    assert_eq!(degraded.reason, "CredentialsMissing");
+    assert!(
+        degraded.message.contains("shop-mongo-credentials"),
+        "{}",
+        degraded.message
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        env.api::<Secret>()
+            .get_opt("shop-mongo-credentials")
+            .await
+            .unwrap()
+            .is_none(),
+        "no new password for old data"
+    );
+
+    // Under Delete the data goes with the object, so teardown leaves nothing behind.
+    env.patch_spec(
+        "shop",
+        json!({ "mongo": { "storage": { "deletionPolicy": "Delete" } } }),
+    )
+    .await;
+    env.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_taken_node_port_is_degraded_then_recovers() {
+    let env = Env::start("fma-nodeport").await;
+    let port = 31000 + i32::from(rand_suffix() % 1000);
+    let blocker: Service = serde_json::from_value(json!({
+        "metadata": { "name": "blocker" },
+        "spec": { "type": "NodePort", "selector": { "x": "y" }, "ports": [{ "port": 80, "nodePort": port }] },
+    }))
+    .unwrap();
+    env.api::<Service>()
+        .create(&PostParams::default(), &blocker)
+        .await
+        .unwrap();
+
+    env.apply(
+        "shop",
+        json!({ "web": { "service": { "nodePort": port } } }),
+    )
+    .await
+    .unwrap();
+    let app = env
+        .wait_condition("shop", "Degraded", "True", Duration::from_secs(60))
+        .await;
+    let degraded = app.condition("Degraded").unwrap();
+    assert!(
+        degraded.message.contains("already allocated"),
+        "the server's message: {}",
+        degraded.message
+    );
+    let warnings: Vec<String> = env
+        .events_for("shop")
+        .await
+        .into_iter()
+        .filter(|e| e.type_.as_deref() == Some("Warning"))
+        .filter_map(|e| e.message)
+        .collect();
+    assert!(
+        warnings.iter().any(|m| m.contains("already allocated")),
+        "a Warning Event: {warnings:?}"
+    );
+    // Other children are not held back by the refused Service.
+    env.wait_child::<Deployment, _>("shop-web", "the Deployment", |_| true)
+        .await;
+
+    env.api::<Service>()
+        .delete("blocker", &DeleteParams::default())
+        .await
+        .unwrap();
+    let app = env
+        .wait_condition("shop", "Degraded", "False", Duration::from_secs(90))
+        .await;
+    assert_eq!(app.status.unwrap().node_port, Some(port));
+    env.wait_ready("shop").await;
+    env.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn paused_changes_nothing() {
+    let env = Env::start("fma-paused").await;
+    env.apply("shop", json!({})).await.unwrap();
+    env.wait_ready("shop").await;
+    env.patch_spec("shop", json!({ "paused": true })).await;
+    let app = env
+        .wait_condition("shop", "Progressing", "False", Duration::from_secs(30))
+        .await;
+    assert_eq!(app.condition("Progressing").unwrap().reason, "Paused");
+
+    env.patch_spec(
+        "shop",
+        json!({ "web": { "image": "flaskmongo/webapp:paused" } }),
+    )
+    .await;
+    env.api::<Service>()
+        .delete("shop-mongo", &DeleteParams::default())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        web_image(&env.api::<Deployment>().get("shop-web").await.unwrap()),
+        flaskmongo_crd::DEFAULT_WEB_IMAGE
+    );
+    assert!(
+        env.api::<Service>()
+            .get_opt("shop-mongo")
+            .await
+            .unwrap()
+            .is_none(),
+        "nothing is restored while paused"
+    );
+    assert!(
+        env.get("shop")
+            .await
+            .status
+            .unwrap()
+            .message
+            .contains("paused")
+    );
+
+    env.patch_spec("shop", json!({ "paused": false })).await;
+    env.wait_child::<Deployment, _>("shop-web", "the image after unpausing", |d| {
+        web_image(d) == "flaskmongo/webapp:paused"
+    })
+    .await;
+    env.wait_child::<Service, _>("shop-mongo", "the Service after unpausing", |_| true)
+        .await;
+    env.wait_ready("shop").await;
+    env.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn created_without_autoscaling_holds_its_replicas() {
+    let env = Env::start("fma-fixed").await;
+    env.apply(
+        "shop",
+        json!({ "autoscaling": { "enabled": false }, "web": { "replicas": 1 } }),
+    )
+    .await
+    .unwrap();
+    env.wait_ready("shop").await;
+    let deployment = env.api::<Deployment>().get("shop-web").await.unwrap();
+    assert_eq!(deployment.spec.replicas, Some(1));
+    // Only the operator's field manager owns the children, not whoever applied the object.
+    let managers: Vec<String> = deployment
+        .managed_fields()
+        .iter()
+        .filter_map(|m| m.manager.clone())
+        .collect();
+    assert!(managers.iter().any(|m| m == "flaskmongo-operator"));
+    assert!(!managers.iter().any(|m| m == TEST_MANAGER));
+    assert!(
+        env.api::<HorizontalPodAutoscaler>()
+            .get_opt("shop-web")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(env.get("shop").await.status.unwrap().web.ready, "1/1");
+    env.teardown().await;
+}
+
+fn rand_suffix() -> u16 {
+    let name = testenv::unique_name("x");
+    name.bytes().fold(0u16, |acc, b| {
+        acc.wrapping_mul(31).wrapping_add(u16::from(b))
+    })
+}
