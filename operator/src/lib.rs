@@ -70,8 +70,34 @@ pub fn default_identity() -> String {
 }
 
 /// The CRD as YAML, as `operator crd` prints it and `config/crd/` holds it.
+///
+/// Keys are sorted: whether `serde_json` keeps insertion order depends on the features
+/// other crates of a build turn on, and the text must not.
 pub fn crd_yaml() -> Result<String> {
-    Ok(serde_yaml::to_string(&FlaskMongoApp::crd())?)
+    let crd = serde_json::to_value(FlaskMongoApp::crd()).map_err(|source| Error::Serialize {
+        what: "the CRD".to_owned(),
+        source,
+    })?;
+    Ok(serde_yaml::to_string(&sort_keys(crd))?)
+}
+
+fn sort_keys(value: serde_json::Value) -> serde_json::Value {
+    match value {
+        serde_json::Value::Object(map) => {
+            let mut entries: Vec<_> = map.into_iter().collect();
+            entries.sort_by(|(a, _), (b, _)| a.cmp(b));
+            serde_json::Value::Object(
+                entries
+                    .into_iter()
+                    .map(|(k, v)| (k, sort_keys(v)))
+                    .collect(),
+            )
+        }
+        serde_json::Value::Array(items) => {
+            serde_json::Value::Array(items.into_iter().map(sort_keys).collect())
+        }
+        other => other,
+    }
 }
 
 /// Runs the operator until `shutdown` resolves (then stops gracefully and gives up the

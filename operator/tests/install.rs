@@ -1,0 +1,313 @@
+//! Installing the operator the way users do: `config/` is accepted by the API server, its
+//! RBAC is enough to reconcile the sample and no more, and the pods it makes pass the Pod
+//! Security Standards as the API server's own PodSecurity admission judges them.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use flaskmongo_crd::FlaskMongoApp;
+use flaskmongo_operator::children::{self, Instance};
+use flaskmongo_operator::{Config, LeaseConfig};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, Pod, PodTemplateSpec, Volume};
+use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::config::{AuthInfo, KubeConfigOptions, Kubeconfig};
+
+const SERVICE_ACCOUNT: &str = "system:serviceaccount:flaskmongo-system:flaskmongo-operator";
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Runs the pinned kubectl from the workspace root; panics with its output when it fails.
+fn kubectl(args: &[&str]) -> String {
+    let output = kubectl_output(args);
+    assert!(
+        output.status.success(),
+        "kubectl {} failed:\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn kubectl_output(args: &[&str]) -> Output {
+    testenv::stack()
+        .kubectl()
+        .args(args)
+        .current_dir(workspace_root())
+        .output()
+        .expect("kubectl runs (built by hack/tools.sh; start the stack with `make local-up`)")
+}
+
+/// The operator's namespace, CRD and RBAC from `config/`, applied for real (idempotent).
+fn install_crd_and_rbac() {
+    kubectl(&[
+        "apply",
+        "--server-side",
+        "-f",
+        "config/manager/namespace.yaml",
+    ]);
+    kubectl(&[
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "-k",
+        "config/crd",
+    ]);
+    kubectl(&["apply", "--server-side", "-k", "config/rbac"]);
+    kubectl(&[
+        "wait",
+        "--for=condition=Established",
+        "crd/flaskmongoapps.flaskmongo.dev",
+        "--timeout=30s",
+    ]);
+}
+
+fn sample() -> FlaskMongoApp {
+    let text = std::fs::read_to_string(workspace_root().join("config/samples/flaskmongoapp.yaml"))
+        .expect("config/samples/flaskmongoapp.yaml");
+    serde_yaml::from_str(&text).expect("the sample is a FlaskMongoApp")
+}
+
+#[tokio::test]
+async fn config_default_and_the_sample_pass_server_side_dry_run() {
+    install_crd_and_rbac();
+    kubectl(&["apply", "--dry-run=server", "-k", "config/default"]);
+    let client = common::client().await;
+    let namespace = testenv::TestNamespace::create(&client, "install-dry-run").await;
+    let out = kubectl(&[
+        "apply",
+        "--dry-run=server",
+        "-n",
+        &namespace.name,
+        "-f",
+        "config/samples/flaskmongoapp.yaml",
+    ]);
+    assert!(
+        out.contains("flaskmongoapp.flaskmongo.dev/flask-app created (server dry run)"),
+        "{out}"
+    );
+    namespace.delete().await;
+}
+
+/// A client that authenticates with a token of the operator's ServiceAccount, so it has
+/// exactly what `config/rbac` grants.
+async fn service_account_client() -> kube::Client {
+    let token = kubectl(&[
+        "create",
+        "token",
+        "flaskmongo-operator",
+        "-n",
+        "flaskmongo-system",
+        "--duration=1h",
+    ]);
+    let stack = testenv::stack();
+    let mut kubeconfig = Kubeconfig::read_from(&stack.kubeconfig).expect("stack kubeconfig");
+    for user in &mut kubeconfig.auth_infos {
+        user.auth_info = Some(AuthInfo {
+            token: Some(token.trim().to_owned().into()),
+            ..AuthInfo::default()
+        });
+    }
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("token kubeconfig");
+    kube::Client::try_from(config).expect("client")
+}
+
+#[tokio::test]
+async fn operator_reconciles_the_sample_with_only_its_own_permissions() {
+    install_crd_and_rbac();
+    let admin = common::client().await;
+    let namespace = testenv::TestNamespace::create(&admin, "install-rbac").await;
+
+    let mut config = Config::new(Some(namespace.name.clone()));
+    config.leader_election = Some(LeaseConfig::new(
+        format!("{}-leader", namespace.name),
+        "flaskmongo-system".to_owned(),
+        config.identity.clone(),
+    ));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let operator = tokio::spawn(flaskmongo_operator::run(
+        service_account_client().await,
+        config,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+
+    kubectl(&[
+        "apply",
+        "-n",
+        &namespace.name,
+        "-f",
+        "config/samples/flaskmongoapp.yaml",
+    ]);
+    let apps: Api<FlaskMongoApp> = Api::namespaced(admin.clone(), &namespace.name);
+    let app = common::wait_for(
+        "the sample to be Ready",
+        Duration::from_secs(90),
+        || async {
+            let app = apps.get("flask-app").await.ok()?;
+            let ready = app.condition("Ready")?;
+            (ready.status == "True").then_some(app.clone())
+        },
+    )
+    .await;
+    assert_eq!(app.status.as_ref().and_then(|s| s.node_port), Some(30080));
+    assert!(
+        !operator.is_finished(),
+        "the operator stopped: {:?}",
+        operator.await
+    );
+
+    for (verb, resource, allowed) in [
+        ("patch", "deployments.apps", true),
+        ("patch", "statefulsets.apps", true),
+        ("create", "secrets", true),
+        ("patch", "flaskmongoapps.flaskmongo.dev/status", true),
+        ("delete", "namespaces", false),
+        ("create", "pods", false),
+        ("delete", "pods", false),
+        ("update", "secrets", false),
+        ("patch", "secrets", false),
+        (
+            "create",
+            "clusterrolebindings.rbac.authorization.k8s.io",
+            false,
+        ),
+        ("delete", "deployments.apps", false),
+        (
+            "create",
+            "customresourcedefinitions.apiextensions.k8s.io",
+            false,
+        ),
+    ] {
+        let output = kubectl_output(&[
+            "auth",
+            "can-i",
+            verb,
+            resource,
+            "-A",
+            "--as",
+            SERVICE_ACCOUNT,
+        ]);
+        let answer = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+        assert_eq!(
+            answer,
+            if allowed { "yes" } else { "no" },
+            "can the operator {verb} {resource}?"
+        );
+    }
+
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(15), operator)
+        .await
+        .expect("the operator stops when told")
+        .expect("operator task")
+        .expect("the operator ends without error");
+    namespace.delete().await;
+}
+
+/// A namespace whose PodSecurity admission enforces `level`.
+async fn namespace_enforcing(client: &kube::Client, level: &str) -> String {
+    let name = testenv::unique_name(&format!("pss-{level}"));
+    let namespace = Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            labels: Some(
+                [(
+                    "pod-security.kubernetes.io/enforce".to_owned(),
+                    level.to_owned(),
+                )]
+                .into(),
+            ),
+            ..ObjectMeta::default()
+        },
+        ..Namespace::default()
+    };
+    Api::<Namespace>::all(client.clone())
+        .patch(
+            &name,
+            &PatchParams::apply("flaskmongo-tests"),
+            &Patch::Apply(&namespace),
+        )
+        .await
+        .expect("create namespace");
+    name
+}
+
+/// Asks the API server (dry run) to admit a pod made from `template` in `namespace`.
+async fn admit(
+    client: &kube::Client,
+    namespace: &str,
+    template: PodTemplateSpec,
+    extra_volumes: Vec<Volume>,
+) {
+    let mut spec = template.spec.expect("pod template spec");
+    spec.volumes
+        .get_or_insert_with(Vec::new)
+        .extend(extra_volumes);
+    let pod = Pod {
+        metadata: ObjectMeta {
+            name: Some("admission-check".to_owned()),
+            ..template.metadata.unwrap_or_default()
+        },
+        spec: Some(spec),
+        ..Pod::default()
+    };
+    Api::<Pod>::namespaced(client.clone(), namespace)
+        .create(
+            &PostParams {
+                dry_run: true,
+                ..PostParams::default()
+            },
+            &pod,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("pod refused in {namespace}: {e}"));
+}
+
+#[tokio::test]
+async fn pods_pass_the_pod_security_standards() {
+    let client = common::client().await;
+    let restricted = namespace_enforcing(&client, "restricted").await;
+    let baseline = namespace_enforcing(&client, "baseline").await;
+
+    let mut app = sample();
+    app.metadata.namespace = Some(restricted.clone());
+    // Owner references need a uid; the pods checked here are never stored.
+    app.metadata.uid = Some("00000000-0000-0000-0000-000000000000".to_owned());
+    let instance = Instance::new(&app).expect("the sample is valid");
+    let web = children::deployment::build(&instance).spec.template;
+    admit(&client, &restricted, web, Vec::new()).await;
+
+    let manager: Deployment = serde_yaml::from_str(
+        &std::fs::read_to_string(workspace_root().join("config/manager/manager.yaml"))
+            .expect("manager.yaml"),
+    )
+    .expect("manager.yaml is a Deployment");
+    admit(&client, &restricted, manager.spec.template, Vec::new()).await;
+
+    // The claim from the volumeClaimTemplate becomes a volume of the same name in each pod.
+    let statefulset = children::statefulset::build(&instance).spec;
+    let claim_volume = Volume {
+        name: children::CLAIM_TEMPLATE.to_owned(),
+        empty_dir: Some(Default::default()),
+        ..Volume::default()
+    };
+    admit(&client, &baseline, statefulset.template, vec![claim_volume]).await;
+
+    let namespaces = Api::<Namespace>::all(client);
+    for name in [restricted, baseline] {
+        namespaces
+            .delete(&name, &Default::default())
+            .await
+            .expect("delete namespace");
+    }
+}
