@@ -143,7 +143,10 @@ async fn readiness_follows_ferretdb_and_no_acknowledged_write_is_lost() {
     writes.lock().unwrap().stop = true;
     writer.await.unwrap();
 
-    let writes = writes.lock().unwrap();
+    let writes = Arc::into_inner(writes)
+        .expect("the writer has ended")
+        .into_inner()
+        .unwrap();
     let unexpected: Vec<_> = writes
         .statuses
         .keys()
