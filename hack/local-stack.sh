@@ -295,6 +295,7 @@ export KUBECONFIG=$STATE/kubeconfig
 export MONGODB_URI=mongodb://127.0.0.1:$FERRETDB_PORT/
 export FERRETDB_BIN=$FERRETDB_BIN
 export LOCAL_STACK_DIR=$STATE
+export KUBE_BIN=$KUBE_BIN
 export PATH=$KUBE_BIN:\$PATH
 EOF
   log "ready in $((SECONDS - started))s: source $STATE/env"

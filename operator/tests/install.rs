@@ -248,7 +248,7 @@ async fn admit(
     namespace: &str,
     template: PodTemplateSpec,
     extra_volumes: Vec<Volume>,
-) {
+) -> kube::Result<Pod> {
     let mut spec = template.spec.expect("pod template spec");
     spec.volumes
         .get_or_insert_with(Vec::new)
@@ -270,7 +270,6 @@ async fn admit(
             &pod,
         )
         .await
-        .unwrap_or_else(|e| panic!("pod refused in {namespace}: {e}"));
 }
 
 #[tokio::test]
@@ -285,14 +284,35 @@ async fn pods_pass_the_pod_security_standards() {
     app.metadata.uid = Some("00000000-0000-0000-0000-000000000000".to_owned());
     let instance = Instance::new(&app).expect("the sample is valid");
     let web = children::deployment::build(&instance).spec.template;
-    admit(&client, &restricted, web, Vec::new()).await;
+    admit(&client, &restricted, web, Vec::new())
+        .await
+        .expect("web pod admitted under restricted");
 
     let manager: Deployment = serde_yaml::from_str(
         &std::fs::read_to_string(workspace_root().join("config/manager/manager.yaml"))
             .expect("manager.yaml"),
     )
     .expect("manager.yaml is a Deployment");
-    admit(&client, &restricted, manager.spec.template, Vec::new()).await;
+    // The operator's own namespace (config/manager/namespace.yaml) enforces `restricted`.
+    install_crd_and_rbac();
+    let system = Api::<Namespace>::all(client.clone())
+        .get("flaskmongo-system")
+        .await
+        .expect("flaskmongo-system");
+    let enforced = system
+        .metadata
+        .labels
+        .unwrap_or_default()
+        .remove("pod-security.kubernetes.io/enforce");
+    assert_eq!(enforced.as_deref(), Some("restricted"));
+    admit(
+        &client,
+        "flaskmongo-system",
+        manager.spec.template,
+        Vec::new(),
+    )
+    .await
+    .expect("operator pod admitted in flaskmongo-system");
 
     // The claim from the volumeClaimTemplate becomes a volume of the same name in each pod.
     let statefulset = children::statefulset::build(&instance).spec;
@@ -301,7 +321,27 @@ async fn pods_pass_the_pod_security_standards() {
         empty_dir: Some(Default::default()),
         ..Volume::default()
     };
-    admit(&client, &baseline, statefulset.template, vec![claim_volume]).await;
+    admit(
+        &client,
+        &baseline,
+        statefulset.template.clone(),
+        vec![claim_volume.clone()],
+    )
+    .await
+    .expect("mongo pod admitted under baseline");
+    // The official mongo image starts as root, so `restricted` refuses it: proof that
+    // PodSecurity admission is really judging these pods.
+    let refused = admit(
+        &client,
+        &restricted,
+        statefulset.template,
+        vec![claim_volume],
+    )
+    .await;
+    assert!(
+        matches!(&refused, Err(kube::Error::Api(status)) if status.message.contains("violates PodSecurity \"restricted")),
+        "{refused:?}"
+    );
 
     let namespaces = Api::<Namespace>::all(client);
     for name in [restricted, baseline] {

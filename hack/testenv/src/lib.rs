@@ -73,6 +73,14 @@ impl Stack {
         Client::try_from(config).unwrap_or_else(|err| panic!("cannot build a kube client: {err}"))
     }
 
+    /// `kubectl` of the pinned version, talking to the local API server as its administrator.
+    pub fn kubectl(&self) -> std::process::Command {
+        let kube_bin = self.vars.get("KUBE_BIN").map(PathBuf::from).unwrap_or_default();
+        let mut command = std::process::Command::new(kube_bin.join("kubectl"));
+        command.env("KUBECONFIG", &self.kubeconfig);
+        command
+    }
+
     /// A `mongodb://` URI for a database of its own, so tests do not see each other's data.
     pub fn mongodb_uri_for(&self, database: &str) -> String {
         let (base, query) = match self.mongodb_uri.split_once('?') {
