@@ -6,7 +6,7 @@ pub mod common;
 use std::io::Read;
 use std::time::Duration;
 
-use common::{http, spawn_app, stack_uri};
+use common::{get_text, http, send, spawn_app, stack_uri};
 use flaskmongo_webapp::{MAX_DEPTH, NEXT_CURSOR_HEADER};
 use futures::StreamExt;
 use mongodb::bson::doc;
@@ -25,12 +25,21 @@ async fn post_json(url: &str, body: impl Into<reqwest::Body>) -> reqwest::Respon
         .expect("POST /data")
 }
 
-async fn get_text(url: &str) -> (u16, String) {
+/// GET `url`: its status, `Content-Type` and body text.
+async fn get_typed(url: &str) -> (u16, String, String) {
     let response = http().get(url).send().await.expect("GET");
-    (
-        response.status().as_u16(),
-        response.text().await.expect("body"),
-    )
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .map_or("", |v| v.to_str().unwrap())
+        .to_owned();
+    (status, content_type, response.text().await.expect("a body"))
+}
+
+/// Checks that GET `url` answers `status` with exactly `body`.
+async fn assert_answers(url: &str, status: u16, body: &str) {
+    assert_eq!(get_text(url).await, (status, body.to_owned()), "GET {url}");
 }
 
 /// The stored documents, as `GET /data` gives them.
@@ -44,13 +53,11 @@ async fn stored(url: &str) -> Vec<Value> {
 async fn welcome_line_has_the_server_time() {
     let url = spawn_app(&stack_uri("welcome"), &[]).await;
     let before = jiff::Timestamp::now();
-    let response = http().get(format!("{url}/")).send().await.unwrap();
-    assert_eq!(response.status(), 200);
+    let (status, content_type, text) = get_typed(&format!("{url}/")).await;
     assert_eq!(
-        response.headers()[CONTENT_TYPE],
-        "text/plain; charset=utf-8"
+        (status, content_type.as_str()),
+        (200, "text/plain; charset=utf-8")
     );
-    let text = response.text().await.unwrap();
     let time = text
         .strip_prefix("Welcome to the Flask app! The current time is: ")
         .expect(&text);
@@ -69,10 +76,7 @@ async fn welcome_line_has_the_server_time() {
 #[tokio::test]
 async fn post_and_get_answer_like_the_old_app() {
     let url = spawn_app(&stack_uri("compat"), &[]).await;
-    assert_eq!(
-        get_text(&format!("{url}/data")).await,
-        (200, "[]\n".to_owned())
-    );
+    assert_answers(&format!("{url}/data"), 200, "[]\n").await;
 
     for body in [
         r#"{"sampleKey":"sampleValue"}"#,
@@ -88,13 +92,11 @@ async fn post_and_get_answer_like_the_old_app() {
         );
     }
 
-    let response = http().get(format!("{url}/data")).send().await.unwrap();
-    assert_eq!(response.status(), 200);
-    assert_eq!(response.headers()[CONTENT_TYPE], "application/json");
     // Flask's jsonify: compact, keys sorted, non-ASCII escaped, `_id` projected away.
+    let expected = "[{\"sampleKey\":\"sampleValue\"},{\"a\":{\"z\":[1,2.5]},\"b\":2},{\"name\":\"Zo\\u00eb\"}]\n";
     assert_eq!(
-        response.text().await.unwrap(),
-        "[{\"sampleKey\":\"sampleValue\"},{\"a\":{\"z\":[1,2.5]},\"b\":2},{\"name\":\"Zo\\u00eb\"}]\n"
+        get_typed(&format!("{url}/data")).await,
+        (200, "application/json".to_owned(), expected.to_owned())
     );
 }
 
@@ -252,10 +254,7 @@ async fn bad_input_is_refused_with_a_json_error_and_nothing_is_stored() {
             "{shown}: {text:?} does not mention {message:?}"
         );
     }
-    assert_eq!(
-        get_text(&format!("{url}/data")).await,
-        (200, "[]\n".to_owned())
-    );
+    assert_answers(&format!("{url}/data"), 200, "[]\n").await;
 }
 
 #[tokio::test]
@@ -384,10 +383,7 @@ async fn bad_page_parameters_are_refused() {
         let error: Value = response.json().await.unwrap();
         assert!(error["error"].is_string(), "{query}: {error}");
     }
-    assert_eq!(
-        get_text(&format!("{url}/data?limit=10000")).await,
-        (200, "[]\n".to_owned())
-    );
+    assert_answers(&format!("{url}/data?limit=10000"), 200, "[]\n").await;
 }
 
 #[tokio::test]
@@ -469,13 +465,13 @@ async fn responses_are_gzipped_when_the_client_asks() {
 async fn unknown_routes_and_methods_answer_json() {
     let url = spawn_app(&stack_uri("routes"), &[]).await;
     for path in ["/nope", "/data/1", "/DATA"] {
-        let response = http().get(format!("{url}{path}")).send().await.unwrap();
-        assert_eq!(response.status(), 404, "{path}");
-        assert_eq!(response.headers()[CONTENT_TYPE], "application/json");
-        assert_eq!(
-            response.text().await.unwrap(),
-            "{\"error\":\"not found\"}\n"
+        let answer = get_typed(&format!("{url}{path}")).await;
+        let expected = (
+            404,
+            "application/json".to_owned(),
+            "{\"error\":\"not found\"}\n".to_owned(),
         );
+        assert_eq!(answer, expected, "{path}");
     }
     for method in [
         reqwest::Method::PUT,
@@ -494,28 +490,14 @@ async fn unknown_routes_and_methods_answer_json() {
             "{\"error\":\"method not allowed\"}\n"
         );
     }
-    assert_eq!(
-        http()
-            .post(format!("{url}/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        405
-    );
+    assert_eq!(send(http().post(format!("{url}/healthz"))).await.0, 405);
 }
 
 #[tokio::test]
 async fn health_and_readiness_answer_while_the_database_is_up() {
     let url = spawn_app(&stack_uri("health"), &[]).await;
-    assert_eq!(
-        get_text(&format!("{url}/healthz")).await,
-        (200, "{\"status\":\"ok\"}\n".to_owned())
-    );
-    assert_eq!(
-        get_text(&format!("{url}/readyz")).await,
-        (200, "{\"status\":\"ready\"}\n".to_owned())
-    );
+    assert_answers(&format!("{url}/healthz"), 200, "{\"status\":\"ok\"}\n").await;
+    assert_answers(&format!("{url}/readyz"), 200, "{\"status\":\"ready\"}\n").await;
 }
 
 #[tokio::test]
@@ -526,23 +508,14 @@ async fn metrics_count_requests_by_route_method_and_status() {
     assert_eq!(post_json(&url, "[]").await.status(), 400);
     assert_eq!(get_text(&format!("{url}/data")).await.0, 200);
     assert_eq!(get_text(&format!("{url}/no/such/page")).await.0, 404);
-    assert_eq!(
-        http()
-            .delete(format!("{url}/data"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        405
-    );
+    assert_eq!(send(http().delete(format!("{url}/data"))).await.0, 405);
 
-    let response = http().get(format!("{url}/metrics")).send().await.unwrap();
-    assert_eq!(response.status(), 200);
+    let (status, content_type, text) = get_typed(&format!("{url}/metrics")).await;
+    assert_eq!(status, 200);
     assert_eq!(
-        response.headers()[CONTENT_TYPE],
+        content_type,
         "application/openmetrics-text; version=1.0.0; charset=utf-8"
     );
-    let text = response.text().await.unwrap();
     for line in [
         r#"http_requests_total{route="/data",method="POST",status="201"} 2"#,
         r#"http_requests_total{route="/data",method="POST",status="400"} 1"#,

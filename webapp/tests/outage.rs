@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{FerretDb, http, spawn_app, wait_for_status};
+use common::{FerretDb, get_text, http, spawn_app, wait_for_status};
 use reqwest::header::CONTENT_TYPE;
 use serde_json::{Value, json};
 
@@ -60,12 +60,15 @@ async fn wait_for_acknowledged(writes: &Mutex<Writes>, since: usize, count: usiz
     }
 }
 
-/// GET `path` and its time; the body parsed as JSON.
+/// GET `path`: its status, its body parsed as JSON, and how long it took.
 async fn timed_get(url: &str, path: &str) -> (u16, Value, Duration) {
     let started = Instant::now();
-    let response = http().get(format!("{url}{path}")).send().await.unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap(), started.elapsed())
+    let (status, text) = get_text(&format!("{url}{path}")).await;
+    (
+        status,
+        serde_json::from_str(&text).unwrap(),
+        started.elapsed(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -172,14 +175,7 @@ async fn readiness_follows_ferretdb_and_no_acknowledged_write_is_lost() {
         .collect();
     assert!(lost.is_empty(), "acknowledged but not stored: {lost:?}");
 
-    let metrics = http()
-        .get(format!("{url}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (_, metrics) = get_text(&format!("{url}/metrics")).await;
     for operation in ["insert", "find", "ping"] {
         let prefix = format!("database_errors_total{{operation=\"{operation}\"}} ");
         let count: u64 = metrics

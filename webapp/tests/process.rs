@@ -8,27 +8,25 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{FerretDb, PROCESS_TIMEOUT, Webapp, http, stack_uri, wait_for_status};
+use common::{FerretDb, PROCESS_TIMEOUT, Webapp, get_text, http, send, stack_uri, wait_for_status};
 use mongodb::bson::doc;
 use reqwest::header::CONTENT_TYPE;
 use serde_json::{Value, json};
 
 async fn get(app: &Webapp, path: &str) -> (u16, String, Duration) {
     let started = Instant::now();
-    let response = http().get(app.url(path)).send().await.unwrap();
-    let status = response.status().as_u16();
-    (status, response.text().await.unwrap(), started.elapsed())
+    let (status, text) = get_text(&app.url(path)).await;
+    (status, text, started.elapsed())
 }
 
 async fn post(app: &Webapp, body: &str) -> (u16, String) {
-    let response = http()
-        .post(app.url("/data"))
-        .header(CONTENT_TYPE, "application/json")
-        .body(body.to_owned())
-        .send()
-        .await
-        .unwrap();
-    (response.status().as_u16(), response.text().await.unwrap())
+    send(
+        http()
+            .post(app.url("/data"))
+            .header(CONTENT_TYPE, "application/json")
+            .body(body.to_owned()),
+    )
+    .await
 }
 
 #[test]

@@ -75,7 +75,11 @@ impl Stack {
 
     /// `kubectl` of the pinned version, talking to the local API server as its administrator.
     pub fn kubectl(&self) -> std::process::Command {
-        let kube_bin = self.vars.get("KUBE_BIN").map(PathBuf::from).unwrap_or_default();
+        let kube_bin = self
+            .vars
+            .get("KUBE_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_default();
         let mut command = std::process::Command::new(kube_bin.join("kubectl"));
         command.env("KUBECONFIG", &self.kubeconfig);
         command

@@ -28,6 +28,18 @@ pub fn http() -> reqwest::Client {
         .expect("HTTP client")
 }
 
+/// Sends `request`; returns its status and body text.
+pub async fn send(request: reqwest::RequestBuilder) -> (u16, String) {
+    let response = request.send().await.expect("a response");
+    let status = response.status().as_u16();
+    (status, response.text().await.expect("a body"))
+}
+
+/// GET `url`: its status and body text.
+pub async fn get_text(url: &str) -> (u16, String) {
+    send(http().get(url)).await
+}
+
 /// Serves the service in this process on a free port; returns its base URL.
 /// `args` are extra command-line flags.
 pub async fn spawn_app(mongodb_uri: &str, args: &[&str]) -> String {
