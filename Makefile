@@ -25,7 +25,15 @@ local-up: tools ## start the local stack (Kubernetes control plane, simulated no
 local-down: ## stop the local stack and remove its state
 	$(STACK) down
 
-.PHONY: bench bench-webapp demo
+.PHONY: bench bench-webapp bench-operator chaos demo
+bench: bench-webapp bench-operator ## every benchmark; results in BENCHMARKS.md and target/bench/
+
+bench-operator: tools ## operator latency, convergence at scale, footprint (BENCHMARKS.md)
+	hack/bench-operator.sh
+
+chaos: tools ## the long fault tests: operator kills, API server and FerretDB outages, churn
+	hack/chaos.sh
+
 bench-webapp: tools ## benchmark the webapp against Flask, gunicorn and a driver-only ceiling
 	hack/bench-webapp.sh
 
