@@ -6,7 +6,12 @@ KUBE_BIN := $(CURDIR)/.tools/kubernetes-$(shell sed -n 's/^KUBERNETES_VERSION=//
 # The pinned kubectl, built with the control plane, comes first.
 export PATH := $(KUBE_BIN):$(PATH)
 
-.PHONY: help build test tools local-up local-down
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+OPERATOR_IMAGE := flaskmongo/operator:$(VERSION)
+WEBAPP_IMAGE := flaskmongo/webapp:$(VERSION)
+SAMPLE := config/samples/flaskmongoapp.yaml
+
+.PHONY: help build test tools local-up local-down run manifests docker-build minikube-deploy undeploy
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
@@ -39,3 +44,26 @@ bench-webapp: tools ## benchmark the webapp against Flask, gunicorn and a driver
 
 demo: tools ## local control plane + operator + sample app + the /data API with curl
 	hack/demo.sh
+
+run: ## run the operator on this machine against the current kubeconfig
+	cargo run -p flaskmongo-operator -- run --metrics-addr 127.0.0.1:8080
+
+manifests: ## regenerate config/crd/ from the Rust types
+	cargo run -q -p flaskmongo-operator -- crd > config/crd/flaskmongo.dev_flaskmongoapps.yaml
+
+docker-build: ## build both images with Docker
+	docker build -f Dockerfile.operator -t $(OPERATOR_IMAGE) --build-arg VERSION=$(VERSION) .
+	docker build -f Dockerfile.webapp -t $(WEBAPP_IMAGE) --build-arg VERSION=$(VERSION) .
+
+minikube-deploy: ## build the images inside Minikube, install the operator, run the sample
+	minikube image build -t $(OPERATOR_IMAGE) -f Dockerfile.operator .
+	minikube image build -t $(WEBAPP_IMAGE) -f Dockerfile.webapp .
+	kubectl apply --server-side -k config/default
+	kubectl rollout status -n flaskmongo-system deployment/flaskmongo-operator --timeout=180s
+	kubectl apply -f $(SAMPLE)
+	kubectl wait --for=condition=Ready flaskmongoapp/flask-app --timeout=300s
+	@echo "The app answers at: curl http://$$(minikube ip):30080/data"
+
+undeploy: ## remove the sample and the operator (a Retain volume and its Secret stay)
+	kubectl delete -f $(SAMPLE) --ignore-not-found --wait=true
+	kubectl delete -k config/default --ignore-not-found
