@@ -7,7 +7,7 @@ use std::io::Read;
 use std::time::Duration;
 
 use common::{get_text, http, send, spawn_app, stack_uri};
-use flaskmongo_webapp::{MAX_DEPTH, NEXT_CURSOR_HEADER};
+use flaskmongo_webapp::{COLLECTION, DEFAULT_DATABASE, MAX_DEPTH, MAX_LIMIT, NEXT_CURSOR_HEADER};
 use futures::StreamExt;
 use mongodb::bson::doc;
 use proptest::prelude::*;
@@ -98,6 +98,26 @@ async fn post_and_get_answer_like_the_old_app() {
         get_typed(&format!("{url}/data")).await,
         (200, "application/json".to_owned(), expected.to_owned())
     );
+}
+
+#[tokio::test]
+async fn a_uri_without_a_database_uses_flask_db() {
+    let uri = testenv::stack().mongodb_uri_for("");
+    let url = spawn_app(&uri, &[]).await;
+    let marker = testenv::unique_name("default-database");
+    assert_eq!(
+        post_json(&url, json!({ "marker": marker }).to_string())
+            .await
+            .status(),
+        201
+    );
+    let client = mongodb::Client::with_uri_str(&uri).await.unwrap();
+    let data = client
+        .database(DEFAULT_DATABASE)
+        .collection::<mongodb::bson::Document>(COLLECTION);
+    // The database is shared with other runs: remove exactly what this test stored.
+    let removed = data.delete_many(doc! { "marker": &marker }).await.unwrap();
+    assert_eq!(removed.deleted_count, 1);
 }
 
 #[tokio::test]
@@ -366,7 +386,7 @@ async fn bad_page_parameters_are_refused() {
     let url = spawn_app(&stack_uri("badpage"), &[]).await;
     for query in [
         "limit=0",
-        "limit=10001",
+        &format!("limit={}", MAX_LIMIT + 1),
         "limit=-1",
         "limit=ten",
         "limit=",
@@ -383,7 +403,7 @@ async fn bad_page_parameters_are_refused() {
         let error: Value = response.json().await.unwrap();
         assert!(error["error"].is_string(), "{query}: {error}");
     }
-    assert_answers(&format!("{url}/data?limit=10000"), 200, "[]\n").await;
+    assert_answers(&format!("{url}/data?limit={MAX_LIMIT}"), 200, "[]\n").await;
 }
 
 #[tokio::test]
@@ -392,10 +412,7 @@ async fn a_large_collection_streams_complete_and_in_order() {
     let uri = stack_uri("large");
     // Filled through the driver: 20,000 POSTs would only measure the test's own client.
     let client = mongodb::Client::with_uri_str(&uri).await.unwrap();
-    let collection = client
-        .default_database()
-        .unwrap()
-        .collection(flaskmongo_webapp::COLLECTION);
+    let collection = client.default_database().unwrap().collection(COLLECTION);
     for batch in (0..COUNT).collect::<Vec<_>>().chunks(2000) {
         let documents = batch
             .iter()
