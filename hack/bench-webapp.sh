@@ -88,7 +88,7 @@ done
 # In the background so that the EXIT trap can stop it (and so its servers) on an interrupt.
 python3 bench/run.py --mongodb-uri "mongodb://127.0.0.1:$port/" \
   --webapp target/release/webapp --ceiling target/release/bench-ceiling \
-  --python "$VENV/bin/python" --gunicorn "$VENV/bin/gunicorn" --ferretdb "$FERRETDB_BIN" \
+  --python "$VENV/bin/python" --gunicorn "$VENV/bin/gunicorn" --ferretdb "$FERRETDB_BIN" --ferretdb-pid "$ferretdb_pid" \
   --connections "${BENCH_CONNECTIONS:-4}" --duration "${BENCH_DURATION:-10}" \
   --large-connections "${BENCH_LARGE_CONNECTIONS:-1}" --large-duration "${BENCH_LARGE_DURATION:-60}" \
   --out "$OUT/webapp-raw.json" &

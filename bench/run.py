@@ -1,0 +1,389 @@
+"""Measures the webapp, the reference Flask app (its own server and gunicorn) and the driver-only
+ceiling against one MongoDB-compatible server, workload by workload, and writes the raw figures
+as JSON. `hack/bench-webapp.sh` builds everything, starts FerretDB and calls this; `report.py`
+turns the figures into targets and tables.
+
+Each server is started afresh for each workload, so its CPU time and peak memory belong to that
+workload alone. CPU time and memory are read from /proc for the server's whole process tree
+(gunicorn's arbiter and workers summed): CPU time just before and just after the load, idle
+memory after one request of the workload, peak memory (VmHWM) after the load. The database's
+CPU time over the same window is recorded too, since on one machine it competes with the server.
+"""
+
+import argparse
+import json
+import os
+import platform
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+FLASK_APP = BENCH / "flask_app"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+SERVERS = ("webapp", "flask", "gunicorn", "ceiling")
+READY_TIMEOUT = 30.0
+# One request of the 100,000-document workload takes seconds, most of them in the database.
+REQUEST_TIMEOUT = 120.0
+STOP_TIMEOUT = 30.0
+# Below this share of one core the database counts as idle again (see `settle`).
+DATABASE_IDLE_SHARE = 0.05
+SETTLE_TIMEOUT = 60.0
+POST_BODY = '{"sampleKey": "sampleValue"}'
+
+
+@dataclass(frozen=True)
+class Workload:
+    key: str
+    title: str
+    documents: int
+    method: str
+    duration: float
+    connections: int
+
+    @property
+    def database(self):
+        return f"bench_{self.key}"
+
+    @property
+    def body(self):
+        return POST_BODY if self.method == "POST" else None
+
+
+def progress(message):
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- /proc
+def process_tree(root):
+    """The pids of `root` and all its descendants that are alive now."""
+    children = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # it exited while the list was read
+        # The command name may contain spaces and parentheses: the fields follow its last ')'.
+        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    tree, pending = [], [root]
+    while pending:
+        pid = pending.pop()
+        tree.append(pid)
+        pending.extend(children.get(pid, []))
+    return tree
+
+
+def cpu_seconds(root):
+    """User plus system CPU time of the process tree of `root`, in seconds."""
+    ticks = 0
+    for pid in process_tree(root):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / CLOCK_TICKS
+
+
+def memory_mb(root, field):
+    """A memory field of /proc/PID/status (VmRSS, VmHWM), summed over the tree, in MB."""
+    kilobytes = 0
+    for pid in process_tree(root):
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith(field + ":"):
+                kilobytes += int(line.split()[1])
+    return kilobytes * 1024 / 1e6
+
+
+# ---------------------------------------------------------------- processes
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def launched(argv, log, **popen):
+    """Runs argv in a session of its own, logging to `log`; stops its whole group on exit."""
+    with open(log, "w") as out:
+        popen.setdefault("stdout", out)
+        proc = subprocess.Popen(argv, stderr=out, start_new_session=True, **popen)
+    try:
+        yield proc
+    finally:
+        stop(proc)
+
+
+def stop(proc):
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        progress(f"pid {proc.pid} ignored SIGTERM for {STOP_TIMEOUT:.0f}s: killing it")
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=STOP_TIMEOUT)
+
+
+def check_alive(proc, log):
+    if proc.poll() is not None:
+        tail = "\n".join(Path(log).read_text().splitlines()[-20:])
+        sys.exit(f"{proc.args[0]} exited with status {proc.returncode}; end of {log}:\n{tail}")
+
+
+def read_line(proc, timeout, log):
+    """The next line `proc` prints, waiting at most `timeout` seconds."""
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    line = proc.stdout.readline() if ready else ""
+    if not line:
+        check_alive(proc, log)
+        sys.exit(f"{proc.args[0]} printed nothing within {timeout:.0f}s; see {log}")
+    return line.strip()
+
+
+# ---------------------------------------------------------------- HTTP
+def request(port, workload):
+    """One request of the workload, which must succeed."""
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/data",
+        method=workload.method,
+        data=workload.body.encode() if workload.body else None,
+        headers={"Content-Type": "application/json"} if workload.body else {},
+    )
+    with urllib.request.urlopen(req, timeout=REQUEST_TIMEOUT) as response:
+        response.read()
+
+
+def wait_ready(proc, port, log):
+    deadline = time.monotonic() + READY_TIMEOUT
+    while time.monotonic() < deadline:
+        check_alive(proc, log)
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    sys.exit(f"{proc.args[0]} did not answer GET / within {READY_TIMEOUT:.0f}s; see {log}")
+
+
+def wrk(port, workload):
+    """Loads the server for the workload's duration; wrk.lua reports as one JSON line."""
+    env = {**os.environ, "WRK_METHOD": workload.method, "WRK_BODY": workload.body or ""}
+    argv = ["wrk", "--threads=1", f"--connections={workload.connections}"]
+    argv += [f"--duration={workload.duration:g}s", f"--timeout={REQUEST_TIMEOUT:g}s"]
+    argv += [f"--script={BENCH / 'wrk.lua'}", f"http://127.0.0.1:{port}/data"]
+    timeout = workload.duration + REQUEST_TIMEOUT
+    done = subprocess.run(
+        argv, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if done.returncode != 0:
+        sys.exit(f"wrk failed ({done.returncode}): {done.stderr.strip()}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------- the run
+class Bench:
+    def __init__(self, settings):
+        self.settings = settings
+        self.logs = settings.out.parent / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+
+    def uri(self, workload):
+        """The database server's URI with the workload's database as its path."""
+        return f"{self.settings.mongodb_uri.rstrip('/')}/{workload.database}"
+
+    def seed(self, workload):
+        argv = [self.settings.ceiling, f"--mongodb-uri={self.uri(workload)}", "seed"]
+        subprocess.run(argv + [f"--count={workload.documents}"], check=True, timeout=600)
+
+    def settle(self):
+        """Waits (boundedly) until the database is idle: a request that the load generator
+        gave up on may still run there, and would otherwise load the next server's run."""
+        deadline = time.monotonic() + SETTLE_TIMEOUT
+        while time.monotonic() < deadline:
+            before = cpu_seconds(self.settings.ferretdb_pid)
+            time.sleep(1)
+            if cpu_seconds(self.settings.ferretdb_pid) - before < DATABASE_IDLE_SHARE:
+                return
+        progress(f"the database is still busy after {SETTLE_TIMEOUT:.0f}s: measuring anyway")
+
+    def measured(self, proc, drive):
+        """Idle memory and CPU time of `proc`, then `drive()`, then CPU time and peak memory."""
+        # A moment for start-up and the warm-up request to settle before the idle reading.
+        time.sleep(1)
+        idle = memory_mb(proc.pid, "VmRSS")
+        before = cpu_seconds(proc.pid)
+        database_before = cpu_seconds(self.settings.ferretdb_pid)
+        result = drive()
+        cpu = cpu_seconds(proc.pid) - before
+        database_cpu = cpu_seconds(self.settings.ferretdb_pid) - database_before
+        peak = memory_mb(proc.pid, "VmHWM")
+        requests = result["requests"]
+        return {
+            **result,
+            "rps": requests / result["seconds"] if result["seconds"] else 0.0,
+            "cpu_ms_per_request": cpu * 1000 / requests if requests else None,
+            "database_cpu_ms_per_request": database_cpu * 1000 / requests if requests else None,
+            "idle_rss_mb": idle,
+            "peak_rss_mb": peak,
+        }
+
+    def run(self, server, workload):
+        self.settle()
+        log = self.logs / f"{server}-{workload.key}.log"
+        if server == "ceiling":
+            return self.run_ceiling(log, workload)
+        port = free_port()
+        settings = self.settings
+        argv = {
+            "webapp": [settings.webapp, "--listen-address=127.0.0.1", f"--port={port}"],
+            "flask": [settings.python, "app.py"],
+            # --timeout: the default 30 s could kill a worker in a 100,000-document GET.
+            "gunicorn": [settings.gunicorn, "--workers=4", f"--bind=127.0.0.1:{port}"]
+            + [f"--timeout={REQUEST_TIMEOUT:g}", "app:app"],
+        }[server]
+        env = {**os.environ, "MONGODB_URI": self.uri(workload), "HOST": "127.0.0.1"}
+        env["PORT"] = str(port)
+        with launched(argv, log, cwd=FLASK_APP, env=env) as proc:
+            wait_ready(proc, port, log)
+            request(port, workload)
+            return self.measured(proc, lambda: wrk(port, workload))
+
+    def run_ceiling(self, log, workload):
+        """The ceiling connects and warms up, says `ready`, runs on a line from stdin, prints its
+        results and exits when stdin closes: so it is measured like the servers."""
+        argv = [self.settings.ceiling, f"--mongodb-uri={self.uri(workload)}", "load"]
+        argv += [f"--workload={workload.method.lower()}", f"--concurrency={workload.connections}"]
+        argv += [f"--duration-secs={workload.duration:g}"]
+        pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "text": True}
+        with launched(argv, log, **pipes) as proc:
+            if read_line(proc, REQUEST_TIMEOUT, log) != "ready":
+                sys.exit(f"the ceiling did not say ready; see {log}")
+
+            def drive():
+                proc.stdin.write("\n")
+                proc.stdin.flush()
+                return json.loads(read_line(proc, workload.duration + REQUEST_TIMEOUT, log))
+
+            result = self.measured(proc, drive)
+            proc.stdin.close()
+            proc.wait(timeout=STOP_TIMEOUT)
+            return result
+
+
+def command_output(argv):
+    """The first line a command prints, for version strings."""
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+    except OSError as err:
+        return f"unknown ({err})"
+    return (done.stdout or done.stderr).strip().splitlines()[0]
+
+
+def machine(settings):
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+    models = [line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")]
+    meminfo = Path("/proc/meminfo").read_text().split()
+    versions_of = (
+        "import importlib.metadata as m, sys; print(*(m.version(p) for p in sys.argv[1:]))"
+    )
+    packages = ("flask", "pymongo", "gunicorn")
+    package_versions = subprocess.run(
+        [settings.python, "-c", versions_of, *packages],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout.split()
+    return {
+        "cores": os.cpu_count(),
+        "memory_gib": round(int(meminfo[meminfo.index("MemTotal:") + 1]) / 2**20, 1),
+        "cpu_model": models[0] if models else "unknown",
+        "kernel": platform.release(),
+        "load_average_at_start": os.getloadavg()[0],
+        "versions": {
+            "webapp": command_output([settings.webapp, "--version"]),
+            "rustc": command_output(["rustc", "--version"]),
+            "python": command_output([settings.python, "--version"]),
+            **dict(zip(packages, package_versions)),
+            "wrk": command_output(["wrk", "--version"]).split(" Copyright")[0],
+            "ferretdb": command_output([settings.ferretdb, "--version"]),
+        },
+    }
+
+
+def arguments():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add = parser.add_argument
+    add("--mongodb-uri", required=True, help="database server; its bench_* databases are replaced")
+    add("--ferretdb", required=True, help="the FerretDB binary (for its version)")
+    add("--ferretdb-pid", type=int, required=True, help="its process, for its CPU time")
+    add("--webapp", required=True, help="the webapp binary (release build)")
+    add("--ceiling", required=True, help="the bench-ceiling binary")
+    add("--python", required=True, help="python of the venv with bench/requirements.txt")
+    add("--gunicorn", required=True, help="gunicorn of that venv")
+    add("--connections", type=int, default=4, help="connections (ceiling tasks), small workloads")
+    add("--duration", type=float, default=10.0, help="seconds of load per small workload")
+    add("--large-connections", type=int, default=1, help="connections, 100,000 documents")
+    add("--large-duration", type=float, default=60.0, help="seconds of load, 100,000 documents")
+    add("--out", type=Path, required=True, help="where to write the raw figures (JSON)")
+    return parser.parse_args()
+
+
+def main():
+    settings = arguments()
+    # SIGTERM from the calling script unwinds like Ctrl-C, so every server started is stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("stopped by SIGTERM"))
+    small, large = settings.connections, settings.large_connections
+    workloads = [
+        Workload("get_100", "GET /data, 100 documents", 100, "GET", settings.duration, small),
+        Workload("post", "POST /data, small object", 0, "POST", settings.duration, small),
+        # One request reads 100,000 documents through FerretDB for seconds: few connections and
+        # a longer run, so that every server completes some requests.
+        Workload(
+            "get_100k",
+            "GET /data, 100,000 documents",
+            100_000,
+            "GET",
+            settings.large_duration,
+            large,
+        ),
+    ]
+    bench = Bench(settings)
+    info = machine(settings)
+    runs = []
+    for workload in workloads:
+        progress(f"{workload.title}: seeding {workload.documents} documents")
+        bench.seed(workload)
+        for server in SERVERS:
+            load = f"{workload.duration:g}s at {workload.connections} connections"
+            progress(f"{workload.title}: {server}, {load}")
+            figures = bench.run(server, workload)
+            progress(
+                f"  {figures['rps']:.1f} req/s, p99 {figures['p99_ms']} ms, "
+                f"{figures['errors']} errors, peak RSS {figures['peak_rss_mb']:.1f} MB"
+            )
+            run = {"workload": workload.key, "title": workload.title, "server": server}
+            runs.append({**run, "connections": workload.connections, **figures})
+    settings.out.write_text(json.dumps({"machine": info, "runs": runs}, indent=2) + "\n")
+    progress(f"raw figures in {settings.out}")
+
+
+if __name__ == "__main__":
+    main()
