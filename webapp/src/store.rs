@@ -77,17 +77,17 @@ impl Store {
     }
 
     /// Stores `fields` under a new `_id`, returning once the write is acknowledged.
-    pub async fn insert(&self, fields: Document) -> mongodb::error::Result<ObjectId> {
+    pub async fn insert(&self, fields: Document) -> mongodb::error::Result<()> {
         // The id is made here rather than by the driver so that it comes first in the stored
-        // document; ids made in one process increase, which gives insertion order.
-        let id = ObjectId::new();
-        let mut document = doc! { "_id": id };
+        // document. Ids increase within a process (and by the second across processes), which
+        // gives insertion order.
+        let mut document = doc! { "_id": ObjectId::new() };
         document.extend(fields);
         self.documents
             .clone_with_type::<Document>()
             .insert_one(document)
             .await?;
-        Ok(id)
+        Ok(())
     }
 
     /// Documents after `after` (or from the first), at most `limit` of them (or all).
