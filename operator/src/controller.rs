@@ -101,6 +101,14 @@ impl Context {
         }
     }
 
+    /// An API of one kind of child in `namespace`.
+    fn api<K>(&self, namespace: &str) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        Api::namespaced(self.client.clone(), namespace)
+    }
+
     fn reset_backoff(&self, app: &FlaskMongoApp) {
         self.failures
             .lock()
@@ -109,7 +117,7 @@ impl Context {
     }
 }
 
-/// The cache key of a namespaced child.
+/// The cache key of the namespaced child `name` of `instance`.
 fn here<K: Resource<DynamicType = ()>>(name: String, namespace: &str) -> ObjectRef<K> {
     ObjectRef::new(&name).within(namespace)
 }
@@ -316,38 +324,30 @@ async fn converge(app: &FlaskMongoApp, instance: &Instance<'_>, ctx: &Context) -
     ensure_finalizer(app, ctx).await?;
     ensure_secret(app, instance, ctx).await?;
     let desired = children::desired(instance);
-    let namespace = instance.namespace;
-    let client = &ctx.client;
+    let stores = &ctx.stores;
     // Every child is tried even when one fails, so one refused object (say, a taken node
     // port) does not hold the others back; the first failure is reported.
     let mut results = vec![
         sync(
             ctx,
             app,
-            &Api::namespaced(client.clone(), namespace),
+            &ctx.api(instance.namespace),
             desired.mongo_service,
-            ctx.stores
-                .services
-                .get(&here(instance.mongo_name(), namespace)),
+            &stores.services,
         )
         .await,
     ];
     if let Some(volume) = desired.persistent_volume {
-        let live = ctx
-            .stores
-            .volumes
-            .get(&ObjectRef::new(&instance.volume_name()));
-        results.push(sync(ctx, app, &Api::all(client.clone()), volume, live).await);
+        let volumes = Api::all(ctx.client.clone());
+        results.push(sync(ctx, app, &volumes, volume, &stores.volumes).await);
     }
     results.push(
         sync(
             ctx,
             app,
-            &Api::namespaced(client.clone(), namespace),
+            &ctx.api(instance.namespace),
             desired.statefulset,
-            ctx.stores
-                .statefulsets
-                .get(&here(instance.mongo_name(), namespace)),
+            &stores.statefulsets,
         )
         .await,
     );
@@ -355,30 +355,20 @@ async fn converge(app: &FlaskMongoApp, instance: &Instance<'_>, ctx: &Context) -
         sync(
             ctx,
             app,
-            &Api::namespaced(client.clone(), namespace),
+            &ctx.api(instance.namespace),
             desired.web_service,
-            ctx.stores
-                .services
-                .get(&here(instance.web_name(), namespace)),
+            &stores.services,
         )
         .await,
     );
-    results.push(
-        sync_deployment(
-            ctx,
-            app,
-            desired.deployment,
-            ctx.stores
-                .deployments
-                .get(&here(instance.web_name(), namespace)),
-        )
-        .await,
-    );
-    let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), namespace);
-    let live_hpa = ctx.stores.hpas.get(&here(instance.web_name(), namespace));
+    results.push(sync_deployment(ctx, app, &ctx.api(instance.namespace), desired.deployment).await);
+    let hpas: Api<HorizontalPodAutoscaler> = ctx.api(instance.namespace);
     results.push(match desired.hpa {
-        Some(hpa) => sync(ctx, app, &hpas, hpa, live_hpa).await,
-        None => match live_hpa {
+        Some(hpa) => sync(ctx, app, &hpas, hpa, &stores.hpas).await,
+        None => match stores
+            .hpas
+            .get(&here(instance.web_name(), instance.namespace))
+        {
             Some(live) => delete(ctx, app, &hpas, &live.name_any()).await,
             None => Ok(()),
         },
@@ -386,34 +376,57 @@ async fn converge(app: &FlaskMongoApp, instance: &Instance<'_>, ctx: &Context) -
     results.into_iter().collect()
 }
 
-/// Applies `desired` unless the cached `live` object already matches it.
+/// `desired` stamped with its hash, and its cached live version unless that already
+/// matches it (then there is nothing to apply).
+fn stale<K>(desired: K, store: &Store<K>) -> Result<Option<(K, Option<Arc<K>>)>>
+where
+    K: Resource<DynamicType = ()> + Clone + Serialize,
+{
+    let desired = apply::with_hash(desired)?;
+    let live = store.get(&ObjectRef::from_obj(&desired));
+    Ok((!apply::is_current(&desired, live.as_deref())?).then_some((desired, live)))
+}
+
+/// Applies `desired` unless its cached live version already matches it.
 async fn sync<K>(
     ctx: &Context,
     app: &FlaskMongoApp,
     api: &Api<K>,
     desired: K,
-    live: Option<Arc<K>>,
+    store: &Store<K>,
 ) -> Result<()>
 where
     K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
 {
-    let desired = apply::with_hash(desired)?;
-    if apply::is_current(&desired, live.as_deref())? {
-        return Ok(());
+    match stale(desired, store)? {
+        Some((desired, live)) => apply_child(ctx, app, api, &desired, live.is_some()).await,
+        None => Ok(()),
     }
-    apply::apply(api, &desired).await?;
-    let (reason, verb) = if live.is_some() {
+}
+
+async fn apply_child<K>(
+    ctx: &Context,
+    app: &FlaskMongoApp,
+    api: &Api<K>,
+    desired: &K,
+    existed: bool,
+) -> Result<()>
+where
+    K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
+{
+    apply::apply(api, desired).await?;
+    let (reason, verb) = if existed {
         ("Updated", "updated")
     } else {
         ("Created", "created")
     };
-    tracing::info!(object = %ObjectRef::from(app), child = %describe(&desired), "{verb}");
+    tracing::info!(object = %ObjectRef::from(app), child = %describe(desired), "{verb}");
     ctx.publish(
         app,
         EventType::Normal,
         reason,
         "Apply",
-        format!("{} {verb}", describe(&desired)),
+        format!("{} {verb}", describe(desired)),
         Some(desired.object_ref(&())),
     )
     .await;
@@ -429,31 +442,25 @@ where
 async fn sync_deployment(
     ctx: &Context,
     app: &FlaskMongoApp,
+    api: &Api<Deployment>,
     desired: Deployment,
-    live: Option<Arc<Deployment>>,
 ) -> Result<()> {
-    let api: Api<Deployment> = Api::namespaced(
-        ctx.client.clone(),
-        app.namespace().as_deref().unwrap_or_default(),
-    );
-    let leaving_replicas = desired.spec.replicas.is_none();
+    let Some((desired, live)) = stale(desired, &ctx.stores.deployments)? else {
+        return Ok(());
+    };
     if let Some(live) = live
         .as_deref()
-        .filter(|live| leaving_replicas && owns_replicas(live))
+        .filter(|live| desired.spec.replicas.is_none() && owns_replicas(live))
     {
-        let stamped = apply::with_hash(desired.clone())?;
-        if !apply::is_current(&stamped, Some(live))? {
-            let replicas = live.spec.replicas;
-            let handoff = json!({
-                "apiVersion": "apps/v1",
-                "kind": "Deployment",
-                "metadata": { "name": live.name_any(), "namespace": live.namespace() },
-                "spec": { "replicas": replicas },
-            });
-            apply::apply_as::<Deployment, _>(&api, &handoff, REPLICAS_HANDOFF_MANAGER).await?;
-        }
+        let handoff = json!({
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": { "name": live.name_any(), "namespace": live.namespace() },
+            "spec": { "replicas": live.spec.replicas },
+        });
+        apply::apply_as::<Deployment, _>(api, &handoff, REPLICAS_HANDOFF_MANAGER).await?;
     }
-    sync(ctx, app, &api, desired, live).await
+    apply_child(ctx, app, api, &desired, live.is_some()).await
 }
 
 /// Whether the operator's own applies own the live Deployment's `spec.replicas`.

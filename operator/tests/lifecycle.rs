@@ -136,13 +136,13 @@ async fn spec_changes_are_followed() {
         json!({ "web": { "image": "flaskmongo/webapp:next" } }),
     )
     .await;
-    env.wait_child::<Deployment, _>("shop-web", "the new image", |d| {
+    env.wait_child::<Deployment>("shop-web", "the new image", |d| {
         web_image(d) == "flaskmongo/webapp:next"
     })
     .await;
 
     env.patch_spec("shop", json!({ "web": { "resources": { "requests": { "cpu": "300m", "memory": "80Mi" }, "limits": { "cpu": "600m", "memory": "160Mi" } } } })).await;
-    env.wait_child::<Deployment, _>("shop-web", "the new resources", |d| {
+    env.wait_child::<Deployment>("shop-web", "the new resources", |d| {
         let resources = d.spec.template.spec.as_ref().unwrap().containers[0]
             .resources
             .clone()
@@ -159,14 +159,14 @@ async fn spec_changes_are_followed() {
     )
     .await;
     env.wait_gone::<HorizontalPodAutoscaler>("shop-web").await;
-    env.wait_child::<Deployment, _>("shop-web", "3 replicas", |d| d.spec.replicas == Some(3))
+    env.wait_child::<Deployment>("shop-web", "3 replicas", |d| d.spec.replicas == Some(3))
         .await;
     env.wait_ready("shop").await;
 
     // Autoscaling on again: the HPA comes back and the count is handed over, not reset.
     env.patch_spec("shop", json!({ "autoscaling": { "enabled": true } }))
         .await;
-    env.wait_child::<HorizontalPodAutoscaler, _>("shop-web", "the HPA back", |_| true)
+    env.wait_child::<HorizontalPodAutoscaler>("shop-web", "the HPA back", |_| true)
         .await;
     for _ in 0..15 {
         let replicas = deployments.get("shop-web").await.unwrap().spec.replicas;
@@ -214,7 +214,7 @@ async fn replicas_scaled_by_the_autoscaler_are_held() {
         json!({ "web": { "image": "flaskmongo/webapp:other" } }),
     )
     .await;
-    env.wait_child::<Deployment, _>("shop-web", "the new image", |d| {
+    env.wait_child::<Deployment>("shop-web", "the new image", |d| {
         web_image(d) == "flaskmongo/webapp:other"
     })
     .await;
@@ -241,14 +241,14 @@ async fn deleted_or_edited_children_are_restored() {
         .delete("shop-web", &DeleteParams::default())
         .await
         .unwrap();
-    env.wait_child::<Service, _>("shop-web", "the Service re-created", |s| s.uid() != old_uid)
+    env.wait_child::<Service>("shop-web", "the Service re-created", |s| s.uid() != old_uid)
         .await;
 
     env.api::<HorizontalPodAutoscaler>()
         .delete("shop-web", &DeleteParams::default())
         .await
         .unwrap();
-    env.wait_child::<HorizontalPodAutoscaler, _>("shop-web", "the HPA re-created", |h| {
+    env.wait_child::<HorizontalPodAutoscaler>("shop-web", "the HPA re-created", |h| {
         h.metadata.deletion_timestamp.is_none()
     })
     .await;
@@ -263,7 +263,7 @@ async fn deleted_or_edited_children_are_restored() {
         .delete("shop-mongo", &DeleteParams::default())
         .await
         .unwrap();
-    env.wait_child::<StatefulSet, _>("shop-mongo", "the StatefulSet re-created", |s| {
+    env.wait_child::<StatefulSet>("shop-mongo", "the StatefulSet re-created", |s| {
         s.uid() != old_uid
     })
     .await;
@@ -278,7 +278,7 @@ async fn deleted_or_edited_children_are_restored() {
         )
         .await
         .unwrap();
-    env.wait_child::<Deployment, _>("shop-web", "the image restored", |d| {
+    env.wait_child::<Deployment>("shop-web", "the image restored", |d| {
         web_image(d) == flaskmongo_crd::DEFAULT_WEB_IMAGE
     })
     .await;
@@ -449,7 +449,7 @@ async fn a_taken_node_port_is_degraded_then_recovers() {
         "a Warning Event: {warnings:?}"
     );
     // Other children are not held back by the refused Service.
-    env.wait_child::<Deployment, _>("shop-web", "the Deployment", |_| true)
+    env.wait_child::<Deployment>("shop-web", "the Deployment", |_| true)
         .await;
 
     env.api::<Service>()
@@ -507,11 +507,11 @@ async fn paused_changes_nothing() {
     );
 
     env.patch_spec("shop", json!({ "paused": false })).await;
-    env.wait_child::<Deployment, _>("shop-web", "the image after unpausing", |d| {
+    env.wait_child::<Deployment>("shop-web", "the image after unpausing", |d| {
         web_image(d) == "flaskmongo/webapp:paused"
     })
     .await;
-    env.wait_child::<Service, _>("shop-mongo", "the Service after unpausing", |_| true)
+    env.wait_child::<Service>("shop-mongo", "the Service after unpausing", |_| true)
         .await;
     env.wait_ready("shop").await;
     env.teardown().await;

@@ -28,13 +28,14 @@ fn deployment(wanted: i32, ready: i32) -> Deployment {
 }
 
 fn statefulset(ready: i32) -> StatefulSet {
-    let mut statefulset = StatefulSet::default();
-    statefulset.status = Some(StatefulSetStatus {
-        ready_replicas: Some(ready),
-        replicas: 1,
-        ..StatefulSetStatus::default()
-    });
-    statefulset
+    StatefulSet {
+        status: Some(StatefulSetStatus {
+            ready_replicas: Some(ready),
+            replicas: 1,
+            ..StatefulSetStatus::default()
+        }),
+        ..StatefulSet::default()
+    }
 }
 
 fn service(node_port: Option<i32>) -> Service {
@@ -51,6 +52,15 @@ fn service(node_port: Option<i32>) -> Service {
     }
 }
 
+fn all<'a>(d: &'a Deployment, s: &'a Service, m: &'a StatefulSet) -> Observed<'a> {
+    Observed {
+        deployment: Some(d),
+        web_service: Some(s),
+        statefulset: Some(m),
+        failure: None,
+    }
+}
+
 fn condition<'a>(status: &'a FlaskMongoAppStatus, type_: &str) -> &'a Condition {
     status.conditions.iter().find(|c| c.type_ == type_).unwrap()
 }
@@ -59,12 +69,7 @@ fn condition<'a>(status: &'a FlaskMongoAppStatus, type_: &str) -> &'a Condition 
 fn all_children_ready_makes_the_app_ready() {
     let app = app("shop", "ns", FlaskMongoAppSpec::default());
     let (d, s, m) = (deployment(2, 2), service(Some(30080)), statefulset(1));
-    let observed = Observed {
-        deployment: Some(&d),
-        web_service: Some(&s),
-        statefulset: Some(&m),
-        failure: None,
-    };
+    let observed = all(&d, &s, &m);
     let status = compute(&app, &observed, &time(100));
     assert_eq!(status.observed_generation, Some(1));
     assert_eq!(condition(&status, CONDITION_READY).status, "True");
@@ -124,12 +129,7 @@ fn a_rollout_in_progress_is_progressing_but_ready() {
     d.status.as_mut().unwrap().updated_replicas = Some(1);
     d.status.as_mut().unwrap().replicas = Some(3);
     let (s, m) = (service(Some(30001)), statefulset(1));
-    let observed = Observed {
-        deployment: Some(&d),
-        web_service: Some(&s),
-        statefulset: Some(&m),
-        failure: None,
-    };
+    let observed = all(&d, &s, &m);
     let status = compute(&app, &observed, &time(100));
     assert_eq!(condition(&status, CONDITION_READY).status, "True");
     assert_eq!(condition(&status, CONDITION_PROGRESSING).status, "True");
@@ -166,8 +166,10 @@ fn a_failure_is_degraded_with_the_servers_message() {
 
 #[test]
 fn paused_says_so() {
-    let mut spec = FlaskMongoAppSpec::default();
-    spec.paused = true;
+    let spec = FlaskMongoAppSpec {
+        paused: true,
+        ..FlaskMongoAppSpec::default()
+    };
     let status = compute(&app("shop", "ns", spec), &Observed::default(), &time(100));
     assert_eq!(condition(&status, CONDITION_PROGRESSING).reason, "Paused");
     assert!(status.message.contains("paused"));
@@ -185,12 +187,7 @@ fn transition_times_move_only_on_transitions() {
     );
 
     let (d, s, m) = (deployment(2, 2), service(Some(30080)), statefulset(1));
-    let observed = Observed {
-        deployment: Some(&d),
-        web_service: Some(&s),
-        statefulset: Some(&m),
-        failure: None,
-    };
+    let observed = all(&d, &s, &m);
     let ready = compute(&app, &observed, &time(300));
     assert_eq!(
         condition(&ready, CONDITION_READY).last_transition_time,

@@ -70,6 +70,23 @@ where
     }
 }
 
+/// A namespaced kind the tests read.
+pub trait Namespaced:
+    kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+    + Clone
+    + serde::de::DeserializeOwned
+    + std::fmt::Debug
+{
+}
+
+impl<K> Namespaced for K where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+{
+}
+
 /// A namespace of the test's own with the operator running in-process for it.
 pub struct Env {
     /// Admin client.
@@ -179,13 +196,25 @@ impl Env {
         timeout: Duration,
     ) -> FlaskMongoApp {
         let api = self.api::<FlaskMongoApp>();
-        wait_for(&format!("{type_}={status} on {name}"), timeout, || async {
-            let app = api.get(name).await.ok()?;
-            let condition = app.condition(type_)?;
-            (condition.status == status && condition.observed_generation == app.metadata.generation)
-                .then_some(app.clone())
-        })
-        .await
+        let started = Instant::now();
+        loop {
+            let app = api.get_opt(name).await.ok().flatten();
+            if let Some(app) = &app {
+                let matches = app.condition(type_).is_some_and(|c| {
+                    c.status == status && c.observed_generation == app.metadata.generation
+                });
+                if matches {
+                    return app.clone();
+                }
+            }
+            // Say what was seen, so a timeout can be understood from the log alone.
+            let seen = app.and_then(|a| a.status).map(|s| format!("{s:?}"));
+            assert!(
+                started.elapsed() < timeout,
+                "timed out after {timeout:?} waiting for {type_}={status} on {name}; status: {seen:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// Waits for `Ready=True`.
@@ -195,38 +224,35 @@ impl Env {
     }
 
     /// Waits until the object `name` of kind `K` satisfies `check`.
-    pub async fn wait_child<K, F>(&self, name: &str, what: &str, check: F) -> K
-    where
-        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
-            + Clone
-            + serde::de::DeserializeOwned
-            + std::fmt::Debug,
-        K::DynamicType: Default,
-        F: Fn(&K) -> bool,
-    {
-        let api = self.api::<K>();
-        wait_for(what, Duration::from_secs(60), || async {
-            let object = api.get_opt(name).await.ok()??;
-            check(&object).then_some(object)
+    pub async fn wait_child<K: Namespaced>(
+        &self,
+        name: &str,
+        what: &str,
+        check: impl Fn(&K) -> bool,
+    ) -> K {
+        self.wait_object(name, what, |object: Option<K>| object.filter(|o| check(o)))
+            .await
+    }
+
+    /// Waits until the object `name` of kind `K` is gone.
+    pub async fn wait_gone<K: Namespaced>(&self, name: &str) {
+        self.wait_object(name, &format!("{name} to be gone"), |object: Option<K>| {
+            object.is_none().then_some(())
         })
         .await
     }
 
-    /// Waits until the namespaced object `name` of kind `K` is gone.
-    pub async fn wait_gone<K>(&self, name: &str)
-    where
-        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
-            + Clone
-            + serde::de::DeserializeOwned
-            + std::fmt::Debug,
-        K::DynamicType: Default,
-    {
+    async fn wait_object<K: Namespaced, T>(
+        &self,
+        name: &str,
+        what: &str,
+        check: impl Fn(Option<K>) -> Option<T>,
+    ) -> T {
         let api = self.api::<K>();
-        wait_for(
-            &format!("{name} to be gone"),
-            Duration::from_secs(90),
-            || async { matches!(api.get_opt(name).await, Ok(None)).then_some(()) },
-        )
+        wait_for(what, Duration::from_secs(90), || async {
+            let object = api.get_opt(name).await.ok()?;
+            check(object)
+        })
         .await
     }
 
