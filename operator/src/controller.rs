@@ -279,6 +279,12 @@ pub async fn reconcile(app: Arc<FlaskMongoApp>, ctx: Arc<Context>) -> Result<Act
     } else {
         converge(&app, &instance, &ctx).await
     };
+    // The object changed while it was being read: the retry soon after sees the new
+    // version, so this is not worth reporting.
+    if let Some(error) = result.as_ref().err().filter(|e| e.is_conflict()) {
+        tracing::debug!(%error, "the object changed meanwhile; retrying");
+        return result.map(|()| Action::requeue(ctx.requeue));
+    }
     let failure = result.as_ref().err().map(|error| Failure {
         reason: error.reason().to_owned(),
         message: error.to_string(),

@@ -66,6 +66,11 @@ impl Error {
         }
     }
 
+    /// Whether the API server refused a write because the object changed since it was read.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Self::Kube { source: kube::Error::Api(status), .. } if status.code == 409)
+    }
+
     /// A short CamelCase reason for conditions, Events and the failure metric.
     pub fn reason(&self) -> &'static str {
         match self {

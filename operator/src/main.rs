@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand};
 use flaskmongo_operator::telemetry::{self, LogFormat};
-use flaskmongo_operator::{Config, LeaseConfig};
+use flaskmongo_operator::{Config, Error, LeaseConfig};
 
 #[derive(Parser)]
 #[command(version, about = "Kubernetes operator for FlaskMongoApp objects")]
@@ -71,7 +71,7 @@ async fn main() -> ExitCode {
             match run(args).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
-                    tracing::error!("{error:#}");
+                    tracing::error!("{error}");
                     ExitCode::FAILURE
                 }
             }
@@ -79,10 +79,10 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(args: RunArgs) -> anyhow::Result<()> {
+async fn run(args: RunArgs) -> flaskmongo_operator::Result<()> {
     let client = kube::Client::try_default()
         .await
-        .map_err(|e| anyhow::anyhow!("cannot reach the cluster: {e}"))?;
+        .map_err(|e| Error::kube("connect to the cluster (kubeconfig or in-cluster)", e))?;
     let namespace = Some(args.namespace).filter(|n| !n.is_empty());
     let mut config = Config::new(namespace);
     if let Some(identity) = args.identity {
