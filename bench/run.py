@@ -210,7 +210,9 @@ class Bench:
 
     def seed(self, workload):
         argv = [self.settings.ceiling, f"--mongodb-uri={self.uri(workload)}", "seed"]
-        subprocess.run(argv + [f"--count={workload.documents}"], check=True, timeout=600)
+        argv.append(f"--count={workload.documents}")
+        if subprocess.run(argv, timeout=600, check=False).returncode != 0:
+            sys.exit(f"seeding {workload.database} failed (the error is above)")
 
     def settle(self):
         """Waits (boundedly) until the database is idle: a request that the load generator
@@ -323,7 +325,7 @@ def machine(settings):
             "python": command_output([settings.python, "--version"]),
             **dict(zip(packages, package_versions)),
             "wrk": command_output(["wrk", "--version"]).split(" Copyright")[0],
-            "ferretdb": command_output([settings.ferretdb, "--version"]),
+            "ferretdb": command_output([settings.ferretdb, "--version"]).removeprefix("version: "),
         },
     }
 
@@ -331,13 +333,21 @@ def machine(settings):
 def arguments():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add = parser.add_argument
+    # Absolute, since the servers run in bench/flask_app; not resolved, so that a venv's python
+    # stays the venv's.
+    program = os.path.abspath
     add("--mongodb-uri", required=True, help="database server; its bench_* databases are replaced")
-    add("--ferretdb", required=True, help="the FerretDB binary (for its version)")
+    add("--ferretdb", type=program, required=True, help="the FerretDB binary (for its version)")
     add("--ferretdb-pid", type=int, required=True, help="its process, for its CPU time")
-    add("--webapp", required=True, help="the webapp binary (release build)")
-    add("--ceiling", required=True, help="the bench-ceiling binary")
-    add("--python", required=True, help="python of the venv with bench/requirements.txt")
-    add("--gunicorn", required=True, help="gunicorn of that venv")
+    add("--webapp", type=program, required=True, help="the webapp binary (release build)")
+    add("--ceiling", type=program, required=True, help="the bench-ceiling binary")
+    add(
+        "--python",
+        type=program,
+        required=True,
+        help="python of the venv with bench/requirements.txt",
+    )
+    add("--gunicorn", type=program, required=True, help="gunicorn of that venv")
     add("--connections", type=int, default=4, help="connections (ceiling tasks), small workloads")
     add("--duration", type=float, default=10.0, help="seconds of load per small workload")
     add("--large-connections", type=int, default=1, help="connections, 100,000 documents")
@@ -380,7 +390,8 @@ def main():
                 f"{figures['errors']} errors, peak RSS {figures['peak_rss_mb']:.1f} MB"
             )
             run = {"workload": workload.key, "title": workload.title, "server": server}
-            runs.append({**run, "connections": workload.connections, **figures})
+            run |= {"duration": workload.duration, "connections": workload.connections}
+            runs.append(run | figures)
     settings.out.write_text(json.dumps({"machine": info, "runs": runs}, indent=2) + "\n")
     progress(f"raw figures in {settings.out}")
 
