@@ -228,7 +228,8 @@ status:
 ---
 EOF
   done | kubectl_local apply -f - >/dev/null
-  wait_until kwok 60 kubectl_local wait --for=condition=Ready node --all --timeout=2s
+  # kubectl's timeout covers all the nodes, checked one after another: it grows with them.
+  wait_until kwok $((60 + NODES)) kubectl_local wait --for=condition=Ready node --all --timeout=$((2 + NODES / 4))s
 }
 
 start_ferretdb() {

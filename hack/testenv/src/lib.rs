@@ -12,6 +12,9 @@ use kube::api::{Api, DeleteParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
+pub mod private;
+pub mod process;
+
 /// What `make local-up` wrote into its env file.
 #[derive(Debug, Clone)]
 pub struct Stack {
@@ -33,8 +36,12 @@ pub fn env_file() -> PathBuf {
 
 /// Reads the stack's env file, or panics with how to start the stack.
 pub fn stack() -> Stack {
-    let path = env_file();
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|err| {
+    stack_from(&env_file())
+}
+
+/// Reads the env file at `path`, or panics with how to start the stack.
+pub fn stack_from(path: &Path) -> Stack {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|err| {
         panic!(
             "no local test stack: cannot read {} ({err}).\n\
              Start one with `make local-up` (or run everything with `make test`).",

@@ -1,0 +1,429 @@
+//! The operator's benchmarks against a local control plane: single-object latency,
+//! convergence of 100 and 1,000 objects against a baseline that creates the same children
+//! with no controller, the operator's memory and CPU time, API requests per reconcile and
+//! writes at steady state. Writes `target/bench/operator.json` and the operator section of
+//! `BENCHMARKS.md`.
+
+mod observe;
+mod report;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use flaskmongo_crd::FlaskMongoApp;
+use flaskmongo_operator::children::{self, Instance, secret};
+use flaskmongo_operator::{apply, labels};
+use futures::{StreamExt, stream};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, Client, CustomResourceExt, ResourceExt};
+use serde_json::json;
+use testenv::process::{OperatorProcess, Usage};
+
+use crate::observe::Observer;
+use crate::report::{Figures, Scale};
+
+/// Operator benchmarks; the stack is the one of `$LOCAL_STACK_ENV` (or `.local/env`).
+#[derive(Parser, Debug)]
+struct Args {
+    /// The operator binary (a release build).
+    #[arg(long, default_value = "target/release/operator")]
+    operator: PathBuf,
+    /// Objects created one at a time for the latency figures.
+    #[arg(long, default_value_t = 50)]
+    samples: usize,
+    /// Object counts of the convergence runs.
+    #[arg(long, value_delimiter = ',', default_value = "100,1000")]
+    scales: Vec<usize>,
+    /// Requests in flight from the benchmark's client, reconciles at once in the operator
+    /// and in the baseline.
+    #[arg(long, default_value_t = 8)]
+    parallelism: usize,
+    /// Length of the steady-state window, in seconds.
+    #[arg(long, default_value_t = 60)]
+    steady_seconds: u64,
+    /// Longest wait for every object of a run to be Ready, in seconds.
+    #[arg(long, default_value_t = 600)]
+    ready_timeout: u64,
+    /// Where the JSON results go.
+    #[arg(long, default_value = "target/bench/operator.json")]
+    json: PathBuf,
+    /// The report whose operator section is rewritten.
+    #[arg(long, default_value = "BENCHMARKS.md")]
+    report: PathBuf,
+}
+
+/// The bench's field manager.
+const MANAGER: &str = "flaskmongo-bench";
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let stack = testenv::stack();
+    let client = stack.client().await;
+    install_crd(&client).await?;
+    let logs = args
+        .json
+        .parent()
+        .map(|dir| dir.join("operator-logs"))
+        .unwrap_or_else(|| PathBuf::from("operator-logs"));
+    std::fs::create_dir_all(&logs)?;
+    let bench = Bench {
+        client,
+        kubeconfig: stack.kubeconfig.clone(),
+        args,
+        logs,
+    };
+
+    let idle = bench.idle().await?;
+    eprintln!("[bench] idle: {idle:?}");
+    let (children_ms, ready_ms) = bench.latency().await?;
+    let mut scales = Vec::new();
+    let mut steady_writes = None;
+    let last = bench.args.scales.last().copied();
+    for &count in &bench.args.scales {
+        let (scale, writes) = bench.scale(count, Some(count) == last).await?;
+        eprintln!("[bench] {count} objects: {scale:?}");
+        scales.push(scale);
+        steady_writes = writes.or(steady_writes);
+    }
+    for scale in &mut scales {
+        scale.baseline_seconds = bench.baseline(scale.objects).await?;
+        eprintln!(
+            "[bench] baseline of {}: {:.2} s",
+            scale.objects, scale.baseline_seconds
+        );
+    }
+    let figures = Figures {
+        machine: report::machine(&bench.client, &bench.args.operator, bench.args.parallelism).await,
+        samples: bench.args.samples,
+        children_ms,
+        ready_ms,
+        idle,
+        scales,
+        steady_writes,
+        steady_seconds: bench.args.steady_seconds,
+    };
+    report::write(&figures, &bench.args.json, &bench.args.report)?;
+    Ok(())
+}
+
+struct Bench {
+    client: Client,
+    kubeconfig: PathBuf,
+    args: Args,
+    logs: PathBuf,
+}
+
+/// The figures of one operator process.
+struct Footprint {
+    usage: Usage,
+    reconciles: f64,
+    requests: f64,
+}
+
+impl Bench {
+    /// A fresh namespace and an operator process of its own for it, so each run's peak
+    /// memory and CPU time are its alone.
+    async fn operator_for(&self, namespace: &str) -> Result<OperatorProcess> {
+        create_namespace(&self.client, namespace).await?;
+        let concurrency = self.args.parallelism.to_string();
+        Ok(OperatorProcess::start(
+            &self.args.operator,
+            &self.kubeconfig,
+            namespace,
+            &["--leader-election=false", "--concurrency", &concurrency],
+            self.logs.join(format!("{namespace}.log")),
+        ))
+    }
+
+    /// The operator watching an empty namespace for 10 s.
+    async fn idle(&self) -> Result<Usage> {
+        let operator = self.operator_for("bench-idle").await?;
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        Ok(operator.usage())
+    }
+
+    /// `samples` objects, each created once the previous one is Ready: milliseconds from
+    /// the create call returning to all seven children, and to `Ready=True`.
+    async fn latency(&self) -> Result<(Vec<f64>, Vec<f64>)> {
+        let namespace = "bench-latency";
+        let _operator = self.operator_for(namespace).await?;
+        let observer = Observer::start(&self.client, namespace).await;
+        let api: Api<FlaskMongoApp> = Api::namespaced(self.client.clone(), namespace);
+        let (mut children_ms, mut ready_ms) = (Vec::new(), Vec::new());
+        for index in 0..self.args.samples {
+            let name = format!("latency-{index:03}");
+            create_app(&api, &name).await?;
+            let created = Instant::now();
+            let children = wait(&format!("the children of {name}"), 30, || {
+                observer.children_done(&name)
+            })
+            .await?;
+            let ready = wait(&format!("{name} to be Ready"), 120, || {
+                observer.app(&name).ready
+            })
+            .await?;
+            children_ms.push(millis(children.saturating_duration_since(created)));
+            ready_ms.push(millis(ready.saturating_duration_since(created)));
+        }
+        Ok((children_ms, ready_ms))
+    }
+
+    /// `count` objects created as fast as the client can; with `steady`, then the writes
+    /// of the operator over the steady-state window.
+    async fn scale(&self, count: usize, steady: bool) -> Result<(Scale, Option<f64>)> {
+        let namespace = format!("bench-scale-{count}");
+        let operator = self.operator_for(&namespace).await?;
+        let observer = Observer::start(&self.client, &namespace).await;
+        let api: Api<FlaskMongoApp> = Api::namespaced(self.client.clone(), &namespace);
+        let names: Vec<String> = (0..count).map(|i| format!("scale-{i:04}")).collect();
+        let before = footprint(&operator);
+        let started = Instant::now();
+        let created: Vec<Result<FlaskMongoApp>> = stream::iter(&names)
+            .map(|name| create_app(&api, name))
+            .buffer_unordered(self.args.parallelism)
+            .collect()
+            .await;
+        created.into_iter().collect::<Result<Vec<_>>>()?;
+        let converged = wait(
+            &format!("{count} objects to have every child and a current status"),
+            self.args.ready_timeout,
+            || {
+                names
+                    .iter()
+                    .map(|name| {
+                        let current = observer.app(name).current?;
+                        Some(observer.children_done(name)?.max(current))
+                    })
+                    .collect::<Option<Vec<_>>>()?
+                    .into_iter()
+                    .max()
+            },
+        )
+        .await?;
+        let ready_deadline = self
+            .args
+            .ready_timeout
+            .saturating_sub(started.elapsed().as_secs());
+        let ready = wait(
+            &format!("{count} objects to be Ready"),
+            ready_deadline,
+            || {
+                names
+                    .iter()
+                    .map(|name| observer.app(name).ready)
+                    .collect::<Option<Vec<_>>>()?
+                    .into_iter()
+                    .max()
+            },
+        )
+        .await;
+        let ready_count = names
+            .iter()
+            .filter(|name| observer.app(name).ready.is_some())
+            .count();
+        let after = footprint(&operator);
+        let steady_writes = if steady {
+            Some(self.steady_writes(&operator).await)
+        } else {
+            None
+        };
+        let scale = Scale {
+            objects: count,
+            converged_seconds: converged.duration_since(started).as_secs_f64(),
+            ready_seconds: ready
+                .ok()
+                .map(|at| at.duration_since(started).as_secs_f64()),
+            ready_count,
+            baseline_seconds: 0.0,
+            usage: after.usage,
+            reconciles: after.reconciles - before.reconciles,
+            requests: after.requests - before.requests,
+        };
+        Ok((scale, steady_writes))
+    }
+
+    /// Writes the operator sends over the steady-state window (Lease renewals aside, and
+    /// there is no Lease here), counted by its own client layer, per minute.
+    async fn steady_writes(&self, operator: &OperatorProcess) -> f64 {
+        // Let the last status updates and Events of the run go out first.
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let writes = || operator.metric("flaskmongo_api_writes_total");
+        let before = writes();
+        tokio::time::sleep(Duration::from_secs(self.args.steady_seconds)).await;
+        (writes() - before) * 60.0 / self.args.steady_seconds as f64
+    }
+
+    /// Seconds the same client, at the same parallelism, takes to create `count` objects
+    /// and their seven children straight through the API, with no controller: the
+    /// `FlaskMongoApp` (for the owner references), the Secret, then the operator's own
+    /// desired children by server-side apply, as one reconcile would.
+    async fn baseline(&self, count: usize) -> Result<f64> {
+        let namespace = format!("bench-baseline-{count}");
+        create_namespace(&self.client, &namespace).await?;
+        let api: Api<FlaskMongoApp> = Api::namespaced(self.client.clone(), &namespace);
+        let names: Vec<String> = (0..count).map(|i| format!("baseline-{i:04}")).collect();
+        let started = Instant::now();
+        let results: Vec<Result<()>> = stream::iter(&names)
+            .map(|name| async {
+                let app = create_app(&api, name).await?;
+                create_children(&self.client, &app).await
+            })
+            .buffer_unordered(self.args.parallelism)
+            .collect()
+            .await;
+        results.into_iter().collect::<Result<Vec<_>>>()?;
+        Ok(started.elapsed().as_secs_f64())
+    }
+}
+
+async fn create_children(client: &Client, app: &FlaskMongoApp) -> Result<()> {
+    let instance = Instance::new(app)?;
+    let namespace = instance.namespace;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let params = PostParams {
+        field_manager: Some(labels::MANAGER.to_owned()),
+        ..PostParams::default()
+    };
+    secrets
+        .create(
+            &params,
+            &secret::build(&instance, &secret::generate_password()),
+        )
+        .await?;
+    let desired = children::desired(&instance);
+    apply_child(
+        Api::namespaced(client.clone(), namespace),
+        desired.mongo_service,
+    )
+    .await?;
+    if let Some(volume) = desired.persistent_volume {
+        apply_child(Api::all(client.clone()), volume).await?;
+    }
+    apply_child(
+        Api::namespaced(client.clone(), namespace),
+        desired.statefulset,
+    )
+    .await?;
+    apply_child(
+        Api::namespaced(client.clone(), namespace),
+        desired.web_service,
+    )
+    .await?;
+    apply_child(
+        Api::namespaced(client.clone(), namespace),
+        desired.deployment,
+    )
+    .await?;
+    if let Some(hpa) = desired.hpa {
+        apply_child(Api::namespaced(client.clone(), namespace), hpa).await?;
+    }
+    Ok(())
+}
+
+/// Applies a child as the operator does: stamped with its hash, by server-side apply.
+async fn apply_child<K>(api: Api<K>, desired: K) -> Result<()>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    apply::apply(&api, &apply::with_hash(desired)?).await?;
+    Ok(())
+}
+
+fn footprint(operator: &OperatorProcess) -> Footprint {
+    Footprint {
+        usage: operator.usage(),
+        reconciles: operator.metric("flaskmongo_reconciles_total"),
+        requests: operator.metric("flaskmongo_api_requests_total"),
+    }
+}
+
+/// A `FlaskMongoApp` as the benchmark measures it: autoscaling on, a created hostPath
+/// volume, no fixed node port (so any number of them can coexist).
+async fn create_app(api: &Api<FlaskMongoApp>, name: &str) -> Result<FlaskMongoApp> {
+    let object: FlaskMongoApp = serde_json::from_value(json!({
+        "apiVersion": "flaskmongo.dev/v1alpha1",
+        "kind": "FlaskMongoApp",
+        "metadata": { "name": name },
+        "spec": {
+            "autoscaling": { "enabled": true },
+            "mongo": { "storage": { "persistentVolume": { "create": true } } },
+        },
+    }))?;
+    let params = PostParams {
+        field_manager: Some(MANAGER.to_owned()),
+        ..PostParams::default()
+    };
+    api.create(&params, &object)
+        .await
+        .with_context(|| format!("create FlaskMongoApp {name}"))
+}
+
+async fn create_namespace(client: &Client, name: &str) -> Result<()> {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let namespace: Namespace = serde_json::from_value(json!({ "metadata": { "name": name } }))?;
+    match namespaces.create(&PostParams::default(), &namespace).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            bail!("namespace {name} exists: run the benchmark on a fresh stack")
+        }
+        Err(error) => Err(error).context(format!("create namespace {name}")),
+    }
+}
+
+async fn install_crd(client: &Client) -> Result<()> {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd = FlaskMongoApp::crd();
+    let name = crd.name_any();
+    crds.patch(
+        &name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&crd),
+    )
+    .await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let established = crds
+            .get(&name)
+            .await?
+            .status
+            .and_then(|status| status.conditions);
+        if established
+            .iter()
+            .flatten()
+            .any(|c| c.type_ == "Established" && c.status == "True")
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("the CRD {name} is not established after 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, failing after `seconds`.
+async fn wait<T>(what: &str, seconds: u64, mut check: impl FnMut() -> Option<T>) -> Result<T> {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    loop {
+        if let Some(value) = check() {
+            return Ok(value);
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {seconds} s waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn millis(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
