@@ -54,7 +54,10 @@ pub struct Stores {
 
 impl Stores {
     /// Waits until every cache holds its first complete list.
-    pub async fn wait_until_ready(&self) {
+    ///
+    /// Only one task may wait on a store at a time: a store wakes just the last task that
+    /// polled it, so concurrent reconciles wait on a watch channel set once this returns.
+    async fn wait_until_ready(&self) {
         // An error means the watch was dropped at shutdown; nothing is left to wait for.
         let _ = futures::join!(
             self.deployments.wait_until_ready(),
@@ -73,6 +76,8 @@ pub struct Context {
     recorder: Recorder,
     metrics: Metrics,
     stores: Stores,
+    /// Turns true once every cache is filled; any number of reconciles can wait on it.
+    caches_ready: tokio::sync::watch::Receiver<bool>,
     requeue: Duration,
     failures: Mutex<HashMap<ObjectRef<FlaskMongoApp>, u32>>,
 }
@@ -226,8 +231,11 @@ pub async fn run(
         secrets,
     };
     let ready_stores = stores.clone();
+    let (ready_sender, caches_ready) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         ready_stores.wait_until_ready().await;
+        // No receiver left means the controller has stopped; nobody needs to know.
+        let _ = ready_sender.send(true);
         on_ready();
     });
     let context = Arc::new(Context {
@@ -241,6 +249,7 @@ pub async fn run(
         client: client.clone(),
         metrics: settings.metrics.clone(),
         stores,
+        caches_ready,
         requeue: settings.requeue,
         failures: Mutex::default(),
     });
@@ -269,7 +278,9 @@ pub async fn run(
 /// Brings the children of `app` to its spec and reports what it sees in the status.
 pub async fn reconcile(app: Arc<FlaskMongoApp>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile_started();
-    ctx.stores.wait_until_ready().await;
+    tracing::debug!(object = %ObjectRef::from(app.as_ref()), "reconcile starts");
+    // An error means the controller is stopping; the reconcile then ends on its own.
+    let _ = ctx.caches_ready.clone().wait_for(|ready| *ready).await;
     let instance = Instance::new(&app)?;
     if app.metadata.deletion_timestamp.is_some() {
         return finalize(&app, &instance, &ctx).await;
@@ -420,6 +431,7 @@ async fn apply_child<K>(
 where
     K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
 {
+    tracing::debug!(object = %ObjectRef::from(app), child = %describe(desired), "applying");
     apply::apply(api, desired).await?;
     let (reason, verb) = if existed {
         ("Updated", "updated")
