@@ -136,9 +136,11 @@ def goal(result):
     return f"{sign} {number(result['target'])}{unit}"
 
 
-def table(header, rows):
-    """A Markdown table: the first column left-aligned, the figures right-aligned."""
-    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+def table(header, rows, align=None):
+    """A Markdown table; `align` has one `---` (left) or `---:` (right) a column, by default
+    the first column left and the figures right."""
+    align = align or ["---"] + ["---:"] * (len(header) - 1)
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return lines
 
@@ -207,7 +209,8 @@ def section(raw, entries):
         ]
         for result in targets
     ]
-    lines += ["### Targets", ""] + table(["target", "value", "goal", ""], rows)
+    header = ["target", "value", "goal", ""]
+    lines += ["### Targets", ""] + table(header, rows, ["---", "---:", "---", "---"])
     met = sum(1 for result in targets if result["met"])
     lines += ["", f"{met} of {len(targets)} targets met.", END]
     return "\n".join(lines)
