@@ -204,7 +204,7 @@ impl Bench {
                     .max()
             },
         )
-        .await?;
+        .await;
         let ready_deadline = self
             .args
             .ready_timeout
@@ -234,7 +234,9 @@ impl Bench {
         };
         let scale = Scale {
             objects: count,
-            converged_seconds: converged.duration_since(started).as_secs_f64(),
+            converged_seconds: converged
+                .ok()
+                .map(|at| at.duration_since(started).as_secs_f64()),
             ready_seconds: ready
                 .ok()
                 .map(|at| at.duration_since(started).as_secs_f64()),

@@ -19,8 +19,9 @@ const END: &str = "<!-- operator:end -->";
 pub struct Scale {
     /// Objects created.
     pub objects: usize,
-    /// Seconds from the first create to every child existing and every status current.
-    pub converged_seconds: f64,
+    /// Seconds from the first create to every child existing and every status current;
+    /// `None` if the wait ran out.
+    pub converged_seconds: Option<f64>,
     /// Seconds from the first create to every object Ready; `None` if the wait ran out.
     pub ready_seconds: Option<f64>,
     /// Objects Ready at the end of the wait.
@@ -77,6 +78,12 @@ pub async fn machine(client: &Client, operator: &Path, parallelism: usize) -> Va
         .find_map(|line| line.strip_prefix("MemTotal:"))
         .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0);
+    // The machine is shared: the load from other work is part of the conditions.
+    let load = read("/proc/loadavg")
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ");
     json!({
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         "memory_gib": (memory_kib as f64 / 1_048_576.0 * 10.0).round() / 10.0,
@@ -88,6 +95,7 @@ pub async fn machine(client: &Client, operator: &Path, parallelism: usize) -> Va
         "rustc": command_output(Path::new("rustc"), "--version"),
         "parallelism": parallelism,
         "date": command_output(Path::new("date"), "-u"),
+        "load_average_at_end": load,
     })
 }
 
@@ -199,7 +207,7 @@ fn entries(figures: &Figures) -> Vec<Entry> {
         let is_largest = Some(n) == largest && n >= 1000;
         let ratio = Entry::new(
             format!("{n} objects: convergence ÷ baseline"),
-            Some(scale.converged_seconds / scale.baseline_seconds),
+            scale.converged_seconds.map(|s| s / scale.baseline_seconds),
             "ratio",
         );
         let rss = Entry::new(
@@ -210,7 +218,7 @@ fn entries(figures: &Figures) -> Vec<Entry> {
         entries.extend([
             Entry::new(
                 format!("{n} objects: every child exists, every status current"),
-                Some(scale.converged_seconds),
+                scale.converged_seconds,
                 "s",
             ),
             Entry::new(
@@ -318,7 +326,8 @@ fn section(figures: &Figures, entries: &[Entry]) -> String {
     let m = &figures.machine;
     let mut text = format!(
         "## Operator\n\n\
-         Latest run: {date}. Machine: {cores} cores ({cpu}), {memory} GiB, Linux {kernel}. \
+         Latest run: {date}. Machine: {cores} cores ({cpu}), {memory} GiB, Linux {kernel}; \
+         load average at the end of the run {load} (other work shares the machine). \
          Control plane: the local stack (kube-apiserver {apiserver}, controller-manager, scheduler, \
          {nodes} kwok simulated nodes, all on this machine). Operator: {operator}, release build, \
          run as a separate process, one per measurement. Built with {rustc}. \
@@ -329,6 +338,7 @@ fn section(figures: &Figures, entries: &[Entry]) -> String {
          `target/bench/operator-logs/`.\n\n\
          | figure | value | target | met |\n|---|---|---|---|\n",
         date = m["date"].as_str().unwrap_or(""),
+        load = m["load_average_at_end"].as_str().unwrap_or(""),
         cores = m["cores"],
         cpu = m["cpu"].as_str().unwrap_or(""),
         memory = m["memory_gib"],
