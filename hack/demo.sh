@@ -17,14 +17,13 @@ source "$STATE/env"
 
 
 step "Building the operator and the webapp"
-cargo build --release --locked -p flaskmongo-operator -p flaskmongo-webapp
-operator=$root/target/release/operator
-webapp=$root/target/release/webapp
+cargo build --locked -p flaskmongo-operator -p flaskmongo-webapp
+operator=$root/target/debug/operator
+webapp=$root/target/debug/webapp
 
 step "Installing the CRD and RBAC of config/default"
 run kubectl apply --server-side -k config/crd
-run kubectl apply --server-side -k config/manager --dry-run=server >/dev/null
-kubectl apply --server-side -f config/manager/namespace.yaml >/dev/null
+run kubectl apply --server-side -f config/manager/namespace.yaml
 run kubectl apply --server-side -k config/rbac
 kubectl wait --for=condition=Established crd/flaskmongoapps.flaskmongo.dev --timeout=30s >/dev/null
 
@@ -77,9 +76,7 @@ else
 fi
 for _ in $(seq 1 50); do curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break; sleep 0.2; done
 run curl -sS -X POST -H 'Content-Type: application/json' -d '{"sampleKey":"sampleValue"}' "http://127.0.0.1:$port/data"
-echo
 run curl -sS "http://127.0.0.1:$port/data"
-echo
 
 step "Done. The stack keeps running:"
 cat <<EOF

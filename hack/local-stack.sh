@@ -223,8 +223,8 @@ spec:
   podCIDR: 10.244.$i.0/24
   podCIDRs: [10.244.$i.0/24]
 status:
-  allocatable: {cpu: "32", memory: 256Gi, pods: "110"}
-  capacity: {cpu: "32", memory: 256Gi, pods: "110"}
+  allocatable: {cpu: "64", memory: 512Gi, pods: "1000"}
+  capacity: {cpu: "64", memory: 512Gi, pods: "1000"}
 ---
 EOF
   done | kubectl_local apply -f - >/dev/null

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# `make test`: format and lint checks, then every test of the workspace, with the
-# integration tests against a local stack of their own, started here and stopped on exit.
+# `make test`: format and lint checks, every test of the workspace (the integration tests
+# against a local stack of their own, started here and stopped on exit), `make demo` from a
+# clean state, and the Dockerfiles' release builds.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -13,14 +14,28 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "build the tests"
 cargo test --workspace --locked --no-run
 
-# A stack of its own (state under target/), so a stack from `make local-up` is left alone.
-export LOCAL_STACK_DIR=$root/target/test-stack
-trap 'hack/local-stack.sh down' EXIT
+# Stacks of their own (state under target/), so a stack from `make local-up` is left alone.
+test_stack=$root/target/test-stack
+demo_stack=$root/target/demo-stack
+cleanup() {
+  LOCAL_STACK_DIR=$test_stack hack/local-stack.sh down
+  LOCAL_STACK_DIR=$demo_stack hack/local-stack.sh down
+}
+trap cleanup EXIT
+cleanup
+
 step "local stack"
-stack_started=$SECONDS
-hack/local-stack.sh up
-echo "stack start-up: $((SECONDS - stack_started))s"
-export LOCAL_STACK_ENV=$LOCAL_STACK_DIR/env
+started=$SECONDS
+LOCAL_STACK_DIR=$test_stack hack/local-stack.sh up
+echo "stack start-up: $((SECONDS - started))s"
 
 step "cargo test"
-cargo test --workspace --locked -- ${TEST_ARGS:-}
+LOCAL_STACK_ENV=$test_stack/env cargo test --workspace --locked
+LOCAL_STACK_DIR=$test_stack hack/local-stack.sh down
+
+step "make demo, from a clean state"
+LOCAL_STACK_DIR=$demo_stack timeout 900 hack/demo.sh
+LOCAL_STACK_DIR=$demo_stack hack/local-stack.sh down
+
+step "the Dockerfiles' release builds"
+hack/check-dockerfiles.sh
