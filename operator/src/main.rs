@@ -80,6 +80,8 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: RunArgs) -> flaskmongo_operator::Result<()> {
+    // Listening before anything else, so a signal during start-up stops gracefully too.
+    let shutdown = shutdown_signal()?;
     let client = kube::Client::try_default()
         .await
         .map_err(|e| Error::kube("connect to the cluster (kubeconfig or in-cluster)", e))?;
@@ -101,27 +103,25 @@ async fn run(args: RunArgs) -> flaskmongo_operator::Result<()> {
         ));
     }
     tracing::info!(namespace = ?config.namespace, identity = %config.identity, leader_election = args.leader_election, "starting");
-    flaskmongo_operator::run(client, config, shutdown_signal()).await?;
+    flaskmongo_operator::run(client, config, shutdown).await?;
     tracing::info!("stopped");
     Ok(())
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
+/// Listens for SIGINT and SIGTERM from now on; the future resolves on the first.
+fn shutdown_signal() -> flaskmongo_operator::Result<impl Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let listen =
+        |kind| signal(kind).map_err(|e| Error::Config(format!("cannot listen for signals: {e}")));
+    let (mut terminate, mut interrupt) = (
+        listen(SignalKind::terminate())?,
+        listen(SignalKind::interrupt())?,
+    );
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminate => {}
-    }
-    tracing::info!("shutting down");
+        tracing::info!("shutting down");
+    })
 }
