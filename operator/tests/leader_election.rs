@@ -129,14 +129,15 @@ async fn only_the_leader_writes_and_a_standby_takes_over() {
         json!({ "web": { "image": "flaskmongo/webapp:takeover" } }),
     )
     .await;
-    let deployments = env.api::<Deployment>();
+    // Taken over: the standby holds the Lease and has reconciled the change (judged by
+    // its own counters, so that no other process's work can pass for its own).
     wait_for(
-        "the standby to apply the change",
+        "the standby to take over",
         Duration::from_secs(20),
         || async {
-            let deployment = deployments.get("shop-web").await.ok()?;
-            let image = deployment.spec.template.spec?.containers[0].image.clone()?;
-            (image == "flaskmongo/webapp:takeover").then_some(())
+            let leads = holder(&env).await.as_deref() == Some("second");
+            let reconciled = metric(&second, "flaskmongo_reconciles_total").await? > 0.0;
+            (leads && reconciled).then_some(())
         },
     )
     .await;
@@ -145,7 +146,17 @@ async fn only_the_leader_writes_and_a_standby_takes_over() {
         takeover < Duration::from_secs(15),
         "took over after {takeover:?}"
     );
-    assert_eq!(holder(&env).await.as_deref(), Some("second"));
+    let deployments = env.api::<Deployment>();
+    wait_for(
+        "the change to be applied",
+        Duration::from_secs(20),
+        || async {
+            let deployment = deployments.get("shop-web").await.ok()?;
+            let image = deployment.spec.template.spec?.containers[0].image.clone()?;
+            (image == "flaskmongo/webapp:takeover").then_some(())
+        },
+    )
+    .await;
 
     // A graceful stop gives the Lease up at once.
     let third = start(&ns, "third");
