@@ -149,5 +149,9 @@ pub async fn run(
         () = controller => {}
         lost = elector.hold() => return Err(lost),
     }
-    elector.release().await
+    // The work is done either way; an unreleased Lease only makes a standby wait it out.
+    if let Err(error) = elector.release().await {
+        tracing::warn!(%error, "cannot release the leader Lease");
+    }
+    Ok(())
 }
