@@ -75,8 +75,14 @@ kubernetes_wrapper() {
   replaces=$(awk '$1 ~ /^k8s\.io\// && $2 == "v0.0.0" {print $1}' "$modfile" | sort -u)
   [ -n "$replaces" ] || { log "no staging modules found in $modfile"; return 1; }
   log "  replacing $(echo "$replaces" | wc -l) staging modules with $staging"
+  # The wrapper imports each command's package so that `go mod tidy` records its dependencies.
   local imports="" c
-  for c in "${KUBE_COMMANDS[@]}"; do imports+=$'\t_ "k8s.io/kubernetes/cmd/'"$c"$'/app"\n'; done
+  for c in "${KUBE_COMMANDS[@]}"; do
+    case "$c" in
+      kubectl) imports+=$'\t_ "k8s.io/kubectl/pkg/cmd"\n' ;;
+      *) imports+=$'\t_ "k8s.io/kubernetes/cmd/'"$c"$'/app"\n' ;;
+    esac
+  done
   (cd "$src" &&
     for m in $replaces; do go mod edit -replace "$m=$m@$staging"; done &&
     printf 'package tools\n\nimport (\n%s)\n' "$imports" > tools.go.new &&
