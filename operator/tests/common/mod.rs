@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use flaskmongo_crd::FlaskMongoApp;
 use flaskmongo_operator::{Config, Metrics};
-use k8s_openapi::api::core::v1::Event as CoreEvent;
+use k8s_openapi::api::core::v1::{Event as CoreEvent, PersistentVolume};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Client, CustomResourceExt, ResourceExt};
@@ -291,6 +291,13 @@ impl Env {
             }
         }
         self.stop_operator().await;
+        // Volumes retained by design would otherwise pile up in the shared cluster.
+        let volumes: Api<PersistentVolume> = Api::all(self.client.clone());
+        let retained =
+            ListParams::default().labels(&format!("flaskmongo.dev/namespace={}", self.namespace));
+        let _ = volumes
+            .delete_collection(&DeleteParams::default(), &retained)
+            .await;
         if let Some(namespace) = self.namespace_handle.take() {
             namespace.delete().await;
         }
