@@ -12,7 +12,7 @@ use flaskmongo_crd::FlaskMongoApp;
 use flaskmongo_operator::children::{self, Instance};
 use flaskmongo_operator::{Config, LeaseConfig};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Pod, PodTemplateSpec, Volume};
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolume, Pod, PodTemplateSpec, Volume};
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::config::{AuthInfo, KubeConfigOptions, Kubeconfig};
 
@@ -169,6 +169,7 @@ async fn operator_reconciles_the_sample_with_only_its_own_permissions() {
     for (verb, resource, allowed) in [
         ("patch", "deployments.apps", true),
         ("patch", "statefulsets.apps", true),
+        ("delete", "statefulsets.apps", true),
         ("create", "secrets", true),
         ("patch", "flaskmongoapps.flaskmongo.dev/status", true),
         ("delete", "namespaces", false),
@@ -204,6 +205,33 @@ async fn operator_reconciles_the_sample_with_only_its_own_permissions() {
             "can the operator {verb} {resource}?"
         );
     }
+
+    // Under the Delete policy, deleting the object removes the claim, the volume and the
+    // Secret too: the role must allow that clean-up.
+    apps.patch(
+        "flask-app",
+        &PatchParams::default(),
+        &Patch::Merge(
+            serde_json::json!({"spec": {"mongo": {"storage": {"deletionPolicy": "Delete"}}}}),
+        ),
+    )
+    .await
+    .expect("switch to the Delete policy");
+    apps.delete("flask-app", &Default::default())
+        .await
+        .expect("delete the sample");
+    let volume = format!("{}-flask-app-mongo", namespace.name);
+    let volumes: Api<PersistentVolume> = Api::all(admin.clone());
+    common::wait_for(
+        "the sample and its volume to be gone",
+        Duration::from_secs(90),
+        || async {
+            let app_gone = matches!(apps.get_opt("flask-app").await, Ok(None));
+            let volume_gone = matches!(volumes.get_opt(&volume).await, Ok(None));
+            (app_gone && volume_gone).then_some(())
+        },
+    )
+    .await;
 
     let _ = stop.send(());
     tokio::time::timeout(Duration::from_secs(15), operator)
