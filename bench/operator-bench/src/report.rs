@@ -334,8 +334,8 @@ fn section(figures: &Figures, entries: &[Entry]) -> String {
          Parallelism: {parallelism} requests in flight from the benchmark's client, \
          `--concurrency {parallelism}` in the operator, {parallelism} objects at once in the baseline.\n\n\
          Rerun: `make bench-operator` (starts a stack of its own, builds the release binary, \
-         about 10 minutes); raw figures in `target/bench/operator.json`, operator logs in \
-         `target/bench/operator-logs/`.\n\n\
+         about 25 minutes here, most of it the 1,000-object run and its baseline); raw figures \
+         in `target/bench/operator.json`, operator logs in `target/bench/operator-logs/`.\n\n\
          | figure | value | target | met |\n|---|---|---|---|\n",
         date = m["date"].as_str().unwrap_or(""),
         load = m["load_average_at_end"].as_str().unwrap_or(""),
@@ -398,7 +398,7 @@ fn splice(report: &Path, section: &str) -> Result<()> {
         (Some(begin), Some(end)) if begin < end => {
             format!("{}{block}{}", &text[..begin], &text[end + END.len()..])
         }
-        _ => format!("{}\n{block}\n", text.trim_end()),
+        _ => format!("{}\n\n{block}\n", text.trim_end()),
     };
     std::fs::write(report, updated).with_context(|| format!("write {}", report.display()))?;
     Ok(())
