@@ -10,9 +10,9 @@ cd "$root"
 cargo build --release --locked -p flaskmongo-operator -p operator-bench
 
 # 1,000 objects make 3,000 pods (2 web and 1 MongoDB each), and the single-object and
-# 100-object runs 450 more; a simulated node takes 110 pods, so 40 nodes hold them all.
+# 100-object runs 450 more; a simulated node takes 1,000 pods, so 6 nodes hold them all.
 export LOCAL_STACK_DIR=$root/target/bench-stack
-export LOCAL_STACK_NODES=${LOCAL_STACK_NODES:-40}
+export LOCAL_STACK_NODES=${LOCAL_STACK_NODES:-6}
 # Every run starts from an empty cluster: the benchmark's namespaces must not exist yet.
 hack/local-stack.sh down >/dev/null 2>&1 || true
 trap 'hack/local-stack.sh down' EXIT

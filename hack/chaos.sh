@@ -10,10 +10,10 @@ cd "$root"
 
 cargo test --locked -p flaskmongo-operator --test chaos --no-run
 
-# 300 objects of 3 to 4 pods each: 15 simulated nodes of 110 pods hold them, for the
+# 300 objects of 3 to 4 pods each: 2 simulated nodes of 1,000 pods hold them, for the
 # shared stack and for the private one of the API server scenario alike.
 export LOCAL_STACK_DIR=$root/target/chaos-stack
-export LOCAL_STACK_NODES=${LOCAL_STACK_NODES:-15}
+export LOCAL_STACK_NODES=${LOCAL_STACK_NODES:-2}
 trap 'hack/local-stack.sh down' EXIT
 hack/local-stack.sh up
 export LOCAL_STACK_ENV=$LOCAL_STACK_DIR/env
