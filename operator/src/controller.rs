@@ -152,7 +152,7 @@ where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
     let (store, writer) = reflector::store();
-    let stream = watcher(api, config)
+    let stream = relisting_watcher(api, config)
         .default_backoff()
         .modify(move |object: &mut K| {
             // Managed fields are most of an object's size and only the Deployment's are read.
@@ -163,6 +163,33 @@ where
         .reflect(writer)
         .touched_objects();
     (store, stream)
+}
+
+/// `watcher(api, config)`, started afresh with a new list whenever the API server refuses
+/// to resume a watch with 410 Gone. After an API server restart the resource version a
+/// watcher resumes from is too old, and kube-runtime's watcher retries that same version
+/// forever, so the caches would never see another change.
+pub fn relisting_watcher<K>(
+    api: Api<K>,
+    config: watcher::Config,
+) -> impl Stream<Item = watcher::Result<watcher::Event<K>>> + Send + 'static
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+{
+    futures::stream::repeat(()).flat_map(move |()| {
+        watcher(api.clone(), config.clone()).scan(false, |gone, event| {
+            if *gone {
+                return std::future::ready(None);
+            }
+            *gone = is_gone(&event);
+            std::future::ready(Some(event))
+        })
+    })
+}
+
+/// Whether `event` is a watch the API server refused with 410 Gone.
+fn is_gone<K>(event: &watcher::Result<watcher::Event<K>>) -> bool {
+    matches!(event, Err(watcher::Error::WatchStartFailed(kube::Error::Api(status))) if status.code == 410)
 }
 
 /// The `FlaskMongoApp` an object labelled by the operator belongs to.
@@ -214,7 +241,7 @@ pub async fn run(
     );
     // Only the Secret's existence matters, so its data is never cached.
     let (secrets, secret_writer) = reflector::store();
-    let secret_events = watcher(
+    let secret_events = relisting_watcher(
         scoped::<PartialObjectMeta<Secret>>(&client, namespace),
         children.clone(),
     )
@@ -253,26 +280,31 @@ pub async fn run(
         requeue: settings.requeue,
         failures: Mutex::default(),
     });
-    Controller::new(
+    let (apps, app_writer) = reflector::store();
+    let app_events = relisting_watcher(
         scoped::<FlaskMongoApp>(&client, namespace),
         watcher::Config::default(),
     )
-    .owns_stream(deployment_events)
-    .owns_stream(service_events)
-    .owns_stream(hpa_events)
-    .owns_stream(statefulset_events)
-    .watches_stream(volume_events, |volume| owner_ref(&volume))
-    .watches_stream(secret_events, |secret| owner_ref(&secret))
-    .with_config(ControllerConfig::default().concurrency(settings.concurrency))
-    .graceful_shutdown_on(shutdown)
-    .run(reconcile, error_policy, context)
-    .for_each(|result| async move {
-        match result {
-            Ok((object, _)) => tracing::debug!(%object, "reconciled"),
-            Err(error) => tracing::debug!(%error, "reconcile did not complete"),
-        }
-    })
-    .await;
+    .default_backoff()
+    .reflect(app_writer)
+    .applied_objects();
+    Controller::for_stream(app_events, apps)
+        .owns_stream(deployment_events)
+        .owns_stream(service_events)
+        .owns_stream(hpa_events)
+        .owns_stream(statefulset_events)
+        .watches_stream(volume_events, |volume| owner_ref(&volume))
+        .watches_stream(secret_events, |secret| owner_ref(&secret))
+        .with_config(ControllerConfig::default().concurrency(settings.concurrency))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, context)
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => tracing::debug!(%object, "reconciled"),
+                Err(error) => tracing::debug!(%error, "reconcile did not complete"),
+            }
+        })
+        .await;
 }
 
 /// Brings the children of `app` to its spec and reports what it sees in the status.
