@@ -247,14 +247,14 @@ load_ports() { # the ports of the running stack, kept in .local/ports
 }
 
 resolve_bins() {
-  local bins
+  local binary
   "$here/tools.sh" >&2
   ETCD_BIN=$TOOLS_DIR/etcd-$ETCD_VERSION/etcd
   KUBE_BIN=$TOOLS_DIR/kubernetes-$KUBERNETES_VERSION
   KWOK_BIN=$TOOLS_DIR/kwok-$KWOK_VERSION/kwok
   FERRETDB_BIN=$TOOLS_DIR/ferretdb-$FERRETDB_VERSION/ferretdb
-  for bins in "$ETCD_BIN" "$KUBE_BIN/kube-apiserver" "$KUBE_BIN/kubectl" "$KWOK_BIN" "$FERRETDB_BIN"; do
-    [ -x "$bins" ] || die "missing $bins after hack/tools.sh"
+  for binary in "$ETCD_BIN" "$KUBE_BIN/kube-apiserver" "$KUBE_BIN/kubectl" "$KWOK_BIN" "$FERRETDB_BIN"; do
+    [ -x "$binary" ] || die "missing $binary after hack/tools.sh"
   done
   command -v openssl >/dev/null || die "openssl not found on PATH (apt-get install -y openssl)"
 }

@@ -280,6 +280,26 @@ impl Expected {
     }
 }
 
+/// [`check_children`] when every object in `names` is live, with autoscaling on or off,
+/// and none was deleted.
+async fn check_live_children(
+    client: &Client,
+    namespace: &str,
+    names: &[String],
+    autoscaling: bool,
+) {
+    let live = names
+        .iter()
+        .map(|name| (name.clone(), autoscaling))
+        .collect();
+    check_children(
+        client,
+        namespace,
+        Expected::new(namespace, &live, &BTreeSet::new()),
+    )
+    .await;
+}
+
 /// Checks what a user would after convergence: the namespace holds exactly the expected
 /// children (the garbage collector gets 60 s to remove those of deleted objects); each
 /// namespaced child is controlled by the live object of its name; each Deployment has one
@@ -407,13 +427,7 @@ async fn sigkill_during_convergence_leaves_every_object_ready_and_each_child_onc
     }
     creating.await.expect("the objects are created");
     wait_all_ready(&api, &names).await;
-    let live = names.iter().map(|name| (name.clone(), true)).collect();
-    check_children(
-        &env.client,
-        &ns,
-        Expected::new(&ns, &live, &BTreeSet::new()),
-    )
-    .await;
+    check_live_children(&env.client, &ns, &names, true).await;
     assert_eq!(
         process.metric("flaskmongo_reconcile_failures_total"),
         0.0,
@@ -467,8 +481,7 @@ async fn the_operator_rides_out_an_api_server_outage_without_restart() {
         "the operator exited during the outage; log {}",
         process.log.display()
     );
-    let live = names.iter().map(|name| (name.clone(), false)).collect();
-    check_children(&client, &ns, Expected::new(&ns, &live, &BTreeSet::new())).await;
+    check_live_children(&client, &ns, &names, false).await;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
     for name in &names {
         let replicas = deployments
@@ -539,13 +552,7 @@ async fn a_standby_finishes_the_work_of_a_leader_killed_during_convergence() {
             "the new leader finished {unfinished} objects without writing"
         );
     }
-    let live = names.iter().map(|name| (name.clone(), true)).collect();
-    check_children(
-        &env.client,
-        &ns,
-        Expected::new(&ns, &live, &BTreeSet::new()),
-    )
-    .await;
+    check_live_children(&env.client, &ns, &names, true).await;
     delete_all(&env.client, &ns).await;
     drop(second);
     env.teardown().await;
