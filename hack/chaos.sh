@@ -21,5 +21,5 @@ export CHAOS_OBJECTS=${CHAOS_OBJECTS:-300}
 export CHAOS_CHURN_SECONDS=${CHAOS_CHURN_SECONDS:-120}
 
 # One scenario at a time: each one loads this 2-core machine on its own.
-cargo test --locked -p flaskmongo-operator --test chaos -- --include-ignored --test-threads=1 --nocapture
+cargo test --locked -p flaskmongo-operator --test chaos -- --test-threads=1 --nocapture
 cargo test --locked -p flaskmongo-webapp --test outage

@@ -162,7 +162,25 @@ where
         })
         .reflect(writer)
         .touched_objects();
-    (store, stream)
+    (store, without_errors(stream))
+}
+
+/// The objects of a watch stream that backs off on its own, its errors logged and dropped.
+/// The controller would back off its merged trigger stream after each error (up to 30 s,
+/// reset only after 2 quiet minutes), and while it waits no watch is read, so every cache
+/// would go stale long after the API server is back.
+fn without_errors<K: Send + 'static>(
+    stream: impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static {
+    stream.filter_map(|item| {
+        std::future::ready(match item {
+            Ok(object) => Some(Ok(object)),
+            Err(error) => {
+                tracing::warn!(%error, "watch failed; retrying");
+                None
+            }
+        })
+    })
 }
 
 /// `watcher(api, config)`, started afresh with a new list whenever the API server refuses
@@ -241,13 +259,15 @@ pub async fn run(
     );
     // Only the Secret's existence matters, so its data is never cached.
     let (secrets, secret_writer) = reflector::store();
-    let secret_events = relisting_watcher(
-        scoped::<PartialObjectMeta<Secret>>(&client, namespace),
-        children.clone(),
-    )
-    .default_backoff()
-    .reflect(secret_writer)
-    .touched_objects();
+    let secret_events = without_errors(
+        relisting_watcher(
+            scoped::<PartialObjectMeta<Secret>>(&client, namespace),
+            children.clone(),
+        )
+        .default_backoff()
+        .reflect(secret_writer)
+        .touched_objects(),
+    );
 
     let stores = Stores {
         deployments,
@@ -281,13 +301,15 @@ pub async fn run(
         failures: Mutex::default(),
     });
     let (apps, app_writer) = reflector::store();
-    let app_events = relisting_watcher(
-        scoped::<FlaskMongoApp>(&client, namespace),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .reflect(app_writer)
-    .applied_objects();
+    let app_events = without_errors(
+        relisting_watcher(
+            scoped::<FlaskMongoApp>(&client, namespace),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .reflect(app_writer)
+        .applied_objects(),
+    );
     Controller::for_stream(app_events, apps)
         .owns_stream(deployment_events)
         .owns_stream(service_events)

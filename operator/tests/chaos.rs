@@ -440,8 +440,6 @@ async fn sigkill_during_convergence_leaves_every_object_ready_and_each_child_onc
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "open bug: after the API server restarts, the operator's caches stop seeing changes \
-            for minutes, so its statuses stay stale; `make chaos` runs it"]
 async fn the_operator_rides_out_an_api_server_outage_without_restart() {
     // Stopping the shared API server would fail the tests running beside this one.
     let stack = PrivateStack::up("chaos-apiserver-stack");
