@@ -83,7 +83,9 @@ pub struct Context {
 }
 
 impl Context {
-    async fn publish(
+    /// Publishes an Event about `app` without waiting for it: Events are for people, and a
+    /// reconcile should not take longer for them.
+    fn publish(
         &self,
         app: &FlaskMongoApp,
         type_: EventType,
@@ -101,9 +103,13 @@ impl Context {
             action: action.to_owned(),
             secondary: child,
         };
-        if let Err(error) = self.recorder.publish(&event, &app.object_ref(&())).await {
-            tracing::warn!(%error, "cannot publish an Event");
-        }
+        let regarding = app.object_ref(&());
+        let recorder = self.recorder.clone();
+        tokio::spawn(async move {
+            if let Err(error) = recorder.publish(&event, &regarding).await {
+                tracing::warn!(%error, "cannot publish an Event");
+            }
+        });
     }
 
     /// An API of one kind of child in `namespace`.
@@ -155,10 +161,11 @@ where
     let stream = relisting_watcher(api, config)
         .default_backoff()
         .modify(move |object: &mut K| {
-            // Managed fields are most of an object's size and only the Deployment's are read.
-            if !keep_managed_fields {
-                object.managed_fields_mut().clear();
-            }
+            // Managed fields are most of an object's size; only the operator's own entries of
+            // the Deployment are read.
+            object
+                .managed_fields_mut()
+                .retain(|entry| keep_managed_fields && entry.manager.as_deref() == Some(MANAGER));
         })
         .reflect(writer)
         .touched_objects();
@@ -362,8 +369,7 @@ pub async fn reconcile(app: Arc<FlaskMongoApp>, ctx: Arc<Context>) -> Result<Act
             "Reconcile",
             failure.message.clone(),
             None,
-        )
-        .await;
+        );
     }
     update_status(&app, &instance, &ctx, failure).await?;
     result?;
@@ -396,55 +402,54 @@ async fn converge(app: &FlaskMongoApp, instance: &Instance<'_>, ctx: &Context) -
     ensure_secret(app, instance, ctx).await?;
     let desired = children::desired(instance);
     let stores = &ctx.stores;
-    // Every child is tried even when one fails, so one refused object (say, a taken node
-    // port) does not hold the others back; the first failure is reported.
-    let mut results = vec![
-        sync(
-            ctx,
-            app,
-            &ctx.api(instance.namespace),
-            desired.mongo_service,
-            &stores.services,
-        )
-        .await,
-    ];
-    if let Some(volume) = desired.persistent_volume {
-        let volumes = Api::all(ctx.client.clone());
-        results.push(sync(ctx, app, &volumes, volume, &stores.volumes).await);
-    }
-    results.push(
-        sync(
-            ctx,
-            app,
-            &ctx.api(instance.namespace),
-            desired.statefulset,
-            &stores.statefulsets,
-        )
-        .await,
-    );
-    results.push(
-        sync(
-            ctx,
-            app,
-            &ctx.api(instance.namespace),
-            desired.web_service,
-            &stores.services,
-        )
-        .await,
-    );
-    results.push(sync_deployment(ctx, app, &ctx.api(instance.namespace), desired.deployment).await);
+    let services: Api<Service> = ctx.api(instance.namespace);
+    let volumes: Api<PersistentVolume> = Api::all(ctx.client.clone());
+    let statefulsets: Api<StatefulSet> = ctx.api(instance.namespace);
+    let deployments: Api<Deployment> = ctx.api(instance.namespace);
     let hpas: Api<HorizontalPodAutoscaler> = ctx.api(instance.namespace);
-    results.push(match desired.hpa {
-        Some(hpa) => sync(ctx, app, &hpas, hpa, &stores.hpas).await,
-        None => match stores
-            .hpas
-            .get(&here(instance.web_name(), instance.namespace))
-        {
-            Some(live) => delete(ctx, app, &hpas, &live.name_any()).await,
-            None => Ok(()),
+    // The children do not depend on one another, so they are applied concurrently. Every
+    // child is tried even when one fails, so one refused object (say, a taken node port)
+    // does not hold the others back; the first failure is reported.
+    let (mongo_service, volume, statefulset, web_service, deployment, hpa) = futures::join!(
+        sync(ctx, app, &services, desired.mongo_service, &stores.services),
+        async {
+            match desired.persistent_volume {
+                Some(volume) => sync(ctx, app, &volumes, volume, &stores.volumes).await,
+                None => Ok(()),
+            }
         },
-    });
-    results.into_iter().collect()
+        sync(
+            ctx,
+            app,
+            &statefulsets,
+            desired.statefulset,
+            &stores.statefulsets
+        ),
+        sync(ctx, app, &services, desired.web_service, &stores.services),
+        sync_deployment(ctx, app, &deployments, desired.deployment),
+        async {
+            match desired.hpa {
+                Some(hpa) => sync(ctx, app, &hpas, hpa, &stores.hpas).await,
+                None => match stores
+                    .hpas
+                    .get(&here(instance.web_name(), instance.namespace))
+                {
+                    Some(live) => delete(ctx, app, &hpas, &live.name_any()).await,
+                    None => Ok(()),
+                },
+            }
+        },
+    );
+    [
+        mongo_service,
+        volume,
+        statefulset,
+        web_service,
+        deployment,
+        hpa,
+    ]
+    .into_iter()
+    .collect()
 }
 
 /// `desired` stamped with its hash, and its cached live version unless that already
@@ -500,8 +505,7 @@ where
         "Apply",
         format!("{} {verb}", describe(desired)),
         Some(desired.object_ref(&())),
-    )
-    .await;
+    );
     Ok(())
 }
 
@@ -568,8 +572,7 @@ where
                 "Delete",
                 format!("{what} deleted"),
                 Some(child),
-            )
-            .await;
+            );
             Ok(())
         }
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
@@ -620,19 +623,19 @@ async fn ensure_secret(app: &FlaskMongoApp, instance: &Instance<'_>, ctx: &Conte
         return Ok(());
     }
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), instance.namespace);
-    // The cache holds only labelled Secrets; one restored by hand may lack the labels.
-    let existing = api
-        .get_metadata_opt(&name)
-        .await
-        .map_err(|e| Error::kube(format!("get Secret {name}"), e))?;
-    if existing.is_some() {
-        return Ok(());
-    }
     if let Some(volume) = retained_volume(instance, ctx).await? {
-        return Err(Error::CredentialsMissing {
-            volume,
-            secret: name,
-        });
+        // The cache holds only labelled Secrets; one restored by hand may lack the labels.
+        let existing = api
+            .get_metadata_opt(&name)
+            .await
+            .map_err(|e| Error::kube(format!("get Secret {name}"), e))?;
+        return match existing {
+            Some(_) => Ok(()),
+            None => Err(Error::CredentialsMissing {
+                volume,
+                secret: name,
+            }),
+        };
     }
     let secret = secret::build(instance, &secret::generate_password());
     let params = PostParams {
@@ -648,10 +651,10 @@ async fn ensure_secret(app: &FlaskMongoApp, instance: &Instance<'_>, ctx: &Conte
                 "Create",
                 format!("Secret {name} created"),
                 Some(secret.object_ref(&())),
-            )
-            .await;
+            );
             Ok(())
         }
+        // Restored by hand without the labels the cache selects on.
         Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
         Err(source) => Err(Error::kube(format!("create Secret {name}"), source)),
     }

@@ -298,32 +298,37 @@ async fn create_children(client: &Client, app: &FlaskMongoApp) -> Result<()> {
         )
         .await?;
     let desired = children::desired(&instance);
-    apply_child(
-        Api::namespaced(client.clone(), namespace),
-        desired.mongo_service,
-    )
-    .await?;
-    if let Some(volume) = desired.persistent_volume {
-        apply_child(Api::all(client.clone()), volume).await?;
-    }
-    apply_child(
-        Api::namespaced(client.clone(), namespace),
-        desired.statefulset,
-    )
-    .await?;
-    apply_child(
-        Api::namespaced(client.clone(), namespace),
-        desired.web_service,
-    )
-    .await?;
-    apply_child(
-        Api::namespaced(client.clone(), namespace),
-        desired.deployment,
-    )
-    .await?;
-    if let Some(hpa) = desired.hpa {
-        apply_child(Api::namespaced(client.clone(), namespace), hpa).await?;
-    }
+    // Concurrently, as a reconcile applies them.
+    futures::try_join!(
+        apply_child(
+            Api::namespaced(client.clone(), namespace),
+            desired.mongo_service
+        ),
+        async {
+            match desired.persistent_volume {
+                Some(volume) => apply_child(Api::all(client.clone()), volume).await,
+                None => Ok(()),
+            }
+        },
+        apply_child(
+            Api::namespaced(client.clone(), namespace),
+            desired.statefulset
+        ),
+        apply_child(
+            Api::namespaced(client.clone(), namespace),
+            desired.web_service
+        ),
+        apply_child(
+            Api::namespaced(client.clone(), namespace),
+            desired.deployment
+        ),
+        async {
+            match desired.hpa {
+                Some(hpa) => apply_child(Api::namespaced(client.clone(), namespace), hpa).await,
+                None => Ok(()),
+            }
+        },
+    )?;
     Ok(())
 }
 
