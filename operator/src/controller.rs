@@ -12,7 +12,7 @@ use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{
     ObjectReference, PersistentVolume, PersistentVolumeClaim, Secret, Service,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::core::PartialObjectMeta;
@@ -24,6 +24,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
+use tokio::sync::mpsc;
 
 use crate::apply;
 use crate::children::{self, Instance, describe, secret};
@@ -40,6 +41,10 @@ const REPLICAS_HANDOFF_MANAGER: &str = "flaskmongo-operator-replicas-handoff";
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// Pause while the finalizer waits for the claim to go.
 const CLEANUP_POLL: Duration = Duration::from_secs(2);
+/// Events waiting to be sent; under a flood of changes, more are dropped, as client-go does.
+const EVENT_QUEUE: usize = 1000;
+/// Events sent at once.
+const EVENTS_IN_FLIGHT: usize = 4;
 
 /// The watch caches of the children.
 #[derive(Clone)]
@@ -73,7 +78,8 @@ impl Stores {
 /// What every reconcile shares.
 pub struct Context {
     client: Client,
-    recorder: Recorder,
+    /// Events for the publisher task of [`publish_events`].
+    events: mpsc::Sender<(Event, ObjectReference)>,
     metrics: Metrics,
     stores: Stores,
     /// Turns true once every cache is filled; any number of reconciles can wait on it.
@@ -83,8 +89,8 @@ pub struct Context {
 }
 
 impl Context {
-    /// Publishes an Event about `app` without waiting for it: Events are for people, and a
-    /// reconcile should not take longer for them.
+    /// Queues an Event about `app`: Events are for people, and a reconcile should not take
+    /// longer for them.
     fn publish(
         &self,
         app: &FlaskMongoApp,
@@ -103,13 +109,9 @@ impl Context {
             action: action.to_owned(),
             secondary: child,
         };
-        let regarding = app.object_ref(&());
-        let recorder = self.recorder.clone();
-        tokio::spawn(async move {
-            if let Err(error) = recorder.publish(&event, &regarding).await {
-                tracing::warn!(%error, "cannot publish an Event");
-            }
-        });
+        if self.events.try_send((event, app.object_ref(&()))).is_err() {
+            tracing::debug!(reason, "the Event queue is full; Event dropped");
+        }
     }
 
     /// An API of one kind of child in `namespace`.
@@ -126,6 +128,20 @@ impl Context {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&ObjectRef::from(app));
     }
+}
+
+/// Sends the queued Events, a few at a time, until every sender is gone.
+async fn publish_events(recorder: Recorder, mut queue: mpsc::Receiver<(Event, ObjectReference)>) {
+    futures::stream::poll_fn(|cx| queue.poll_recv(cx))
+        .for_each_concurrent(EVENTS_IN_FLIGHT, |(event, regarding)| {
+            let recorder = &recorder;
+            async move {
+                if let Err(error) = recorder.publish(&event, &regarding).await {
+                    tracing::warn!(%error, "cannot publish an Event");
+                }
+            }
+        })
+        .await;
 }
 
 /// The cache key of the namespaced child `name` of `instance`.
@@ -149,7 +165,7 @@ where
 fn cached<K>(
     api: Api<K>,
     config: watcher::Config,
-    keep_managed_fields: bool,
+    prune: fn(&mut K),
 ) -> (
     Store<K>,
     impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
@@ -160,16 +176,32 @@ where
     let (store, writer) = reflector::store();
     let stream = relisting_watcher(api, config)
         .default_backoff()
-        .modify(move |object: &mut K| {
-            // Managed fields are most of an object's size; only the operator's own entries of
-            // the Deployment are read.
-            object
-                .managed_fields_mut()
-                .retain(|entry| keep_managed_fields && entry.manager.as_deref() == Some(MANAGER));
-        })
+        .modify(prune)
         .reflect(writer)
         .touched_objects();
     (store, without_errors(stream))
+}
+
+/// Drops the managed fields of a cached object: they are most of its size, and unread.
+fn drop_managed_fields<K: Resource>(object: &mut K) {
+    object.managed_fields_mut().clear();
+}
+
+/// Keeps of a Deployment's managed fields only what [`owns_replicas`] reads: whether the
+/// operator's own applies own `spec.replicas`. The full entry describes every field the
+/// operator sets, tens of kilobytes in memory per Deployment.
+fn keep_replicas_ownership(deployment: &mut Deployment) {
+    let owned = owns_replicas(deployment);
+    let entries = deployment.managed_fields_mut();
+    entries.clear();
+    if owned {
+        entries.push(ManagedFieldsEntry {
+            manager: Some(MANAGER.to_owned()),
+            operation: Some("Apply".to_owned()),
+            fields_v1: Some(FieldsV1(json!({ "f:spec": { "f:replicas": {} } }))),
+            ..ManagedFieldsEntry::default()
+        });
+    }
 }
 
 /// The objects of a watch stream that backs off on its own, its errors logged and dropped.
@@ -238,22 +270,22 @@ pub async fn run(
     let (deployments, deployment_events) = cached(
         scoped::<Deployment>(&client, namespace),
         children.clone(),
-        true,
+        keep_replicas_ownership,
     );
     let (services, service_events) = cached(
         scoped::<Service>(&client, namespace),
         children.clone(),
-        false,
+        drop_managed_fields,
     );
     let (hpas, hpa_events) = cached(
         scoped::<HorizontalPodAutoscaler>(&client, namespace),
         children.clone(),
-        false,
+        drop_managed_fields,
     );
     let (statefulsets, statefulset_events) = cached(
         scoped::<StatefulSet>(&client, namespace),
         children.clone(),
-        false,
+        drop_managed_fields,
     );
     let volume_selector = match namespace {
         Some(namespace) => format!("{selector},{}={namespace}", labels::OWNER_NAMESPACE),
@@ -262,7 +294,7 @@ pub async fn run(
     let (volumes, volume_events) = cached(
         Api::<PersistentVolume>::all(client.clone()),
         watcher::Config::default().labels(&volume_selector),
-        false,
+        drop_managed_fields,
     );
     // Only the Secret's existence matters, so its data is never cached.
     let (secrets, secret_writer) = reflector::store();
@@ -272,6 +304,7 @@ pub async fn run(
             children.clone(),
         )
         .default_backoff()
+        .modify(drop_managed_fields)
         .reflect(secret_writer)
         .touched_objects(),
     );
@@ -292,14 +325,17 @@ pub async fn run(
         let _ = ready_sender.send(true);
         on_ready();
     });
+    let (events, event_queue) = mpsc::channel(EVENT_QUEUE);
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: MANAGER.to_owned(),
+            instance: Some(identity),
+        },
+    );
+    tokio::spawn(publish_events(recorder, event_queue));
     let context = Arc::new(Context {
-        recorder: Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: MANAGER.to_owned(),
-                instance: Some(identity),
-            },
-        ),
+        events,
         client: client.clone(),
         metrics: settings.metrics.clone(),
         stores,
@@ -314,6 +350,7 @@ pub async fn run(
             watcher::Config::default(),
         )
         .default_backoff()
+        .modify(drop_managed_fields)
         .reflect(app_writer)
         .applied_objects(),
     );
@@ -785,6 +822,56 @@ async fn update_status(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn deployment_managed_by(entries: Vec<(&str, &str, serde_json::Value)>) -> Deployment {
+        let mut deployment = Deployment::default();
+        *deployment.managed_fields_mut() = entries
+            .into_iter()
+            .map(|(manager, operation, fields)| ManagedFieldsEntry {
+                manager: Some(manager.to_owned()),
+                operation: Some(operation.to_owned()),
+                fields_v1: Some(FieldsV1(fields)),
+                ..ManagedFieldsEntry::default()
+            })
+            .collect();
+        deployment
+    }
+
+    #[test]
+    fn the_cached_deployment_keeps_only_whether_the_operator_owns_replicas() {
+        let template = json!({ "f:template": { "f:spec": { "f:containers": {} } } });
+        let mut owned = deployment_managed_by(vec![
+            (
+                MANAGER,
+                "Apply",
+                json!({ "f:spec": { "f:replicas": {}, "f:template": template["f:template"] } }),
+            ),
+            (
+                "kube-controller-manager",
+                "Update",
+                json!({ "f:status": {} }),
+            ),
+        ]);
+        keep_replicas_ownership(&mut owned);
+        assert!(owns_replicas(&owned));
+        assert_eq!(owned.managed_fields().len(), 1);
+        assert_eq!(
+            owned.managed_fields()[0].fields_v1.as_ref().unwrap().0,
+            json!({ "f:spec": { "f:replicas": {} } })
+        );
+
+        let mut handed_over = deployment_managed_by(vec![
+            (MANAGER, "Apply", json!({ "f:spec": template.clone() })),
+            (
+                REPLICAS_HANDOFF_MANAGER,
+                "Apply",
+                json!({ "f:spec": { "f:replicas": {} } }),
+            ),
+        ]);
+        keep_replicas_ownership(&mut handed_over);
+        assert!(!owns_replicas(&handed_over));
+        assert!(handed_over.managed_fields().is_empty());
+    }
 
     #[test]
     fn backoff_doubles_up_to_five_minutes() {

@@ -111,16 +111,10 @@ async fn create_makes_every_child_and_becomes_ready() {
         "the password is not written into the Deployment"
     );
 
-    let reasons: Vec<String> = env
-        .events_for("shop")
-        .await
-        .into_iter()
-        .filter_map(|e| e.reason)
-        .collect();
-    assert!(
-        reasons.iter().any(|r| r == "Created"),
-        "Events on create: {reasons:?}"
-    );
+    env.wait_event("shop", "a Created Event", |event| {
+        event.reason.as_deref() == Some("Created")
+    })
+    .await;
     env.teardown().await;
 }
 
@@ -437,17 +431,18 @@ async fn a_taken_node_port_is_degraded_then_recovers() {
         "the server's message: {}",
         degraded.message
     );
-    let warnings: Vec<String> = env
-        .events_for("shop")
-        .await
-        .into_iter()
-        .filter(|e| e.type_.as_deref() == Some("Warning"))
-        .filter_map(|e| e.message)
-        .collect();
-    assert!(
-        warnings.iter().any(|m| m.contains("already allocated")),
-        "a Warning Event: {warnings:?}"
-    );
+    env.wait_event(
+        "shop",
+        "a Warning Event naming the taken node port",
+        |event| {
+            event.type_.as_deref() == Some("Warning")
+                && event
+                    .message
+                    .as_deref()
+                    .is_some_and(|m| m.contains("already allocated"))
+        },
+    )
+    .await;
     // Other children are not held back by the refused Service.
     env.wait_child::<Deployment>("shop-web", "the Deployment", |_| true)
         .await;

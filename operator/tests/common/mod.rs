@@ -256,15 +256,22 @@ impl Env {
         .await
     }
 
-    /// Events about `object` (core/v1 view), as `kubectl describe` shows them.
-    pub async fn events_for(&self, object: &str) -> Vec<CoreEvent> {
+    /// Waits until an Event about `object` (core/v1 view, as `kubectl describe` shows them)
+    /// matches `matches`, and returns it. The operator sends Events shortly after the change
+    /// they report, so this waits up to 30 s.
+    pub async fn wait_event(
+        &self,
+        object: &str,
+        what: &str,
+        matches: impl Fn(&CoreEvent) -> bool,
+    ) -> CoreEvent {
         let events = self.api::<CoreEvent>();
         let params = ListParams::default().fields(&format!("involvedObject.name={object}"));
-        events
-            .list(&params)
-            .await
-            .map(|list| list.items)
-            .unwrap_or_default()
+        wait_for(what, Duration::from_secs(30), || async {
+            let list = events.list(&params).await.ok()?;
+            list.items.into_iter().find(|event| matches(event))
+        })
+        .await
     }
 
     /// Deletes every `FlaskMongoApp` (letting the operator finish), stops the operator and
