@@ -66,7 +66,9 @@ async fn sixty_four_clients_post_ten_thousand_documents_and_each_acknowledged_on
     let stored: Vec<Value> = response.json().await.expect("a JSON array");
     let mut copies: BTreeMap<u64, u32> = BTreeMap::new();
     for document in &stored {
-        let seq = document["seq"].as_u64().expect("every document has its seq");
+        let seq = document["seq"]
+            .as_u64()
+            .expect("every document has its seq");
         *copies.entry(seq).or_default() += 1;
     }
     assert_eq!(
@@ -75,7 +77,10 @@ async fn sixty_four_clients_post_ten_thousand_documents_and_each_acknowledged_on
         "documents stored = documents acknowledged"
     );
     let duplicated: Vec<_> = copies.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(duplicated.is_empty(), "stored more than once: {duplicated:?}");
+    assert!(
+        duplicated.is_empty(),
+        "stored more than once: {duplicated:?}"
+    );
     let lost: Vec<_> = acknowledged
         .iter()
         .filter(|seq| !copies.contains_key(seq))
