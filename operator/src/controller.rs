@@ -9,26 +9,24 @@ use flaskmongo_crd::{DeletionPolicy, FlaskMongoApp};
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{
-    ObjectReference, PersistentVolume, PersistentVolumeClaim, Secret, Service,
-};
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Event, EventType, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
-use tokio::sync::mpsc;
 
 use crate::apply;
 use crate::children::{self, Instance, describe, secret};
 use crate::error::{Error, Result};
+use crate::events;
 use crate::labels::{self, MANAGER};
 use crate::metrics::Metrics;
 use crate::status::{self, Failure, Observed};
@@ -41,10 +39,6 @@ const REPLICAS_HANDOFF_MANAGER: &str = "flaskmongo-operator-replicas-handoff";
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// Pause while the finalizer waits for the claim to go.
 const CLEANUP_POLL: Duration = Duration::from_secs(2);
-/// Events waiting to be sent; under a flood of changes, more are dropped, as client-go does.
-const EVENT_QUEUE: usize = 1000;
-/// Events sent at once.
-const EVENTS_IN_FLIGHT: usize = 4;
 
 /// The watch caches of the children.
 #[derive(Clone)]
@@ -75,11 +69,57 @@ impl Stores {
     }
 }
 
+/// The children one reconcile created, updated or deleted, told in one Event at its end:
+/// one write instead of one per child.
+#[derive(Default)]
+pub struct Changes(Mutex<Vec<(Verb, String)>>);
+
+/// What happened to a child.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Verb {
+    /// It did not exist and was made.
+    Created,
+    /// It existed and was changed.
+    Updated,
+    /// It was removed.
+    Deleted,
+}
+
+impl Changes {
+    fn record(&self, verb: Verb, child: String) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((verb, child));
+    }
+
+    /// The Event's reason (the first of Created, Updated, Deleted that happened) and note
+    /// (`created Secret a, Service a-mongo; deleted HorizontalPodAutoscaler a-web`), or
+    /// `None` when nothing changed.
+    pub fn summary(self) -> Option<(String, String)> {
+        let mut changes = self.0.into_inner().unwrap_or_else(|e| e.into_inner());
+        changes.sort_by_key(|(verb, _)| *verb);
+        let reason = format!("{:?}", changes.first()?.0);
+        let note = changes
+            .chunk_by(|a, b| a.0 == b.0)
+            .map(|group| {
+                let children: Vec<&str> = group.iter().map(|(_, child)| child.as_str()).collect();
+                format!(
+                    "{} {}",
+                    format!("{:?}", group[0].0).to_lowercase(),
+                    children.join(", ")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        Some((reason, note))
+    }
+}
+
 /// What every reconcile shares.
 pub struct Context {
     client: Client,
-    /// Events for the publisher task of [`publish_events`].
-    events: mpsc::Sender<(Event, ObjectReference)>,
+    events: events::Publisher,
     metrics: Metrics,
     stores: Stores,
     /// Turns true once every cache is filled; any number of reconciles can wait on it.
@@ -89,28 +129,29 @@ pub struct Context {
 }
 
 impl Context {
-    /// Queues an Event about `app`: Events are for people, and a reconcile should not take
-    /// longer for them.
-    fn publish(
-        &self,
-        app: &FlaskMongoApp,
-        type_: EventType,
-        reason: &str,
-        action: &str,
-        note: String,
-        child: Option<ObjectReference>,
-    ) {
-        // The child is part of the Event's identity, so Events about different children
-        // are not folded into one series.
+    /// Queues a Warning about `app`.
+    fn warn(&self, app: &FlaskMongoApp, reason: &str, note: String) {
         let event = Event {
-            type_,
+            type_: EventType::Warning,
             reason: reason.to_owned(),
             note: Some(note),
-            action: action.to_owned(),
-            secondary: child,
+            action: "Reconcile".to_owned(),
+            secondary: None,
         };
-        if self.events.try_send((event, app.object_ref(&()))).is_err() {
-            tracing::debug!(reason, "the Event queue is full; Event dropped");
+        self.events.publish(event, app.object_ref(&()));
+    }
+
+    /// Queues one Event telling what a reconcile of `app` changed, if anything.
+    fn report(&self, app: &FlaskMongoApp, changes: Changes) {
+        if let Some((reason, note)) = changes.summary() {
+            let event = Event {
+                type_: EventType::Normal,
+                reason,
+                note: Some(note),
+                action: "Reconcile".to_owned(),
+                secondary: None,
+            };
+            self.events.publish(event, app.object_ref(&()));
         }
     }
 
@@ -128,20 +169,6 @@ impl Context {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&ObjectRef::from(app));
     }
-}
-
-/// Sends the queued Events, a few at a time, until every sender is gone.
-async fn publish_events(recorder: Recorder, mut queue: mpsc::Receiver<(Event, ObjectReference)>) {
-    futures::stream::poll_fn(|cx| queue.poll_recv(cx))
-        .for_each_concurrent(EVENTS_IN_FLIGHT, |(event, regarding)| {
-            let recorder = &recorder;
-            async move {
-                if let Err(error) = recorder.publish(&event, &regarding).await {
-                    tracing::warn!(%error, "cannot publish an Event");
-                }
-            }
-        })
-        .await;
 }
 
 /// The cache key of the namespaced child `name` of `instance`.
@@ -325,15 +352,13 @@ pub async fn run(
         let _ = ready_sender.send(true);
         on_ready();
     });
-    let (events, event_queue) = mpsc::channel(EVENT_QUEUE);
-    let recorder = Recorder::new(
+    let events = events::Publisher::start(
         client.clone(),
         Reporter {
             controller: MANAGER.to_owned(),
             instance: Some(identity),
         },
     );
-    tokio::spawn(publish_events(recorder, event_queue));
     let context = Arc::new(Context {
         events,
         client: client.clone(),
@@ -380,14 +405,18 @@ pub async fn reconcile(app: Arc<FlaskMongoApp>, ctx: Arc<Context>) -> Result<Act
     // An error means the controller is stopping; the reconcile then ends on its own.
     let _ = ctx.caches_ready.clone().wait_for(|ready| *ready).await;
     let instance = Instance::new(&app)?;
+    let changes = Changes::default();
     if app.metadata.deletion_timestamp.is_some() {
-        return finalize(&app, &instance, &ctx).await;
+        let result = finalize(&app, &instance, &ctx, &changes).await;
+        ctx.report(&app, changes);
+        return result;
     }
     let result = if app.spec.paused {
         Ok(())
     } else {
-        converge(&app, &instance, &ctx).await
+        converge(&app, &instance, &ctx, &changes).await
     };
+    ctx.report(&app, changes);
     // The object changed while it was being read: the retry soon after sees the new
     // version, so this is not worth reporting.
     if let Some(error) = result.as_ref().err().filter(|e| e.is_conflict()) {
@@ -399,14 +428,7 @@ pub async fn reconcile(app: Arc<FlaskMongoApp>, ctx: Arc<Context>) -> Result<Act
         message: error.to_string(),
     });
     if let Some(failure) = &failure {
-        ctx.publish(
-            &app,
-            EventType::Warning,
-            &failure.reason,
-            "Reconcile",
-            failure.message.clone(),
-            None,
-        );
+        ctx.warn(&app, &failure.reason, failure.message.clone());
     }
     update_status(&app, &instance, &ctx, failure).await?;
     result?;
@@ -434,9 +456,14 @@ pub fn backoff_delay(attempt: u32) -> Duration {
     Duration::from_secs(1u64 << exponent).min(MAX_BACKOFF)
 }
 
-async fn converge(app: &FlaskMongoApp, instance: &Instance<'_>, ctx: &Context) -> Result<()> {
+async fn converge(
+    app: &FlaskMongoApp,
+    instance: &Instance<'_>,
+    ctx: &Context,
+    changes: &Changes,
+) -> Result<()> {
     ensure_finalizer(app, ctx).await?;
-    ensure_secret(app, instance, ctx).await?;
+    ensure_secret(instance, ctx, changes).await?;
     let desired = children::desired(instance);
     let stores = &ctx.stores;
     let services: Api<Service> = ctx.api(instance.namespace);
@@ -448,30 +475,29 @@ async fn converge(app: &FlaskMongoApp, instance: &Instance<'_>, ctx: &Context) -
     // child is tried even when one fails, so one refused object (say, a taken node port)
     // does not hold the others back; the first failure is reported.
     let (mongo_service, volume, statefulset, web_service, deployment, hpa) = futures::join!(
-        sync(ctx, app, &services, desired.mongo_service, &stores.services),
+        sync(changes, &services, desired.mongo_service, &stores.services),
         async {
             match desired.persistent_volume {
-                Some(volume) => sync(ctx, app, &volumes, volume, &stores.volumes).await,
+                Some(volume) => sync(changes, &volumes, volume, &stores.volumes).await,
                 None => Ok(()),
             }
         },
         sync(
-            ctx,
-            app,
+            changes,
             &statefulsets,
             desired.statefulset,
             &stores.statefulsets
         ),
-        sync(ctx, app, &services, desired.web_service, &stores.services),
-        sync_deployment(ctx, app, &deployments, desired.deployment),
+        sync(changes, &services, desired.web_service, &stores.services),
+        sync_deployment(ctx, changes, &deployments, desired.deployment),
         async {
             match desired.hpa {
-                Some(hpa) => sync(ctx, app, &hpas, hpa, &stores.hpas).await,
+                Some(hpa) => sync(changes, &hpas, hpa, &stores.hpas).await,
                 None => match stores
                     .hpas
                     .get(&here(instance.web_name(), instance.namespace))
                 {
-                    Some(live) => delete(ctx, app, &hpas, &live.name_any()).await,
+                    Some(live) => delete(changes, &hpas, &live.name_any()).await,
                     None => Ok(()),
                 },
             }
@@ -501,48 +527,29 @@ where
 }
 
 /// Applies `desired` unless its cached live version already matches it.
-async fn sync<K>(
-    ctx: &Context,
-    app: &FlaskMongoApp,
-    api: &Api<K>,
-    desired: K,
-    store: &Store<K>,
-) -> Result<()>
+async fn sync<K>(changes: &Changes, api: &Api<K>, desired: K, store: &Store<K>) -> Result<()>
 where
     K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
 {
     match stale(desired, store)? {
-        Some((desired, live)) => apply_child(ctx, app, api, &desired, live.is_some()).await,
+        Some((desired, live)) => apply_child(changes, api, &desired, live.is_some()).await,
         None => Ok(()),
     }
 }
 
-async fn apply_child<K>(
-    ctx: &Context,
-    app: &FlaskMongoApp,
-    api: &Api<K>,
-    desired: &K,
-    existed: bool,
-) -> Result<()>
+async fn apply_child<K>(changes: &Changes, api: &Api<K>, desired: &K, existed: bool) -> Result<()>
 where
     K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
 {
-    tracing::debug!(object = %ObjectRef::from(app), child = %describe(desired), "applying");
+    tracing::debug!(child = %describe(desired), "applying");
     apply::apply(api, desired).await?;
-    let (reason, verb) = if existed {
-        ("Updated", "updated")
+    let verb = if existed {
+        Verb::Updated
     } else {
-        ("Created", "created")
+        Verb::Created
     };
-    tracing::info!(object = %ObjectRef::from(app), child = %describe(desired), "{verb}");
-    ctx.publish(
-        app,
-        EventType::Normal,
-        reason,
-        "Apply",
-        format!("{} {verb}", describe(desired)),
-        Some(desired.object_ref(&())),
-    );
+    tracing::info!(child = %describe(desired), "{}", format!("{verb:?}").to_lowercase());
+    changes.record(verb, describe(desired));
     Ok(())
 }
 
@@ -554,7 +561,7 @@ where
 /// autoscaler's first change takes it over.
 async fn sync_deployment(
     ctx: &Context,
-    app: &FlaskMongoApp,
+    changes: &Changes,
     api: &Api<Deployment>,
     desired: Deployment,
 ) -> Result<()> {
@@ -573,7 +580,7 @@ async fn sync_deployment(
         });
         apply::apply_as::<Deployment, _>(api, &handoff, REPLICAS_HANDOFF_MANAGER).await?;
     }
-    apply_child(ctx, app, api, &desired, live.is_some()).await
+    apply_child(changes, api, &desired, live.is_some()).await
 }
 
 /// Whether the operator's own applies own the live Deployment's `spec.replicas`.
@@ -588,28 +595,15 @@ fn owns_replicas(deployment: &Deployment) -> bool {
     })
 }
 
-async fn delete<K>(ctx: &Context, app: &FlaskMongoApp, api: &Api<K>, name: &str) -> Result<()>
+async fn delete<K>(changes: &Changes, api: &Api<K>, name: &str) -> Result<()>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
 {
     let what = format!("{} {name}", K::kind(&()));
     match api.delete(name, &DeleteParams::background()).await {
         Ok(_) => {
-            let child = ObjectReference {
-                api_version: Some(K::api_version(&()).into_owned()),
-                kind: Some(K::kind(&()).into_owned()),
-                name: Some(name.to_owned()),
-                namespace: app.namespace(),
-                ..ObjectReference::default()
-            };
-            ctx.publish(
-                app,
-                EventType::Normal,
-                "Deleted",
-                "Delete",
-                format!("{what} deleted"),
-                Some(child),
-            );
+            tracing::info!(child = %what, "deleted");
+            changes.record(Verb::Deleted, what);
             Ok(())
         }
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
@@ -649,7 +643,7 @@ async fn set_finalizers(app: &FlaskMongoApp, ctx: &Context, finalizers: Vec<Stri
 }
 
 /// Creates the credentials Secret if it is missing; never changes an existing one.
-async fn ensure_secret(app: &FlaskMongoApp, instance: &Instance<'_>, ctx: &Context) -> Result<()> {
+async fn ensure_secret(instance: &Instance<'_>, ctx: &Context, changes: &Changes) -> Result<()> {
     let name = instance.secret_name();
     if ctx
         .stores
@@ -681,14 +675,7 @@ async fn ensure_secret(app: &FlaskMongoApp, instance: &Instance<'_>, ctx: &Conte
     };
     match api.create(&params, &secret).await {
         Ok(_) => {
-            ctx.publish(
-                app,
-                EventType::Normal,
-                "Created",
-                "Create",
-                format!("Secret {name} created"),
-                Some(secret.object_ref(&())),
-            );
+            changes.record(Verb::Created, format!("Secret {name}"));
             Ok(())
         }
         // Restored by hand without the labels the cache selects on.
@@ -715,7 +702,12 @@ async fn retained_volume(instance: &Instance<'_>, ctx: &Context) -> Result<Optio
 
 /// On deletion: under `Delete`, removes the StatefulSet (so no pod holds the claim), the
 /// claim, then the volume and the Secret; under `Retain`, keeps them all.
-async fn finalize(app: &FlaskMongoApp, instance: &Instance<'_>, ctx: &Context) -> Result<Action> {
+async fn finalize(
+    app: &FlaskMongoApp,
+    instance: &Instance<'_>,
+    ctx: &Context,
+    changes: &Changes,
+) -> Result<Action> {
     if !app.finalizers().iter().any(|f| f == FINALIZER) {
         return Ok(Action::await_change());
     }
@@ -723,15 +715,14 @@ async fn finalize(app: &FlaskMongoApp, instance: &Instance<'_>, ctx: &Context) -
         let namespace = instance.namespace;
         let client = ctx.client.clone();
         delete(
-            ctx,
-            app,
+            changes,
             &Api::<StatefulSet>::namespaced(client.clone(), namespace),
             &instance.mongo_name(),
         )
         .await?;
         let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
         let claim = instance.claim_name();
-        delete(ctx, app, &claims, &claim).await?;
+        delete(changes, &claims, &claim).await?;
         let still_there = claims
             .get_metadata_opt(&claim)
             .await
@@ -741,16 +732,14 @@ async fn finalize(app: &FlaskMongoApp, instance: &Instance<'_>, ctx: &Context) -
         }
         if instance.spec.mongo.storage.persistent_volume.create {
             delete(
-                ctx,
-                app,
+                changes,
                 &Api::<PersistentVolume>::all(client.clone()),
                 &instance.volume_name(),
             )
             .await?;
         }
         delete(
-            ctx,
-            app,
+            changes,
             &Api::<Secret>::namespaced(client, namespace),
             &instance.secret_name(),
         )
@@ -871,6 +860,23 @@ mod tests {
         keep_replicas_ownership(&mut handed_over);
         assert!(!owns_replicas(&handed_over));
         assert!(handed_over.managed_fields().is_empty());
+    }
+
+    #[test]
+    fn one_event_tells_every_change_of_a_reconcile() {
+        let changes = Changes::default();
+        changes.record(Verb::Deleted, "HorizontalPodAutoscaler a-web".to_owned());
+        changes.record(Verb::Created, "Secret a".to_owned());
+        changes.record(Verb::Updated, "Deployment a-web".to_owned());
+        changes.record(Verb::Created, "Service a-mongo".to_owned());
+        let (reason, note) = changes.summary().expect("something changed");
+        assert_eq!(reason, "Created");
+        assert_eq!(
+            note,
+            "created Secret a, Service a-mongo; updated Deployment a-web; \
+             deleted HorizontalPodAutoscaler a-web"
+        );
+        assert_eq!(Changes::default().summary(), None);
     }
 
     #[test]

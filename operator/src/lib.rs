@@ -8,6 +8,7 @@ pub mod apply;
 pub mod children;
 pub mod controller;
 pub mod error;
+pub mod events;
 pub mod labels;
 pub mod leader;
 pub mod metrics;
