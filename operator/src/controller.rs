@@ -85,6 +85,26 @@ pub enum Verb {
     Deleted,
 }
 
+impl Verb {
+    /// The reason of an Event about this change.
+    fn reason(self) -> &'static str {
+        match self {
+            Self::Created => "Created",
+            Self::Updated => "Updated",
+            Self::Deleted => "Deleted",
+        }
+    }
+
+    /// The word for this change in a sentence.
+    fn word(self) -> &'static str {
+        match self {
+            Self::Created => "created",
+            Self::Updated => "updated",
+            Self::Deleted => "deleted",
+        }
+    }
+}
+
 impl Changes {
     fn record(&self, verb: Verb, child: String) {
         self.0
@@ -99,16 +119,12 @@ impl Changes {
     pub fn summary(self) -> Option<(String, String)> {
         let mut changes = self.0.into_inner().unwrap_or_else(|e| e.into_inner());
         changes.sort_by_key(|(verb, _)| *verb);
-        let reason = format!("{:?}", changes.first()?.0);
+        let reason = changes.first()?.0.reason().to_owned();
         let note = changes
             .chunk_by(|a, b| a.0 == b.0)
             .map(|group| {
                 let children: Vec<&str> = group.iter().map(|(_, child)| child.as_str()).collect();
-                format!(
-                    "{} {}",
-                    format!("{:?}", group[0].0).to_lowercase(),
-                    children.join(", ")
-                )
+                format!("{} {}", group[0].0.word(), children.join(", "))
             })
             .collect::<Vec<_>>()
             .join("; ");
@@ -131,28 +147,25 @@ pub struct Context {
 impl Context {
     /// Queues a Warning about `app`.
     fn warn(&self, app: &FlaskMongoApp, reason: &str, note: String) {
-        let event = Event {
-            type_: EventType::Warning,
-            reason: reason.to_owned(),
-            note: Some(note),
-            action: "Reconcile".to_owned(),
-            secondary: None,
-        };
-        self.events.publish(event, app.object_ref(&()));
+        self.publish(app, EventType::Warning, reason.to_owned(), note);
     }
 
     /// Queues one Event telling what a reconcile of `app` changed, if anything.
     fn report(&self, app: &FlaskMongoApp, changes: Changes) {
         if let Some((reason, note)) = changes.summary() {
-            let event = Event {
-                type_: EventType::Normal,
-                reason,
-                note: Some(note),
-                action: "Reconcile".to_owned(),
-                secondary: None,
-            };
-            self.events.publish(event, app.object_ref(&()));
+            self.publish(app, EventType::Normal, reason, note);
         }
+    }
+
+    fn publish(&self, app: &FlaskMongoApp, type_: EventType, reason: String, note: String) {
+        let event = Event {
+            type_,
+            reason,
+            note: Some(note),
+            action: "Reconcile".to_owned(),
+            secondary: None,
+        };
+        self.events.publish(event, app.object_ref(&()));
     }
 
     /// An API of one kind of child in `namespace`.
@@ -216,7 +229,7 @@ fn drop_managed_fields<K: Resource>(object: &mut K) {
 
 /// Keeps of a Deployment's managed fields only what [`owns_replicas`] reads: whether the
 /// operator's own applies own `spec.replicas`. The full entry describes every field the
-/// operator sets, tens of kilobytes in memory per Deployment.
+/// operator sets, most of a cached Deployment's memory.
 fn keep_replicas_ownership(deployment: &mut Deployment) {
     let owned = owns_replicas(deployment);
     let entries = deployment.managed_fields_mut();
@@ -548,7 +561,7 @@ where
     } else {
         Verb::Created
     };
-    tracing::info!(child = %describe(desired), "{}", format!("{verb:?}").to_lowercase());
+    tracing::info!(child = %describe(desired), "{}", verb.word());
     changes.record(verb, describe(desired));
     Ok(())
 }
