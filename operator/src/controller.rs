@@ -502,7 +502,13 @@ async fn converge(
             &stores.statefulsets
         ),
         sync(changes, &services, desired.web_service, &stores.services),
-        sync_deployment(ctx, changes, &deployments, desired.deployment),
+        sync_deployment(
+            ctx,
+            changes,
+            &deployments,
+            desired.deployment,
+            instance.spec.autoscaling.min_replicas,
+        ),
         async {
             match desired.hpa {
                 Some(hpa) => sync(changes, &hpas, hpa, &stores.hpas).await,
@@ -577,10 +583,17 @@ async fn sync_deployment(
     changes: &Changes,
     api: &Api<Deployment>,
     desired: Deployment,
+    min_replicas: i32,
 ) -> Result<()> {
-    let Some((desired, live)) = stale(desired, &ctx.stores.deployments)? else {
+    let Some((mut desired, live)) = stale(desired, &ctx.stores.deployments)? else {
         return Ok(());
     };
+    if live.is_none() && desired.spec.replicas.is_none() {
+        // Created without `replicas`, it would run one pod until the autoscaler's first pass.
+        // It starts at the autoscaler's minimum instead; the hash stays that of the spec
+        // without `replicas`, so the count is handed over like any other.
+        desired.spec.replicas = Some(min_replicas);
+    }
     if let Some(live) = live
         .as_deref()
         .filter(|live| desired.spec.replicas.is_none() && owns_replicas(live))

@@ -1,7 +1,7 @@
 //! The service under load: many clients posting at once, every acknowledged document stored
 //! exactly once.
 
-mod common;
+pub mod common;
 
 use std::collections::BTreeMap;
 
