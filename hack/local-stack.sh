@@ -203,6 +203,8 @@ start_kwok() {
   wait_until kwok 60 http_ok "http://127.0.0.1:$KWOK_PORT/healthz"
 }
 
+# Each simulated node takes 1,000 pods, with CPU and memory to spare for them: an object's
+# three pods request 750m of CPU, so the pod count is what bounds a node.
 create_nodes() {
   local i
   for i in $(seq 1 "$NODES"); do
@@ -223,8 +225,8 @@ spec:
   podCIDR: 10.244.$i.0/24
   podCIDRs: [10.244.$i.0/24]
 status:
-  allocatable: {cpu: "64", memory: 512Gi, pods: "1000"}
-  capacity: {cpu: "64", memory: 512Gi, pods: "1000"}
+  allocatable: {cpu: "1000", memory: 4Ti, pods: "1000"}
+  capacity: {cpu: "1000", memory: 4Ti, pods: "1000"}
 ---
 EOF
   done | kubectl_local apply -f - >/dev/null
