@@ -334,7 +334,7 @@ fn section(figures: &Figures, entries: &[Entry]) -> String {
          Parallelism: {parallelism} requests in flight from the benchmark's client, \
          `--concurrency {parallelism}` in the operator, {parallelism} objects at once in the baseline.\n\n\
          Rerun: `make bench-operator` (starts a stack of its own, builds the release binary, \
-         about 25 minutes here, most of it the 1,000-object run and its baseline); raw figures \
+         15 to 25 minutes here, most of it the 1,000-object run and its baseline); raw figures \
          in `target/bench/operator.json`, operator logs in `target/bench/operator-logs/`.\n\n\
          | figure | value | target | met |\n|---|---|---|---|\n",
         date = m["date"].as_str().unwrap_or(""),
