@@ -266,6 +266,11 @@ fn without_errors<K: Send + 'static>(
 /// to resume a watch with 410 Gone. After an API server restart the resource version a
 /// watcher resumes from is too old, and kube-runtime's watcher retries that same version
 /// forever, so the caches would never see another change.
+///
+/// Each list is a streaming list (the API server's WatchList feature, beta and on by default
+/// in v1.37): the existing objects arrive one watch event at a time, each pruned as it
+/// arrives, instead of in pages of 500 whole objects, managed fields and all. On a restart
+/// over 1,000 objects the pages added 30 MB to the operator's peak memory.
 pub fn relisting_watcher<K>(
     api: Api<K>,
     config: watcher::Config,
@@ -273,6 +278,7 @@ pub fn relisting_watcher<K>(
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
 {
+    let config = config.streaming_lists();
     futures::stream::repeat(()).flat_map(move |()| {
         watcher(api.clone(), config.clone()).scan(false, |gone, event| {
             if *gone {
@@ -287,14 +293,6 @@ where
 /// Whether `event` is a watch the API server refused with 410 Gone.
 fn is_gone<K>(event: &watcher::Result<watcher::Event<K>>) -> bool {
     matches!(event, Err(watcher::Error::WatchStartFailed(kube::Error::Api(status))) if status.code == 410)
-}
-
-/// Every watch starts with a streaming list (the API server's WatchList feature, beta and
-/// on by default in v1.37): the existing objects arrive one watch event at a time, each
-/// pruned as it arrives, instead of in pages of 500 whole objects, managed fields and all.
-/// On a restart over 1,000 objects the pages added 30 MB to the operator's peak memory.
-fn watch_config() -> watcher::Config {
-    watcher::Config::default().streaming_lists()
 }
 
 /// The `FlaskMongoApp` an object labelled by the operator belongs to.
@@ -314,7 +312,7 @@ pub async fn run(
 ) {
     let namespace = settings.namespace.as_deref();
     let selector = labels::managed_selector();
-    let children = watch_config().labels(&selector);
+    let children = watcher::Config::default().labels(&selector);
     let (deployments, deployment_events) = cached(
         scoped::<Deployment>(&client, namespace),
         children.clone(),
@@ -341,7 +339,7 @@ pub async fn run(
     };
     let (volumes, volume_events) = cached(
         Api::<PersistentVolume>::all(client.clone()),
-        watch_config().labels(&volume_selector),
+        watcher::Config::default().labels(&volume_selector),
         drop_managed_fields,
     );
     // Only the Secret's existence matters, so its data is never cached.
@@ -391,11 +389,14 @@ pub async fn run(
     });
     let (apps, app_writer) = reflector::store();
     let app_events = without_errors(
-        relisting_watcher(scoped::<FlaskMongoApp>(&client, namespace), watch_config())
-            .default_backoff()
-            .modify(drop_managed_fields)
-            .reflect(app_writer)
-            .applied_objects(),
+        relisting_watcher(
+            scoped::<FlaskMongoApp>(&client, namespace),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .modify(drop_managed_fields)
+        .reflect(app_writer)
+        .applied_objects(),
     );
     Controller::for_stream(app_events, apps)
         .owns_stream(deployment_events)
