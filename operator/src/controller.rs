@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use flaskmongo_crd::{DeletionPolicy, FlaskMongoApp};
-use futures::{Stream, StreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Secret, Service};
@@ -16,7 +16,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Event, EventType, Reporter};
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -24,6 +24,7 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use crate::apply;
+use crate::cache::{self, Cache};
 use crate::children::{self, Instance, describe, secret};
 use crate::error::{Error, Result};
 use crate::events;
@@ -43,22 +44,18 @@ const CLEANUP_POLL: Duration = Duration::from_secs(2);
 /// The watch caches of the children.
 #[derive(Clone)]
 pub struct Stores {
-    deployments: Store<Deployment>,
-    services: Store<Service>,
-    hpas: Store<HorizontalPodAutoscaler>,
-    statefulsets: Store<StatefulSet>,
-    volumes: Store<PersistentVolume>,
-    secrets: Store<PartialObjectMeta<Secret>>,
+    deployments: Cache<Deployment>,
+    services: Cache<Service>,
+    hpas: Cache<HorizontalPodAutoscaler>,
+    statefulsets: Cache<StatefulSet>,
+    volumes: Cache<PersistentVolume>,
+    secrets: Cache<PartialObjectMeta<Secret>>,
 }
 
 impl Stores {
     /// Waits until every cache holds its first complete list.
-    ///
-    /// Only one task may wait on a store at a time: a store wakes just the last task that
-    /// polled it, so concurrent reconciles wait on a watch channel set once this returns.
     async fn wait_until_ready(&self) {
-        // An error means the watch was dropped at shutdown; nothing is left to wait for.
-        let _ = futures::join!(
+        futures::join!(
             self.deployments.wait_until_ready(),
             self.services.wait_until_ready(),
             self.hpas.wait_until_ready(),
@@ -138,8 +135,6 @@ pub struct Context {
     events: events::Publisher,
     metrics: Metrics,
     stores: Stores,
-    /// Turns true once every cache is filled; any number of reconciles can wait on it.
-    caches_ready: tokio::sync::watch::Receiver<bool>,
     requeue: Duration,
     failures: Mutex<HashMap<ObjectRef<FlaskMongoApp>, u32>>,
 }
@@ -207,19 +202,26 @@ fn cached<K>(
     config: watcher::Config,
     prune: fn(&mut K),
 ) -> (
-    Store<K>,
+    Cache<K>,
     impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
 )
 where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K: Resource<DynamicType = ()>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static,
 {
-    let (store, writer) = reflector::store();
+    let (cache, mut writer) = cache::cache();
     let stream = relisting_watcher(api, config)
         .default_backoff()
         .modify(prune)
-        .reflect(writer)
-        .touched_objects();
-    (store, without_errors(stream))
+        .map_ok(move |event| futures::stream::iter(writer.apply(event)).map(Ok))
+        .try_flatten();
+    (cache, without_errors(stream))
 }
 
 /// Drops the managed fields of a cached object: they are most of its size, and unread.
@@ -343,16 +345,10 @@ pub async fn run(
         drop_managed_fields,
     );
     // Only the Secret's existence matters, so its data is never cached.
-    let (secrets, secret_writer) = reflector::store();
-    let secret_events = without_errors(
-        relisting_watcher(
-            scoped::<PartialObjectMeta<Secret>>(&client, namespace),
-            children.clone(),
-        )
-        .default_backoff()
-        .modify(drop_managed_fields)
-        .reflect(secret_writer)
-        .touched_objects(),
+    let (secrets, secret_events) = cached(
+        scoped::<PartialObjectMeta<Secret>>(&client, namespace),
+        children.clone(),
+        drop_managed_fields,
     );
 
     let stores = Stores {
@@ -364,11 +360,8 @@ pub async fn run(
         secrets,
     };
     let ready_stores = stores.clone();
-    let (ready_sender, caches_ready) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         ready_stores.wait_until_ready().await;
-        // No receiver left means the controller has stopped; nobody needs to know.
-        let _ = ready_sender.send(true);
         on_ready();
     });
     let events = events::Publisher::start(
@@ -383,11 +376,10 @@ pub async fn run(
         client: client.clone(),
         metrics: settings.metrics.clone(),
         stores,
-        caches_ready,
         requeue: settings.requeue,
         failures: Mutex::default(),
     });
-    let (apps, app_writer) = reflector::store();
+    let (apps, mut app_writer) = reflector::store();
     let app_events = without_errors(
         relisting_watcher(
             scoped::<FlaskMongoApp>(&client, namespace),
@@ -395,7 +387,14 @@ pub async fn run(
         )
         .default_backoff()
         .modify(drop_managed_fields)
-        .reflect(app_writer)
+        .inspect_ok(move |event| {
+            // kube-runtime's store shows the objects of a list only once it is complete, so
+            // a reconcile one of them triggers would read the spec from before a relist.
+            if let watcher::Event::InitApply(app) = event {
+                app_writer.apply_watcher_event(&watcher::Event::Apply(app.clone()));
+            }
+            app_writer.apply_watcher_event(event);
+        })
         .applied_objects(),
     );
     Controller::for_stream(app_events, apps)
@@ -421,8 +420,7 @@ pub async fn run(
 pub async fn reconcile(app: Arc<FlaskMongoApp>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile_started();
     tracing::debug!(object = %ObjectRef::from(app.as_ref()), "reconcile starts");
-    // An error means the controller is stopping; the reconcile then ends on its own.
-    let _ = ctx.caches_ready.clone().wait_for(|ready| *ready).await;
+    ctx.stores.wait_until_ready().await;
     let instance = Instance::new(&app)?;
     let changes = Changes::default();
     if app.metadata.deletion_timestamp.is_some() {
@@ -518,13 +516,17 @@ async fn converge(
         async {
             match desired.hpa {
                 Some(hpa) => sync(changes, &hpas, hpa, &stores.hpas).await,
-                None => match stores
-                    .hpas
-                    .get(&here(instance.web_name(), instance.namespace))
-                {
-                    Some(live) => delete(changes, &hpas, &live.name_any()).await,
-                    None => Ok(()),
-                },
+                None => {
+                    let name = instance.web_name();
+                    if stores
+                        .hpas
+                        .contains(&here(name.clone(), instance.namespace))
+                    {
+                        delete(changes, &hpas, &name).await
+                    } else {
+                        Ok(())
+                    }
+                }
             }
         },
     );
@@ -542,21 +544,21 @@ async fn converge(
 
 /// `desired` stamped with its hash, and its cached live version unless that already
 /// matches it (then there is nothing to apply).
-fn stale<K>(desired: K, store: &Store<K>) -> Result<Option<(K, Option<Arc<K>>)>>
+fn stale<K>(desired: K, cache: &Cache<K>) -> Result<Option<(K, Option<K>)>>
 where
-    K: Resource<DynamicType = ()> + Clone + Serialize,
+    K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned,
 {
     let desired = apply::with_hash(desired)?;
-    let live = store.get(&ObjectRef::from_obj(&desired));
-    Ok((!apply::is_current(&desired, live.as_deref())?).then_some((desired, live)))
+    let live = cache.get(&cache::key(&desired))?;
+    Ok((!apply::is_current(&desired, live.as_ref())?).then_some((desired, live)))
 }
 
 /// Applies `desired` unless its cached live version already matches it.
-async fn sync<K>(changes: &Changes, api: &Api<K>, desired: K, store: &Store<K>) -> Result<()>
+async fn sync<K>(changes: &Changes, api: &Api<K>, desired: K, cache: &Cache<K>) -> Result<()>
 where
     K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
 {
-    match stale(desired, store)? {
+    match stale(desired, cache)? {
         Some((desired, live)) => apply_child(changes, api, &desired, live.is_some()).await,
         None => Ok(()),
     }
@@ -601,7 +603,7 @@ async fn sync_deployment(
         desired.spec.replicas = Some(min_replicas);
     }
     if let Some(live) = live
-        .as_deref()
+        .as_ref()
         .filter(|live| desired.spec.replicas.is_none() && owns_replicas(live))
     {
         let handoff = json!({
@@ -680,8 +682,7 @@ async fn ensure_secret(instance: &Instance<'_>, ctx: &Context, changes: &Changes
     if ctx
         .stores
         .secrets
-        .get(&ObjectRef::new(&name).within(instance.namespace))
-        .is_some()
+        .contains(&ObjectRef::new(&name).within(instance.namespace))
     {
         return Ok(());
     }
@@ -719,7 +720,7 @@ async fn ensure_secret(instance: &Instance<'_>, ctx: &Context, changes: &Changes
 /// The volume or claim holding data from an earlier object of this name, if any.
 async fn retained_volume(instance: &Instance<'_>, ctx: &Context) -> Result<Option<String>> {
     let volume = instance.volume_name();
-    if ctx.stores.volumes.get(&ObjectRef::new(&volume)).is_some() {
+    if ctx.stores.volumes.contains(&ObjectRef::new(&volume)) {
         return Ok(Some(format!("PersistentVolume {volume}")));
     }
     let claim = instance.claim_name();
@@ -798,19 +799,19 @@ async fn update_status(
     let deployment = ctx
         .stores
         .deployments
-        .get(&here(instance.web_name(), namespace));
+        .get(&here(instance.web_name(), namespace))?;
     let web_service = ctx
         .stores
         .services
-        .get(&here(instance.web_name(), namespace));
+        .get(&here(instance.web_name(), namespace))?;
     let statefulset = ctx
         .stores
         .statefulsets
-        .get(&here(instance.mongo_name(), namespace));
+        .get(&here(instance.mongo_name(), namespace))?;
     let observed = Observed {
-        deployment: deployment.as_deref(),
-        web_service: web_service.as_deref(),
-        statefulset: statefulset.as_deref(),
+        deployment: deployment.as_ref(),
+        web_service: web_service.as_ref(),
+        statefulset: statefulset.as_ref(),
         failure,
     };
     let now =

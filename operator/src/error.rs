@@ -37,6 +37,15 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// A cached object could not be parsed back from its JSON.
+    #[error("cannot read the cached {what}: {source}")]
+    Cached {
+        /// The object.
+        what: String,
+        /// The parser's error.
+        #[source]
+        source: serde_json::Error,
+    },
     /// Another process took the leader Lease (or it could not be renewed in time).
     #[error("lost the leader Lease {0}")]
     LeadershipLost(String),
@@ -94,6 +103,7 @@ impl Error {
             Self::MissingMetadata(_) => "MissingMetadata",
             Self::CredentialsMissing { .. } => "CredentialsMissing",
             Self::Serialize { .. } => "SerializeFailed",
+            Self::Cached { .. } => "CacheUnreadable",
             Self::LeadershipLost(_) => "LeadershipLost",
             Self::Serve { .. } => "ServeFailed",
             Self::Yaml(_) => "SerializeFailed",
