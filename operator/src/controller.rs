@@ -479,8 +479,14 @@ async fn converge(
     ctx: &Context,
     changes: &Changes,
 ) -> Result<()> {
-    ensure_finalizer(app, ctx).await?;
-    ensure_secret(instance, ctx, changes).await?;
+    // The check for retained data only reads, so it overlaps the finalizer patch; the
+    // Secret itself is created once the finalizer is there to clean it up.
+    let (finalizer, secret_missing) =
+        futures::join!(ensure_finalizer(app, ctx), secret_missing(instance, ctx));
+    finalizer?;
+    if secret_missing? {
+        create_secret(instance, ctx, changes).await?;
+    }
     let desired = children::desired(instance);
     let stores = &ctx.stores;
     let services: Api<Service> = ctx.api(instance.namespace);
@@ -676,31 +682,40 @@ async fn set_finalizers(app: &FlaskMongoApp, ctx: &Context, finalizers: Vec<Stri
     })
 }
 
-/// Creates the credentials Secret if it is missing; never changes an existing one.
-async fn ensure_secret(instance: &Instance<'_>, ctx: &Context, changes: &Changes) -> Result<()> {
+/// Whether the credentials Secret must be created. An existing one is never changed, and
+/// none is created over data retained from an earlier object of this name: only the old
+/// Secret holds its password.
+async fn secret_missing(instance: &Instance<'_>, ctx: &Context) -> Result<bool> {
     let name = instance.secret_name();
     if ctx
         .stores
         .secrets
         .contains(&ObjectRef::new(&name).within(instance.namespace))
     {
-        return Ok(());
+        return Ok(false);
     }
+    let Some(volume) = retained_volume(instance, ctx).await? else {
+        return Ok(true);
+    };
+    // The cache holds only labelled Secrets; one restored by hand may lack the labels.
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), instance.namespace);
-    if let Some(volume) = retained_volume(instance, ctx).await? {
-        // The cache holds only labelled Secrets; one restored by hand may lack the labels.
-        let existing = api
-            .get_metadata_opt(&name)
-            .await
-            .map_err(|e| Error::kube(format!("get Secret {name}"), e))?;
-        return match existing {
-            Some(_) => Ok(()),
-            None => Err(Error::CredentialsMissing {
-                volume,
-                secret: name,
-            }),
-        };
+    let existing = api
+        .get_metadata_opt(&name)
+        .await
+        .map_err(|e| Error::kube(format!("get Secret {name}"), e))?;
+    match existing {
+        Some(_) => Ok(false),
+        None => Err(Error::CredentialsMissing {
+            volume,
+            secret: name,
+        }),
     }
+}
+
+/// Creates the credentials Secret with a new password.
+async fn create_secret(instance: &Instance<'_>, ctx: &Context, changes: &Changes) -> Result<()> {
+    let name = instance.secret_name();
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), instance.namespace);
     let secret = secret::build(instance, &secret::generate_password());
     let params = PostParams {
         field_manager: Some(MANAGER.to_owned()),
