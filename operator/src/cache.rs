@@ -65,7 +65,8 @@ pub fn cache<K: Resource<DynamicType = ()>>() -> (Cache<K>, Writer<K>) {
     )
 }
 
-/// The key of an object in a cache: its namespace and name.
+/// The key of an object in a cache: its namespace and name only (`ObjectRef::from_obj`
+/// would also keep its uid and resourceVersion in every key).
 pub fn key<K: Resource<DynamicType = ()>>(object: &K) -> ObjectRef<K> {
     let meta = object.meta();
     let name = ObjectRef::new(meta.name.as_deref().unwrap_or_default());

@@ -327,7 +327,7 @@ fn section(figures: &Figures, entries: &[Entry]) -> String {
     let mut text = format!(
         "## Operator\n\n\
          Latest run: {date}. Machine: {cores} cores ({cpu}), {memory} GiB, Linux {kernel}; \
-         load average at the end of the run {load} (other work shares the machine). \
+         load average at the end of the run {load} (the local stack and the benchmark included). \
          Control plane: the local stack (kube-apiserver {apiserver}, controller-manager, scheduler, \
          {nodes} kwok simulated nodes, all on this machine). Operator: {operator}, release build, \
          run as a separate process, one per measurement. Built with {rustc}. \
