@@ -233,6 +233,11 @@ pub struct AutoscalingSpec {
     )]
     #[schemars(range(min = 1, max = 100))]
     pub target_cpu_utilization_percentage: i32,
+    /// Seconds of lower recommendations the autoscaler waits for before it removes pods;
+    /// unset, Kubernetes' default of 300 holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 3600))]
+    pub scale_down_stabilization_window_seconds: Option<i32>,
 }
 
 impl Default for AutoscalingSpec {
@@ -242,6 +247,7 @@ impl Default for AutoscalingSpec {
             min_replicas: default_min_replicas(),
             max_replicas: default_max_replicas(),
             target_cpu_utilization_percentage: default_target_cpu(),
+            scale_down_stabilization_window_seconds: None,
         }
     }
 }
@@ -260,6 +266,10 @@ pub struct MongoSpec {
     /// Where the data lives.
     #[serde(default)]
     pub storage: StorageSpec,
+    /// How the web pods prove the credentials; unset, the driver negotiates (MongoDB offers
+    /// SCRAM). `PLAIN` is for MongoDB-wire servers that take only it, such as FerretDB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_mechanism: Option<AuthMechanism>,
 }
 
 impl Default for MongoSpec {
@@ -268,6 +278,32 @@ impl Default for MongoSpec {
             image: default_mongo_image(),
             resources: default_mongo_resources(),
             storage: StorageSpec::default(),
+            auth_mechanism: None,
+        }
+    }
+}
+
+/// An authentication mechanism of the MongoDB connection string.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthMechanism {
+    /// SCRAM with SHA-256 (MongoDB 4.0 and later).
+    #[serde(rename = "SCRAM-SHA-256")]
+    ScramSha256,
+    /// SCRAM with SHA-1.
+    #[serde(rename = "SCRAM-SHA-1")]
+    ScramSha1,
+    /// User name and password in clear, as the server takes them.
+    #[serde(rename = "PLAIN")]
+    Plain,
+}
+
+impl AuthMechanism {
+    /// The value of `authMechanism` in a connection string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ScramSha256 => "SCRAM-SHA-256",
+            Self::ScramSha1 => "SCRAM-SHA-1",
+            Self::Plain => "PLAIN",
         }
     }
 }

@@ -38,7 +38,8 @@ fn empty_spec_takes_the_documented_defaults() {
             enabled: true,
             min_replicas: 2,
             max_replicas: 5,
-            target_cpu_utilization_percentage: 70
+            target_cpu_utilization_percentage: 70,
+            scale_down_stabilization_window_seconds: None
         }
     );
     assert!(spec.mongo.image.starts_with("mongo:7.0."));

@@ -77,29 +77,39 @@ impl Error {
 
     /// Whether the API server refused a write because the object changed since it was read.
     pub fn is_conflict(&self) -> bool {
-        matches!(self, Self::Kube { source: kube::Error::Api(status), .. } if status.code == 409)
+        matches!(self, Self::Kube { source, .. } if Refusal::of(source) == Some(Refusal::Conflict))
+    }
+
+    /// Whether retrying cannot help until the object itself changes: then the operator
+    /// waits for a change instead of backing off. Everything else is transient and retried
+    /// with backoff, including refusals that depend on other objects (a node port taken by
+    /// another Service is a 422 that clears when that Service goes) and missing credentials
+    /// (restoring a Secret without the operator's labels triggers no watch).
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            // The object lacks what the API server always sets, or a child built from its
+            // spec cannot be serialized: the same object fails the same way.
+            Self::MissingMetadata(_) | Self::Serialize { .. } => true,
+            Self::Kube { .. }
+            | Self::CredentialsMissing { .. }
+            | Self::Cached { .. }
+            | Self::LeadershipLost(_)
+            | Self::Serve { .. }
+            | Self::Yaml(_)
+            | Self::Config(_) => false,
+        }
     }
 
     /// A short CamelCase reason for conditions, Events and the failure metric.
     pub fn reason(&self) -> &'static str {
         match self {
-            Self::Kube {
-                source: kube::Error::Api(status),
-                ..
-            } if status.code == 409 => "Conflict",
-            Self::Kube {
-                source: kube::Error::Api(status),
-                ..
-            } if status.code == 422 => "Invalid",
-            Self::Kube {
-                source: kube::Error::Api(status),
-                ..
-            } if status.code == 403 => "Forbidden",
-            Self::Kube {
-                source: kube::Error::Api(_),
-                ..
-            } => "ApiError",
-            Self::Kube { .. } => "RequestFailed",
+            Self::Kube { source, .. } => match Refusal::of(source) {
+                Some(Refusal::Conflict) => "Conflict",
+                Some(Refusal::Invalid) => "Invalid",
+                Some(Refusal::Forbidden) => "Forbidden",
+                Some(Refusal::NotFound | Refusal::Gone | Refusal::Other) => "ApiError",
+                None => "RequestFailed",
+            },
             Self::MissingMetadata(_) => "MissingMetadata",
             Self::CredentialsMissing { .. } => "CredentialsMissing",
             Self::Serialize { .. } => "SerializeFailed",
@@ -112,5 +122,97 @@ impl Error {
     }
 }
 
+/// How the API server refused a request: the one place that reads HTTP status codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// 403: the operator's role does not allow it.
+    Forbidden,
+    /// 404: the object does not exist.
+    NotFound,
+    /// 409: the object already exists (a create), or changed since it was read (an update
+    /// with a resourceVersion).
+    Conflict,
+    /// 410: a watch asked for a resourceVersion the API server no longer has.
+    Gone,
+    /// 422: the object is invalid, or clashes with another (a node port already allocated).
+    Invalid,
+    /// Any other refusal.
+    Other,
+}
+
+impl Refusal {
+    /// The refusal `error` is, or `None` when the API server did not answer at all.
+    pub fn of(error: &kube::Error) -> Option<Self> {
+        let kube::Error::Api(status) = error else {
+            return None;
+        };
+        Some(match status.code {
+            403 => Self::Forbidden,
+            404 => Self::NotFound,
+            409 => Self::Conflict,
+            410 => Self::Gone,
+            422 => Self::Invalid,
+            _ => Self::Other,
+        })
+    }
+}
+
 /// The operator's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use kube::core::Status;
+
+    use super::*;
+
+    fn refused(code: u16) -> kube::Error {
+        kube::Error::Api(Status::failure("refused", "").with_code(code).boxed())
+    }
+
+    #[test]
+    fn refusals_come_from_the_status_code() {
+        let cases = [
+            (403, Refusal::Forbidden),
+            (404, Refusal::NotFound),
+            (409, Refusal::Conflict),
+            (410, Refusal::Gone),
+            (422, Refusal::Invalid),
+            (500, Refusal::Other),
+        ];
+        for (code, refusal) in cases {
+            assert_eq!(Refusal::of(&refused(code)), Some(refusal), "{code}");
+        }
+        let unanswered = kube::Error::LinesCodecMaxLineLengthExceeded;
+        assert_eq!(Refusal::of(&unanswered), None);
+    }
+
+    #[test]
+    fn only_what_the_same_object_repeats_is_permanent() {
+        let conflict = Error::kube("patch", refused(409));
+        assert!(conflict.is_conflict());
+        assert_eq!(conflict.reason(), "Conflict");
+        let cases = [
+            (conflict, false),
+            (Error::kube("apply", refused(422)), false),
+            (
+                Error::CredentialsMissing {
+                    volume: "PersistentVolume v".into(),
+                    secret: "s".into(),
+                },
+                false,
+            ),
+            (Error::MissingMetadata("uid"), true),
+            (
+                Error::Serialize {
+                    what: "x".into(),
+                    source: serde_json::from_str::<u8>("x").unwrap_err(),
+                },
+                true,
+            ),
+        ];
+        for (error, permanent) in cases {
+            assert_eq!(error.is_permanent(), permanent, "{error}");
+        }
+    }
+}

@@ -1,10 +1,12 @@
 //! Events about `FlaskMongoApp` objects, sent by a task of their own so that no reconcile
-//! waits for them.
+//! waits for them, and the [`Changes`] one reconcile made, told in one Event.
 //!
 //! A Warning goes through kube-runtime's [`Recorder`], which folds a repeated failure into
 //! one Event with a count. A Normal Event reports one change of one child, which does not
 //! repeat, so it is created as it is: the recorder would otherwise keep every one of them
 //! for six minutes, eight per new object, most of the operator's memory under a flood.
+
+use std::sync::Mutex;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -15,6 +17,70 @@ use kube::Client;
 use kube::api::{Api, PostParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use tokio::sync::mpsc;
+
+/// The children one reconcile created, updated or deleted, told in one Event at its end:
+/// one write instead of one per child.
+#[derive(Default)]
+pub struct Changes(Mutex<Vec<(Verb, String)>>);
+
+/// What happened to a child.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Verb {
+    /// It did not exist and was made.
+    Created,
+    /// It existed and was changed.
+    Updated,
+    /// It was removed.
+    Deleted,
+}
+
+impl Verb {
+    /// The reason of an Event about this change.
+    fn reason(self) -> &'static str {
+        match self {
+            Self::Created => "Created",
+            Self::Updated => "Updated",
+            Self::Deleted => "Deleted",
+        }
+    }
+
+    /// The word for this change in a sentence.
+    pub fn word(self) -> &'static str {
+        match self {
+            Self::Created => "created",
+            Self::Updated => "updated",
+            Self::Deleted => "deleted",
+        }
+    }
+}
+
+impl Changes {
+    /// Records that `child` (kind and name) was changed; safe from concurrent writes.
+    pub fn record(&self, verb: Verb, child: String) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((verb, child));
+    }
+
+    /// The Event's reason (the first of Created, Updated, Deleted that happened) and note
+    /// (`created Secret a, Service a-mongo; deleted HorizontalPodAutoscaler a-web`), or
+    /// `None` when nothing changed.
+    pub fn summary(self) -> Option<(String, String)> {
+        let mut changes = self.0.into_inner().unwrap_or_else(|e| e.into_inner());
+        changes.sort_by_key(|(verb, _)| *verb);
+        let reason = changes.first()?.0.reason().to_owned();
+        let note = changes
+            .chunk_by(|a, b| a.0 == b.0)
+            .map(|group| {
+                let children: Vec<&str> = group.iter().map(|(_, child)| child.as_str()).collect();
+                format!("{} {}", group[0].0.word(), children.join(", "))
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        Some((reason, note))
+    }
+}
 
 /// Events waiting to be sent; under a flood of changes, more are dropped, as client-go does.
 const QUEUE: usize = 1000;
@@ -102,4 +168,26 @@ async fn create(
         .create(&PostParams::default(), &object)
         .await
         .map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_event_tells_every_change_of_a_reconcile() {
+        let changes = Changes::default();
+        changes.record(Verb::Deleted, "HorizontalPodAutoscaler a-web".to_owned());
+        changes.record(Verb::Created, "Secret a".to_owned());
+        changes.record(Verb::Updated, "Deployment a-web".to_owned());
+        changes.record(Verb::Created, "Service a-mongo".to_owned());
+        let (reason, note) = changes.summary().expect("something changed");
+        assert_eq!(reason, "Created");
+        assert_eq!(
+            note,
+            "created Secret a, Service a-mongo; updated Deployment a-web; \
+             deleted HorizontalPodAutoscaler a-web"
+        );
+        assert_eq!(Changes::default().summary(), None);
+    }
 }

@@ -28,6 +28,16 @@ pub fn managed_selector() -> String {
     format!("{MANAGED_BY}={MANAGER}")
 }
 
+/// The label selector of the MongoDB claims. The StatefulSet controller labels each claim
+/// with its template's labels and the pod selector's (name, instance, component), never
+/// with `managed-by`, so the claims are selected by these.
+pub fn claim_selector() -> String {
+    format!(
+        "{NAME}={APP_NAME},{COMPONENT}={}",
+        Component::Mongo.as_str()
+    )
+}
+
 /// The two tiers of the app.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Component {

@@ -17,7 +17,7 @@ use kube::Client;
 use kube::api::{Api, ObjectMeta, PostParams};
 use tokio::sync::Mutex;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Refusal, Result};
 
 /// Where the Lease is and how long it lasts.
 #[derive(Debug, Clone)]
@@ -197,7 +197,7 @@ impl LeaderElector {
                     self.observe(created.spec.unwrap_or_default()).await;
                     Ok(true)
                 }
-                Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+                Err(error) if Refusal::of(&error) == Some(Refusal::Conflict) => Ok(false),
                 Err(source) => Err(Error::kube(format!("create Lease {name}"), source)),
             };
         };
@@ -226,7 +226,7 @@ impl LeaderElector {
                 self.observe(replaced.spec.unwrap_or_default()).await;
                 Ok(true)
             }
-            Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+            Err(error) if Refusal::of(&error) == Some(Refusal::Conflict) => Ok(false),
             Err(source) => Err(Error::kube(format!("update Lease {name}"), source)),
         }
     }

@@ -10,12 +10,16 @@ pub mod children;
 pub mod controller;
 pub mod error;
 pub mod events;
+pub mod execute;
 pub mod labels;
 pub mod leader;
 pub mod metrics;
+pub mod observe;
+pub mod plan;
 pub mod server;
 pub mod status;
 pub mod telemetry;
+pub mod watches;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -1,4 +1,6 @@
-//! The status of a `FlaskMongoApp`, computed from what its children report.
+//! Status: what a `FlaskMongoApp` reports, computed from the snapshot its plan was made
+//! from and the outcome of executing that plan (what the applies returned, and the
+//! failure if any).
 
 use flaskmongo_crd::{
     CONDITION_DEGRADED, CONDITION_PROGRESSING, CONDITION_READY, FlaskMongoApp, FlaskMongoAppStatus,
@@ -7,6 +9,10 @@ use flaskmongo_crd::{
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+
+use crate::execute::Applied;
+use crate::observe::Snapshot;
 
 /// Why the last reconcile did not reach the spec.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +34,34 @@ pub struct Observed<'a> {
     pub statefulset: Option<&'a StatefulSet>,
     /// The failure of this reconcile, if any.
     pub failure: Option<Failure>,
+}
+
+/// The status to write for `app`, from `snapshot` updated with what the reconcile's
+/// applies returned, and its `failure`; `None` when the stored status already says the
+/// same, so a steady state writes nothing.
+pub fn report(
+    app: &FlaskMongoApp,
+    snapshot: &Snapshot,
+    applied: &Applied,
+    failure: Option<Failure>,
+) -> Option<FlaskMongoAppStatus> {
+    let observed = Observed {
+        deployment: applied.deployment.as_ref().or(snapshot.deployment.as_ref()),
+        web_service: applied
+            .web_service
+            .as_ref()
+            .or(snapshot.web_service.as_ref()),
+        statefulset: applied
+            .statefulset
+            .as_ref()
+            .or(snapshot.statefulset.as_ref()),
+        failure,
+    };
+    // Whole seconds, as the API server stores them.
+    let now =
+        Timestamp::from_second(Timestamp::now().as_second()).unwrap_or_else(|_| Timestamp::now());
+    let status = compute(app, &observed, &Time(now));
+    (app.status.as_ref() != Some(&status)).then_some(status)
 }
 
 /// The status for `app` given its observed children; conditions whose status did not

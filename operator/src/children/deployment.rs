@@ -51,12 +51,16 @@ fn pod_spec(instance: &Instance<'_>) -> PodSpec {
     let secret = instance.secret_name();
     // `$(VAR)` is expanded by the kubelet from the variables before it, so the password
     // reaches the URI without being written into the Deployment.
-    let uri = format!(
+    let mut uri = format!(
         "mongodb://$(MONGO_USERNAME):$(MONGO_PASSWORD)@{}:{}/{}?authSource=admin",
         instance.mongo_host(),
         super::MONGO_PORT,
         super::DATABASE
     );
+    if let Some(mechanism) = instance.spec.mongo.auth_mechanism {
+        uri.push_str("&authMechanism=");
+        uri.push_str(mechanism.as_str());
+    }
     let mut env = vec![
         literal_env("PORT", web.port.to_string()),
         secret_env("MONGO_USERNAME", &secret, USERNAME_KEY),

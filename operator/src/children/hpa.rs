@@ -1,8 +1,9 @@
 //! The HorizontalPodAutoscaler `<name>-web`.
 
 use k8s_openapi::api::autoscaling::v2::{
-    CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec, MetricSpec,
-    MetricTarget, ResourceMetricSource,
+    CrossVersionObjectReference, HPAScalingRules, HorizontalPodAutoscaler,
+    HorizontalPodAutoscalerBehavior, HorizontalPodAutoscalerSpec, MetricSpec, MetricTarget,
+    ResourceMetricSource,
 };
 
 use super::Instance;
@@ -33,7 +34,15 @@ pub fn build(instance: &Instance<'_>) -> HorizontalPodAutoscaler {
                 }),
                 ..MetricSpec::default()
             }]),
-            ..HorizontalPodAutoscalerSpec::default()
+            behavior: autoscaling
+                .scale_down_stabilization_window_seconds
+                .map(|seconds| HorizontalPodAutoscalerBehavior {
+                    scale_down: Some(HPAScalingRules {
+                        stabilization_window_seconds: Some(seconds),
+                        ..HPAScalingRules::default()
+                    }),
+                    ..HorizontalPodAutoscalerBehavior::default()
+                }),
         },
         ..HorizontalPodAutoscaler::default()
     }

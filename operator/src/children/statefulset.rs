@@ -6,9 +6,9 @@ use k8s_openapi::api::apps::v1::{
     StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
 };
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, ExecAction, PersistentVolumeClaim, PersistentVolumeClaimSpec,
-    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SecurityContext, TCPSocketAction,
-    VolumeMount, VolumeResourceRequirements,
+    Container, ContainerPort, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext,
+    PodSpec, PodTemplateSpec, Probe, SecurityContext, TCPSocketAction, VolumeMount,
+    VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -106,25 +106,20 @@ fn pod_spec(instance: &Instance<'_>) -> PodSpec {
                 secret_env("MONGO_INITDB_ROOT_PASSWORD", &secret, PASSWORD_KEY),
             ]),
             resources: Some(resource_requirements(&mongo.resources)),
+            // The kubelet's own TCP check: no client in the image (the official image's
+            // mongosh is a Node.js process per probe), and the official entrypoint's first,
+            // initialising mongod listens on 127.0.0.1 only, so the pod's address answers
+            // once the real server is up.
             readiness_probe: Some(Probe {
-                exec: Some(ExecAction {
-                    command: Some(
-                        ["mongosh", "--quiet", "--eval", "db.adminCommand('ping').ok"]
-                            .map(str::to_owned)
-                            .to_vec(),
-                    ),
-                }),
-                initial_delay_seconds: Some(5),
-                period_seconds: Some(10),
+                tcp_socket: Some(mongo_port()),
+                initial_delay_seconds: Some(2),
+                period_seconds: Some(5),
                 timeout_seconds: Some(5),
                 failure_threshold: Some(3),
                 ..Probe::default()
             }),
             liveness_probe: Some(Probe {
-                tcp_socket: Some(TCPSocketAction {
-                    port: IntOrString::Int(MONGO_PORT),
-                    ..TCPSocketAction::default()
-                }),
+                tcp_socket: Some(mongo_port()),
                 initial_delay_seconds: Some(30),
                 period_seconds: Some(20),
                 timeout_seconds: Some(5),
@@ -145,5 +140,12 @@ fn pod_spec(instance: &Instance<'_>) -> PodSpec {
             ..Container::default()
         }],
         ..PodSpec::default()
+    }
+}
+
+fn mongo_port() -> TCPSocketAction {
+    TCPSocketAction {
+        port: IntOrString::Int(MONGO_PORT),
+        ..TCPSocketAction::default()
     }
 }

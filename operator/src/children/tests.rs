@@ -4,6 +4,7 @@ use flaskmongo_crd::{
     DeletionPolicy, EnvVar as SpecEnvVar, FlaskMongoApp, FlaskMongoAppSpec, ImagePullPolicy,
 };
 use k8s_openapi::api::core::v1::{Container, EnvVar, PodSpec};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 use proptest::prelude::*;
 
@@ -213,6 +214,35 @@ fn hpa_scales_the_deployment_on_cpu() {
 }
 
 #[test]
+fn auth_mechanism_joins_the_connection_string_when_set() {
+    let mut spec = FlaskMongoAppSpec::default();
+    spec.mongo.auth_mechanism = Some(flaskmongo_crd::AuthMechanism::Plain);
+    let deployment = build(spec).deployment;
+    let uri = env(&pod(&deployment.spec.template).containers[0], "MONGODB_URI")
+        .unwrap()
+        .value
+        .clone()
+        .unwrap();
+    assert!(
+        uri.ends_with("/flask_db?authSource=admin&authMechanism=PLAIN"),
+        "{uri}"
+    );
+}
+
+#[test]
+fn hpa_scale_down_window_is_kubernetes_default_unless_set() {
+    let mut spec = FlaskMongoAppSpec::default();
+    assert_eq!(build(spec.clone()).hpa.unwrap().spec.behavior, None);
+    spec.autoscaling.scale_down_stabilization_window_seconds = Some(20);
+    let behavior = build(spec).hpa.unwrap().spec.behavior.unwrap();
+    assert_eq!(behavior.scale_up, None);
+    assert_eq!(
+        behavior.scale_down.unwrap().stabilization_window_seconds,
+        Some(20)
+    );
+}
+
+#[test]
 fn web_service_is_a_node_port_to_the_container() {
     let mut spec = FlaskMongoAppSpec::default();
     spec.web.port = 8000;
@@ -271,7 +301,15 @@ fn mongo_statefulset_keeps_its_claim_and_reads_the_secret() {
         user.secret_key_ref.as_ref().unwrap().name,
         "shop-mongo-credentials"
     );
-    assert!(mongo.readiness_probe.as_ref().unwrap().exec.is_some());
+    // Probes need no tool in the image: the stand-in has none, the official one has mongosh.
+    for probe in [&mongo.readiness_probe, &mongo.liveness_probe] {
+        let probe = probe.as_ref().unwrap();
+        assert!(probe.exec.is_none());
+        assert_eq!(
+            probe.tcp_socket.as_ref().unwrap().port,
+            IntOrString::Int(27017)
+        );
+    }
     assert_eq!(
         mongo.volume_mounts.as_ref().unwrap()[0].mount_path,
         "/data/db"

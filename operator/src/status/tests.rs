@@ -198,3 +198,35 @@ fn transition_times_move_only_on_transitions() {
         time(100)
     );
 }
+
+#[test]
+fn the_report_prefers_what_the_applies_returned_and_is_none_when_unchanged() {
+    let mut app = app("shop", "ns", FlaskMongoAppSpec::default());
+    let snapshot = crate::observe::Snapshot {
+        deployment: Some(deployment(2, 2)),
+        web_service: None,
+        statefulset: Some(statefulset(1)),
+        ..crate::observe::Snapshot::default()
+    };
+    // The Service was created by this reconcile: the apply's answer has its node port.
+    let applied = crate::execute::Applied {
+        web_service: Some(service(Some(30080))),
+        ..crate::execute::Applied::default()
+    };
+    let status = report(&app, &snapshot, &applied, None).expect("a first status");
+    assert_eq!(status.node_port, Some(30080));
+    assert_eq!(condition(&status, CONDITION_READY).status, "True");
+
+    app.status = Some(status);
+    assert_eq!(
+        report(&app, &snapshot, &applied, None),
+        None,
+        "the same state writes nothing"
+    );
+    let failure = Failure {
+        reason: "Invalid".to_owned(),
+        message: "refused".to_owned(),
+    };
+    let degraded = report(&app, &snapshot, &applied, Some(failure)).expect("a change");
+    assert_eq!(condition(&degraded, CONDITION_DEGRADED).status, "True");
+}

@@ -1,0 +1,361 @@
+//! Execute: carries out a [`Plan`](crate::plan::Plan) in the order it sets, concurrently
+//! wherever it allows, and records every change for the reconcile's Event. It decides
+//! nothing, and knows the kinds only as types: nothing of what the objects are for.
+
+use std::fmt::Debug;
+
+use futures::future;
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{PersistentVolume, Secret, Service};
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use crate::apply;
+use crate::error::{Error, Refusal, Result};
+use crate::events::{Changes, Verb};
+use crate::labels::MANAGER;
+use crate::plan::{Apply, Converge, Finalize, Hold, Once, Step, Target, Writes};
+
+/// The object being reconciled: namespaced, with finalizers and a status subresource.
+pub trait Owner:
+    Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + Clone
+    + Serialize
+    + DeserializeOwned
+    + Debug
+{
+}
+
+impl<K> Owner for K where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + Debug
+{
+}
+
+/// Whether a clean-up is over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cleanup {
+    /// Nothing is left to do: the finalizer is gone.
+    Done,
+    /// Something is still going: look again later.
+    Pending,
+}
+
+/// What the API server returned for each child an apply wrote (`None`: not applied, or
+/// the apply failed). Fresher than the snapshot the plan was made from: a Service just
+/// created already has its node port.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// MongoDB headless Service.
+    pub mongo_service: Option<Service>,
+    /// Static volume.
+    pub persistent_volume: Option<PersistentVolume>,
+    /// MongoDB StatefulSet.
+    pub statefulset: Option<StatefulSet>,
+    /// Web NodePort Service.
+    pub web_service: Option<Service>,
+    /// Web Deployment.
+    pub deployment: Option<Deployment>,
+    /// Web autoscaler.
+    pub hpa: Option<HorizontalPodAutoscaler>,
+}
+
+/// Converges `owner`'s children: the finalizer (and, at the same time, the confirmation
+/// of the Secret), then the Secret (once the finalizer is there to clean it up), then
+/// every child concurrently. Every child is tried even when one fails, so one refused
+/// object (say, a taken node port) does not hold the others back; the first failure is
+/// returned, with what the others' applies returned.
+pub async fn converge<K: Owner>(
+    client: &Client,
+    owner: &K,
+    plan: Converge,
+    changes: &Changes,
+) -> (Applied, Result<()>) {
+    let Converge {
+        finalizers,
+        secret,
+        children,
+    } = plan;
+    let namespace = owner.namespace().unwrap_or_default();
+    if let Err(error) = prepare(client, owner, &namespace, finalizers, secret, changes).await {
+        return (Applied::default(), Err(error));
+    }
+    write_all(client, &namespace, children, changes).await
+}
+
+/// The finalizer and the Secret, before any other child.
+async fn prepare<K: Owner>(
+    client: &Client,
+    owner: &K,
+    namespace: &str,
+    finalizers: Option<Vec<String>>,
+    secret: Once<Secret>,
+    changes: &Changes,
+) -> Result<()> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let finalizer = async {
+        match finalizers {
+            Some(finalizers) => set_finalizers(client, owner, finalizers).await,
+            None => Ok(()),
+        }
+    };
+    match secret {
+        Once::Leave => finalizer.await,
+        Once::Create(object) => {
+            finalizer.await?;
+            create_once(changes, &secrets, &object).await
+        }
+        Once::Confirm { name, missing } => {
+            let (finalized, found) = futures::join!(finalizer, exists(&secrets, &name));
+            finalized?;
+            if found? { Ok(()) } else { Err(missing) }
+        }
+    }
+}
+
+/// Runs the clean-up stage by stage, then sets the finalizers it leaves.
+pub async fn finalize<K: Owner>(
+    client: &Client,
+    owner: &K,
+    plan: Finalize,
+    changes: &Changes,
+) -> Result<Cleanup> {
+    match plan {
+        Finalize::Nothing => Ok(Cleanup::Done),
+        Finalize::Wait(targets) => {
+            delete_all(client, &targets, changes).await?;
+            Ok(Cleanup::Pending)
+        }
+        Finalize::Release { stages, finalizers } => {
+            let last = stages.len();
+            for (number, stage) in stages.iter().enumerate() {
+                let found = delete_all(client, stage, changes).await?;
+                if found && number + 1 < last {
+                    return Ok(Cleanup::Pending);
+                }
+            }
+            set_finalizers(client, owner, finalizers).await?;
+            Ok(Cleanup::Done)
+        }
+    }
+}
+
+/// Applies `status` to `owner`'s status subresource.
+pub async fn patch_status<K: Owner>(
+    client: &Client,
+    owner: &K,
+    status: &impl Serialize,
+) -> Result<()> {
+    let name = owner.name_any();
+    let api: Api<K> = Api::namespaced(client.clone(), &owner.namespace().unwrap_or_default());
+    let patch = json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map(drop)
+    .map_err(|source| {
+        Error::kube(
+            format!("update the status of {} {name}", K::kind(&())),
+            source,
+        )
+    })
+}
+
+/// Every step of `writes`, concurrently; the first failure is returned.
+async fn write_all(
+    client: &Client,
+    namespace: &str,
+    writes: Writes,
+    changes: &Changes,
+) -> (Applied, Result<()>) {
+    let Writes {
+        mongo_service,
+        persistent_volume,
+        statefulset,
+        web_service,
+        deployment,
+        hpa,
+    } = writes;
+    let (mongo_service, persistent_volume, statefulset, web_service, deployment, hpa) = futures::join!(
+        write(
+            changes,
+            Api::namespaced(client.clone(), namespace),
+            mongo_service
+        ),
+        write(changes, Api::all(client.clone()), persistent_volume),
+        write(
+            changes,
+            Api::namespaced(client.clone(), namespace),
+            statefulset
+        ),
+        write(
+            changes,
+            Api::namespaced(client.clone(), namespace),
+            web_service
+        ),
+        write(
+            changes,
+            Api::namespaced(client.clone(), namespace),
+            deployment
+        ),
+        write(changes, Api::namespaced(client.clone(), namespace), hpa),
+    );
+    let mut failure = None;
+    let applied = Applied {
+        mongo_service: keep(mongo_service, &mut failure),
+        persistent_volume: keep(persistent_volume, &mut failure),
+        statefulset: keep(statefulset, &mut failure),
+        web_service: keep(web_service, &mut failure),
+        deployment: keep(deployment, &mut failure),
+        hpa: keep(hpa, &mut failure),
+    };
+    (applied, failure.map_or(Ok(()), Err))
+}
+
+/// The object of a write, or `None` with its error kept in `failure` unless one is there.
+fn keep<K>(written: Result<Option<K>>, failure: &mut Option<Error>) -> Option<K> {
+    written.unwrap_or_else(|error| {
+        failure.get_or_insert(error);
+        None
+    })
+}
+
+/// One step; returns what the API server returned for an apply.
+async fn write<K>(changes: &Changes, api: Api<K>, step: Step<K>) -> Result<Option<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
+{
+    match step {
+        Step::Leave => Ok(None),
+        Step::Apply(Apply {
+            object,
+            existed,
+            first,
+        }) => {
+            let what = describe(&object);
+            if let Some(Hold { manager, patch }) = first {
+                apply::apply_as::<K, _>(&api, &patch, manager).await?;
+            }
+            tracing::debug!(child = %what, "applying");
+            let live = apply::apply(&api, &object).await?;
+            let verb = if existed {
+                Verb::Updated
+            } else {
+                Verb::Created
+            };
+            tracing::info!(child = %what, "{}", verb.word());
+            changes.record(verb, what);
+            Ok(Some(live))
+        }
+        Step::Delete(name) => {
+            let what = format!("{} {name}", K::kind(&()));
+            delete(changes, &api, &name, what).await.map(|_| None)
+        }
+    }
+}
+
+/// Deletes every target concurrently; returns whether any was still there.
+async fn delete_all(client: &Client, targets: &[Target], changes: &Changes) -> Result<bool> {
+    let deletions = targets.iter().map(|target| {
+        let api: Api<DynamicObject> = match &target.namespace {
+            Some(namespace) => Api::namespaced_with(client.clone(), namespace, &target.resource),
+            None => Api::all_with(client.clone(), &target.resource),
+        };
+        async move { delete(changes, &api, &target.name, target.describe()).await }
+    });
+    future::join_all(deletions)
+        .await
+        .into_iter()
+        .try_fold(false, |found, deleted| Ok(found | deleted?))
+}
+
+/// Deletes `name` (`what`, for messages); returns whether it was there.
+async fn delete<K>(changes: &Changes, api: &Api<K>, name: &str, what: String) -> Result<bool>
+where
+    K: Resource + Clone + DeserializeOwned + Debug,
+{
+    match api.delete(name, &DeleteParams::background()).await {
+        Ok(_) => {
+            tracing::info!(child = %what, "deleted");
+            changes.record(Verb::Deleted, what);
+            Ok(true)
+        }
+        Err(error) if Refusal::of(&error) == Some(Refusal::NotFound) => Ok(false),
+        Err(source) => Err(Error::kube(format!("delete {what}"), source)),
+    }
+}
+
+/// Creates `object` unless an object of its name exists.
+async fn create_once<K>(changes: &Changes, api: &Api<K>, object: &K) -> Result<()>
+where
+    K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
+{
+    let what = describe(object);
+    let params = PostParams {
+        field_manager: Some(MANAGER.to_owned()),
+        ..PostParams::default()
+    };
+    match api.create(&params, object).await {
+        Ok(_) => {
+            tracing::info!(child = %what, "created");
+            changes.record(Verb::Created, what);
+            Ok(())
+        }
+        // There already, without the labels the cache selects on (restored by hand).
+        Err(error) if Refusal::of(&error) == Some(Refusal::Conflict) => Ok(()),
+        Err(source) => Err(Error::kube(format!("create {what}"), source)),
+    }
+}
+
+/// Whether an object `name` exists, read as metadata only.
+async fn exists<K>(api: &Api<K>, name: &str) -> Result<bool>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
+{
+    api.get_metadata_opt(name)
+        .await
+        .map(|found| found.is_some())
+        .map_err(|source| Error::kube(format!("get {} {name}", K::kind(&())), source))
+}
+
+/// Replaces `owner`'s finalizers, failing if it changed since it was read.
+async fn set_finalizers<K: Owner>(
+    client: &Client,
+    owner: &K,
+    finalizers: Vec<String>,
+) -> Result<()> {
+    let name = owner.name_any();
+    let api: Api<K> = Api::namespaced(client.clone(), &owner.namespace().unwrap_or_default());
+    let patch = json!({
+        "metadata": { "finalizers": finalizers, "resourceVersion": owner.resource_version() }
+    });
+    api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map(drop)
+        .map_err(|source| {
+            Error::kube(
+                format!("set the finalizers of {} {name}", K::kind(&())),
+                source,
+            )
+        })
+}
+
+/// Kind and name, for messages and Events.
+fn describe<K: Resource<DynamicType = ()>>(object: &K) -> String {
+    format!("{} {}", K::kind(&()), object.name_any())
+}

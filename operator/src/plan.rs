@@ -1,0 +1,435 @@
+//! Plan: what one reconcile does, decided from the object and one [`Snapshot`] of the
+//! caches by a pure function (no request, no clock, no randomness: a new password comes
+//! from the caller). Every decision about the children is here: what to apply, with the
+//! hand-off of `replicas` to the autoscaler; what to delete (the autoscaler once
+//! autoscaling is off); whether a credentials Secret may be generated; the finalizer; and
+//! the order of the clean-up under `deletionPolicy: Delete`.
+
+use flaskmongo_crd::{DeletionPolicy, FlaskMongoApp};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Secret, Service};
+use k8s_openapi::{ClusterResourceScope, NamespaceResourceScope};
+use kube::api::ObjectMeta;
+use kube::core::ApiResource;
+use kube::{Resource, ResourceExt};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::apply;
+use crate::children::{self, Children, Instance, secret};
+use crate::error::{Error, Result};
+use crate::labels::{self, MANAGER};
+use crate::observe::Snapshot;
+
+/// Finalizer that lets the operator remove the data under `deletionPolicy: Delete`.
+pub const FINALIZER: &str = "flaskmongo.dev/cleanup";
+/// Field manager that keeps `spec.replicas` while the autoscaler takes it over.
+pub const REPLICAS_HANDOFF_MANAGER: &str = "flaskmongo-operator-replicas-handoff";
+
+/// What one reconcile does.
+#[derive(Debug)]
+pub enum Plan {
+    /// The object lives: bring the children to its spec, then report its status. Boxed:
+    /// it holds every child.
+    Converge(Box<Converge>),
+    /// The object is being deleted: clean up, report nothing.
+    Finalize(Finalize),
+}
+
+/// The writes that bring a live object's children to its spec, in this order: the
+/// finalizer (and any confirmation of the Secret, at the same time), the Secret, then
+/// every child at once.
+#[derive(Debug)]
+pub struct Converge {
+    /// The object's finalizers with ours added, when it lacks ours; `None` leaves them.
+    pub finalizers: Option<Vec<String>>,
+    /// The credentials Secret.
+    pub secret: Once<Secret>,
+    /// Every other child.
+    pub children: Writes,
+}
+
+/// An object created once and never changed afterwards.
+#[derive(Debug)]
+pub enum Once<K> {
+    /// It exists (or, paused, the object changes nothing).
+    Leave,
+    /// Create it; one that already exists (without the labels the cache selects on) is
+    /// left as it is.
+    Create(K),
+    /// It must exist but the cache does not show it: look it up by name, and fail with
+    /// `missing` if it is not there. Nothing else is written until it is.
+    Confirm {
+        /// Its name, in the object's namespace.
+        name: String,
+        /// The failure to report when it is not there.
+        missing: Error,
+    },
+}
+
+/// One step for each child the operator applies. Execute takes it apart field by field,
+/// so a child added here and not handled there does not compile.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Writes {
+    /// MongoDB headless Service.
+    pub mongo_service: Step<Service>,
+    /// Static volume (cluster-scoped).
+    pub persistent_volume: Step<PersistentVolume>,
+    /// MongoDB StatefulSet.
+    pub statefulset: Step<StatefulSet>,
+    /// Web NodePort Service.
+    pub web_service: Step<Service>,
+    /// Web Deployment.
+    pub deployment: Step<Deployment>,
+    /// Web autoscaler.
+    pub hpa: Step<HorizontalPodAutoscaler>,
+}
+
+impl Writes {
+    /// No write at all.
+    fn none() -> Self {
+        Self {
+            mongo_service: Step::Leave,
+            persistent_volume: Step::Leave,
+            statefulset: Step::Leave,
+            web_service: Step::Leave,
+            deployment: Step::Leave,
+            hpa: Step::Leave,
+        }
+    }
+}
+
+/// What to do with one child.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step<K> {
+    /// Its cached live version already is what the spec makes it (or it is neither
+    /// wanted nor there).
+    Leave,
+    /// Apply it.
+    Apply(Apply<K>),
+    /// Delete the object of this name: the spec no longer wants it.
+    Delete(String),
+}
+
+/// One server-side apply.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Apply<K> {
+    /// The object, stamped with the hash of its content.
+    pub object: K,
+    /// Whether it exists: an apply then reports Updated rather than Created.
+    pub existed: bool,
+    /// Applied first, to keep a field that `object` stops setting.
+    pub first: Option<Hold>,
+}
+
+/// An apply by a second field manager that keeps a field when the operator's own applies
+/// stop setting it: a field no manager owns any more is removed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hold {
+    /// The second field manager.
+    pub manager: &'static str,
+    /// What it applies: the kind, the name and the field.
+    pub patch: Value,
+}
+
+/// The clean-up of an object being deleted.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Finalize {
+    /// Our finalizer is not there: nothing to do.
+    Nothing,
+    /// What holds the data is still there: delete these (what is not already being
+    /// deleted), and look again shortly.
+    Wait(Vec<Target>),
+    /// Delete stage by stage, then set `finalizers` (the object's, without ours). Each
+    /// stage runs concurrently; one that still finds something to delete ends the run
+    /// before the next stage (the caches lagged: look again), unless it is the last.
+    Release {
+        /// The deletions, in order.
+        stages: Vec<Vec<Target>>,
+        /// The finalizers to leave on the object.
+        finalizers: Vec<String>,
+    },
+}
+
+/// An object to delete, named by kind and name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// Its kind, for a dynamic API.
+    pub resource: ApiResource,
+    /// Its namespace; `None` for a cluster-scoped kind.
+    pub namespace: Option<String>,
+    /// Its name.
+    pub name: String,
+}
+
+impl Target {
+    /// The object `name` of the namespaced kind `K` in `namespace`.
+    pub fn namespaced<K>(name: String, namespace: &str) -> Self
+    where
+        K: Resource<DynamicType = (), Scope = NamespaceResourceScope>,
+    {
+        Self {
+            resource: ApiResource::erase::<K>(&()),
+            namespace: Some(namespace.to_owned()),
+            name,
+        }
+    }
+
+    /// The object `name` of the cluster-scoped kind `K`.
+    pub fn cluster<K>(name: String) -> Self
+    where
+        K: Resource<DynamicType = (), Scope = ClusterResourceScope>,
+    {
+        Self {
+            resource: ApiResource::erase::<K>(&()),
+            namespace: None,
+            name,
+        }
+    }
+
+    /// Kind and name, for messages and Events.
+    pub fn describe(&self) -> String {
+        format!("{} {}", self.resource.kind, self.name)
+    }
+}
+
+/// The plan for `app` (checked as `instance`) given what the caches hold of it.
+/// `password` is called only when a new Secret is to be created.
+pub fn plan(
+    app: &FlaskMongoApp,
+    instance: &Instance<'_>,
+    snapshot: &Snapshot,
+    password: impl FnOnce() -> String,
+) -> Result<Plan> {
+    if app.metadata.deletion_timestamp.is_some() {
+        return Ok(Plan::Finalize(finalize(app, instance, snapshot)));
+    }
+    if app.spec.paused {
+        return Ok(Plan::Converge(Box::new(Converge {
+            finalizers: None,
+            secret: Once::Leave,
+            children: Writes::none(),
+        })));
+    }
+    Ok(Plan::Converge(Box::new(Converge {
+        finalizers: (!has_finalizer(app)).then(|| {
+            let mut finalizers = app.finalizers().to_vec();
+            finalizers.push(FINALIZER.to_owned());
+            finalizers
+        }),
+        secret: credentials(instance, snapshot, password),
+        children: writes(instance, snapshot)?,
+    })))
+}
+
+fn has_finalizer(app: &FlaskMongoApp) -> bool {
+    app.finalizers().iter().any(|f| f == FINALIZER)
+}
+
+/// The credentials Secret is created only when nothing holds data from an earlier object
+/// of this name: only the old Secret holds the password that opens it. With such data and
+/// no Secret in the cache (which sees only labelled Secrets, and may lag a Secret just
+/// created), the Secret is looked up by name, and its absence reported.
+fn credentials(
+    instance: &Instance<'_>,
+    snapshot: &Snapshot,
+    password: impl FnOnce() -> String,
+) -> Once<Secret> {
+    if snapshot.secret {
+        return Once::Leave;
+    }
+    let retained = if snapshot.persistent_volume.is_some() {
+        Some(format!("PersistentVolume {}", instance.volume_name()))
+    } else if snapshot.claim.is_some() {
+        Some(format!("PersistentVolumeClaim {}", instance.claim_name()))
+    } else {
+        None
+    };
+    match retained {
+        None => Once::Create(secret::build(instance, &password())),
+        Some(volume) => Once::Confirm {
+            name: instance.secret_name(),
+            missing: Error::CredentialsMissing {
+                volume,
+                secret: instance.secret_name(),
+            },
+        },
+    }
+}
+
+/// Each child against its cached live version.
+fn writes(instance: &Instance<'_>, snapshot: &Snapshot) -> Result<Writes> {
+    let Children {
+        deployment,
+        web_service,
+        hpa,
+        statefulset,
+        mongo_service,
+        persistent_volume,
+    } = children::desired(instance);
+    Ok(Writes {
+        mongo_service: apply_step(mongo_service, snapshot.mongo_service.as_ref())?,
+        // A volume the spec does not create is left alone: it holds data.
+        persistent_volume: match persistent_volume {
+            Some(volume) => apply_step(volume, snapshot.persistent_volume.as_ref())?,
+            None => Step::Leave,
+        },
+        statefulset: apply_step(statefulset, snapshot.statefulset.as_ref())?,
+        web_service: apply_step(web_service, snapshot.web_service.as_ref())?,
+        deployment: deployment_step(
+            deployment,
+            snapshot.deployment.as_ref(),
+            instance.spec.autoscaling.min_replicas,
+        )?,
+        hpa: match hpa {
+            Some(hpa) => apply_step(hpa, snapshot.hpa.as_ref())?,
+            None => orphan(instance, snapshot.hpa.as_ref()),
+        },
+    })
+}
+
+/// `desired` stamped with its hash, to apply unless its cached live version already
+/// matches it.
+fn apply_step<K>(desired: K, live: Option<&K>) -> Result<Step<K>>
+where
+    K: Resource + Serialize,
+{
+    let object = apply::with_hash(desired)?;
+    if apply::is_current(&object, live)? {
+        return Ok(Step::Leave);
+    }
+    Ok(Step::Apply(Apply {
+        object,
+        existed: live.is_some(),
+        first: None,
+    }))
+}
+
+/// The Deployment, handing `spec.replicas` over to the autoscaler when it is turned on.
+///
+/// A field dropped from an apply is removed if no other manager owns it, and a Deployment
+/// without `replicas` falls back to one pod. So before the first apply without `replicas`,
+/// a second field manager applies the current count; it keeps the field until the
+/// autoscaler's first change takes it over.
+fn deployment_step(
+    desired: Deployment,
+    live: Option<&Deployment>,
+    min_replicas: i32,
+) -> Result<Step<Deployment>> {
+    let Step::Apply(mut apply) = apply_step(desired, live)? else {
+        return Ok(Step::Leave);
+    };
+    if apply.object.spec.replicas.is_none() {
+        match live {
+            // Created without `replicas`, it would run one pod until the autoscaler's first
+            // pass. It starts at the autoscaler's minimum instead; the hash stays that of
+            // the spec without `replicas`, so the count is handed over like any other.
+            None => apply.object.spec.replicas = Some(min_replicas),
+            Some(live) if owns_replicas(live) => {
+                apply.first = Some(Hold {
+                    manager: REPLICAS_HANDOFF_MANAGER,
+                    patch: json!({
+                        "apiVersion": "apps/v1",
+                        "kind": "Deployment",
+                        "metadata": { "name": live.name_any(), "namespace": live.namespace() },
+                        "spec": { "replicas": live.spec.replicas },
+                    }),
+                });
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(Step::Apply(apply))
+}
+
+/// Whether the operator's own applies own the live Deployment's `spec.replicas`.
+pub fn owns_replicas(deployment: &Deployment) -> bool {
+    deployment.managed_fields().iter().any(|entry| {
+        entry.manager.as_deref() == Some(MANAGER)
+            && entry.operation.as_deref() == Some("Apply")
+            && entry
+                .fields_v1
+                .as_ref()
+                .is_some_and(|fields| fields.0["f:spec"].get("f:replicas").is_some())
+    })
+}
+
+/// A child the spec no longer wants: deleted if the cache (which holds only objects with
+/// the operator's labels) has it, labelled as this object's, and not already going.
+fn orphan<K: Resource>(instance: &Instance<'_>, live: Option<&K>) -> Step<K> {
+    match live {
+        Some(live)
+            if belongs_to(instance, live.meta()) && live.meta().deletion_timestamp.is_none() =>
+        {
+            Step::Delete(live.meta().name.clone().unwrap_or_default())
+        }
+        _ => Step::Leave,
+    }
+}
+
+/// Whether the owner labels of `meta` name this object.
+fn belongs_to(instance: &Instance<'_>, meta: &ObjectMeta) -> bool {
+    let owner = meta.labels.as_ref().and_then(labels::owner);
+    owner == Some((instance.namespace, instance.name))
+}
+
+/// The clean-up. Under `Retain` the data, its claim and its Secret stay, and the
+/// namespaced children go with the object through their owner references. Under `Delete`:
+/// first the StatefulSet (so no pod holds the claim) and the claim; once both are gone,
+/// the volume and the Secret; then the finalizer.
+fn finalize(app: &FlaskMongoApp, instance: &Instance<'_>, snapshot: &Snapshot) -> Finalize {
+    if !has_finalizer(app) {
+        return Finalize::Nothing;
+    }
+    let finalizers = app
+        .finalizers()
+        .iter()
+        .filter(|f| *f != FINALIZER)
+        .cloned()
+        .collect();
+    let storage = &instance.spec.mongo.storage;
+    if storage.deletion_policy != DeletionPolicy::Delete {
+        return Finalize::Release {
+            stages: Vec::new(),
+            finalizers,
+        };
+    }
+    let namespace = instance.namespace;
+    let holders = [
+        (
+            Target::namespaced::<StatefulSet>(instance.mongo_name(), namespace),
+            snapshot.statefulset.as_ref().map(|s| &s.metadata),
+        ),
+        (
+            Target::namespaced::<PersistentVolumeClaim>(instance.claim_name(), namespace),
+            snapshot.claim.as_ref().map(|c| &c.metadata),
+        ),
+    ];
+    if holders.iter().any(|(_, live)| live.is_some()) {
+        return Finalize::Wait(
+            holders
+                .into_iter()
+                .filter(|(_, live)| live.is_some_and(|meta| meta.deletion_timestamp.is_none()))
+                .map(|(target, _)| target)
+                .collect(),
+        );
+    }
+    // The caches show neither: deleting both again confirms it (404) before the data goes.
+    let release = holders.into_iter().map(|(target, _)| target).collect();
+    let mut data = Vec::new();
+    if storage.persistent_volume.create {
+        data.push(Target::cluster::<PersistentVolume>(instance.volume_name()));
+    }
+    data.push(Target::namespaced::<Secret>(
+        instance.secret_name(),
+        namespace,
+    ));
+    Finalize::Release {
+        stages: vec![release, data],
+        finalizers,
+    }
+}
+
+#[cfg(test)]
+mod tests;

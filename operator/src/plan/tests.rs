@@ -1,0 +1,478 @@
+use flaskmongo_crd::FlaskMongoAppSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::core::PartialObjectMeta;
+
+use super::*;
+use crate::children::tests::app;
+use crate::labels::INSTANCE;
+
+const PASSWORD: &str = "abcdefghijklmnopqrstuvwxyz012345";
+const OTHER_FINALIZER: &str = "example.com/keep";
+
+/// A live object `shop` in `team-a` with our finalizer, as after its first reconcile.
+fn shop(spec: FlaskMongoAppSpec) -> FlaskMongoApp {
+    let mut app = app("shop", "team-a", spec);
+    app.metadata.finalizers = Some(vec![OTHER_FINALIZER.to_owned(), FINALIZER.to_owned()]);
+    app
+}
+
+/// `app` being deleted.
+fn deleting(mut app: FlaskMongoApp) -> FlaskMongoApp {
+    app.metadata.deletion_timestamp = Some(Time(Timestamp::from_second(1).unwrap()));
+    app
+}
+
+fn planned(app: &FlaskMongoApp, snapshot: &Snapshot) -> Plan {
+    let instance = Instance::new(app).unwrap();
+    plan(app, &instance, snapshot, || PASSWORD.to_owned()).unwrap()
+}
+
+fn converge(app: &FlaskMongoApp, snapshot: &Snapshot) -> Converge {
+    match planned(app, snapshot) {
+        Plan::Converge(converge) => *converge,
+        other => panic!("expected converging, planned {other:?}"),
+    }
+}
+
+fn finalize(app: &FlaskMongoApp, snapshot: &Snapshot) -> Finalize {
+    match planned(app, snapshot) {
+        Plan::Finalize(finalize) => finalize,
+        other => panic!("expected a clean-up, planned {other:?}"),
+    }
+}
+
+fn applied<K: std::fmt::Debug>(step: Step<K>) -> Apply<K> {
+    match step {
+        Step::Apply(apply) => apply,
+        other => panic!("expected an apply, planned {other:?}"),
+    }
+}
+
+/// What the caches hold once every write `app`'s first plan makes has succeeded.
+fn converged(app: &FlaskMongoApp) -> Snapshot {
+    fn live<K>(step: Step<K>) -> Option<K> {
+        match step {
+            Step::Apply(apply) => Some(apply.object),
+            Step::Leave | Step::Delete(_) => None,
+        }
+    }
+    let Writes {
+        mongo_service,
+        persistent_volume,
+        statefulset,
+        web_service,
+        deployment,
+        hpa,
+    } = converge(app, &Snapshot::default()).children;
+    Snapshot {
+        deployment: live(deployment).map(owning_replicas),
+        web_service: live(web_service),
+        hpa: live(hpa),
+        statefulset: live(statefulset),
+        mongo_service: live(mongo_service),
+        persistent_volume: live(persistent_volume),
+        claim: Some(claim()),
+        secret: true,
+    }
+}
+
+/// `deployment` with the managed fields the operator's apply leaves when it sets
+/// `replicas` (as the cache keeps them).
+fn owning_replicas(mut deployment: Deployment) -> Deployment {
+    if deployment.spec.replicas.is_some() {
+        deployment.metadata.managed_fields = Some(vec![ManagedFieldsEntry {
+            manager: Some(MANAGER.to_owned()),
+            operation: Some("Apply".to_owned()),
+            fields_v1: Some(FieldsV1(json!({ "f:spec": { "f:replicas": {} } }))),
+            ..ManagedFieldsEntry::default()
+        }]);
+    }
+    deployment
+}
+
+fn claim() -> PartialObjectMeta<PersistentVolumeClaim> {
+    PartialObjectMeta {
+        metadata: ObjectMeta {
+            name: Some("data-shop-mongo-0".to_owned()),
+            namespace: Some("team-a".to_owned()),
+            ..ObjectMeta::default()
+        },
+        ..PartialObjectMeta::default()
+    }
+}
+
+fn terminating(mut meta: ObjectMeta) -> ObjectMeta {
+    meta.deletion_timestamp = Some(Time(Timestamp::from_second(1).unwrap()));
+    meta
+}
+
+fn spec(change: impl FnOnce(&mut FlaskMongoAppSpec)) -> FlaskMongoAppSpec {
+    let mut spec = FlaskMongoAppSpec::default();
+    change(&mut spec);
+    spec
+}
+
+#[test]
+fn a_new_object_gets_every_child_its_secret_and_the_finalizer() {
+    let mut app = shop(FlaskMongoAppSpec::default());
+    app.metadata.finalizers = Some(vec![OTHER_FINALIZER.to_owned()]);
+    let Converge {
+        finalizers,
+        secret,
+        children,
+    } = converge(&app, &Snapshot::default());
+    assert_eq!(
+        finalizers,
+        Some(vec![OTHER_FINALIZER.to_owned(), FINALIZER.to_owned()]),
+        "ours is added after the others"
+    );
+    let Once::Create(secret) = secret else {
+        panic!("expected a new Secret, planned {secret:?}");
+    };
+    assert_eq!(
+        secret.metadata.name.as_deref(),
+        Some("shop-mongo-credentials")
+    );
+    assert_eq!(
+        secret.string_data.unwrap()[children::PASSWORD_KEY],
+        PASSWORD
+    );
+    let Writes {
+        mongo_service,
+        persistent_volume,
+        statefulset,
+        web_service,
+        deployment,
+        hpa,
+    } = children;
+    assert!(!applied(mongo_service).existed);
+    assert!(!applied(persistent_volume).existed);
+    assert!(!applied(statefulset).existed);
+    assert!(!applied(web_service).existed);
+    assert!(!applied(deployment).existed);
+    let hpa = applied(hpa);
+    assert!(!hpa.existed);
+    assert!(
+        hpa.object
+            .annotations()
+            .contains_key(apply::HASH_ANNOTATION),
+        "every applied child carries the hash of its content"
+    );
+}
+
+#[test]
+fn a_converged_object_plans_no_write() {
+    let app = shop(FlaskMongoAppSpec::default());
+    let mut snapshot = converged(&app);
+    // The autoscaler's count is not the operator's to restore.
+    if let Some(deployment) = &mut snapshot.deployment {
+        deployment.spec.replicas = Some(4);
+        deployment.metadata.managed_fields = None;
+    }
+    let Converge {
+        finalizers,
+        secret,
+        children,
+    } = converge(&app, &snapshot);
+    assert_eq!(finalizers, None);
+    assert!(matches!(secret, Once::Leave), "{secret:?}");
+    assert_eq!(children, Writes::none());
+}
+
+#[test]
+fn a_paused_object_plans_no_write_at_all() {
+    let mut app = app("shop", "team-a", spec(|s| s.paused = true));
+    app.spec.web.image = "flaskmongo/webapp:paused".to_owned();
+    let Converge {
+        finalizers,
+        secret,
+        children,
+    } = converge(&app, &Snapshot::default());
+    assert_eq!(finalizers, None, "not even the finalizer");
+    assert!(matches!(secret, Once::Leave), "{secret:?}");
+    assert_eq!(children, Writes::none());
+}
+
+#[test]
+fn replicas_are_handed_over_to_the_autoscaler() {
+    let fixed = |replicas| {
+        spec(|s| {
+            s.autoscaling.enabled = false;
+            s.web.replicas = replicas;
+        })
+    };
+    let autoscaled = spec(|s| s.autoscaling.min_replicas = 3);
+    let live = |spec: FlaskMongoAppSpec, owned: bool| {
+        let mut spec = spec;
+        spec.web.image = "flaskmongo/webapp:before".to_owned();
+        let mut deployment = converged(&shop(spec)).deployment.unwrap();
+        if !owned {
+            deployment.metadata.managed_fields = None;
+        }
+        deployment
+    };
+    // (case, spec, live Deployment, replicas applied, replicas held by the second manager)
+    let cases = [
+        (
+            "created with autoscaling: starts at the autoscaler's minimum",
+            autoscaled.clone(),
+            None,
+            Some(3),
+            None,
+        ),
+        (
+            "autoscaling turned on: the count is held while the operator lets go of it",
+            autoscaled.clone(),
+            Some(live(fixed(4), true)),
+            None,
+            Some(4),
+        ),
+        (
+            "already handed over: nothing to hold",
+            autoscaled.clone(),
+            Some(live(autoscaled.clone(), false)),
+            None,
+            None,
+        ),
+        ("created without autoscaling", fixed(3), None, Some(3), None),
+        (
+            "autoscaling turned off: the spec's count",
+            fixed(3),
+            Some(live(autoscaled.clone(), false)),
+            Some(3),
+            None,
+        ),
+    ];
+    for (case, spec, deployment, replicas, held) in cases {
+        let snapshot = Snapshot {
+            deployment,
+            ..Snapshot::default()
+        };
+        let apply = applied(converge(&shop(spec), &snapshot).children.deployment);
+        assert_eq!(apply.object.spec.replicas, replicas, "{case}");
+        let hold = apply.first.map(|hold| {
+            assert_eq!(hold.manager, REPLICAS_HANDOFF_MANAGER, "{case}");
+            assert_eq!(hold.patch["kind"], "Deployment", "{case}");
+            assert_eq!(hold.patch["metadata"]["name"], "shop-web", "{case}");
+            assert_eq!(hold.patch["metadata"]["namespace"], "team-a", "{case}");
+            hold.patch["spec"]["replicas"].as_i64().unwrap()
+        });
+        assert_eq!(hold, held, "{case}");
+    }
+}
+
+#[test]
+fn the_autoscaler_goes_when_autoscaling_is_turned_off() {
+    let on = shop(FlaskMongoAppSpec::default());
+    let off = shop(spec(|s| s.autoscaling.enabled = false));
+    let ours = converged(&on).hpa;
+    let mut another_objects = ours.clone().unwrap();
+    another_objects
+        .labels_mut()
+        .insert(INSTANCE.to_owned(), "other".to_owned());
+    let mut going = ours.clone().unwrap();
+    going.metadata = terminating(going.metadata);
+    // (case, object, cached autoscaler, step)
+    let cases = [
+        (
+            "autoscaling off, ours cached: deleted",
+            &off,
+            ours.clone(),
+            Some(Step::Delete("shop-web".to_owned())),
+        ),
+        (
+            "autoscaling off, none cached",
+            &off,
+            None,
+            Some(Step::Leave),
+        ),
+        (
+            "autoscaling off, the cached one is another object's",
+            &off,
+            Some(another_objects),
+            Some(Step::Leave),
+        ),
+        (
+            "autoscaling off, already being deleted",
+            &off,
+            Some(going),
+            Some(Step::Leave),
+        ),
+        ("autoscaling on, none cached: applied", &on, None, None),
+    ];
+    for (case, app, hpa, expected) in cases {
+        let snapshot = Snapshot {
+            hpa,
+            ..Snapshot::default()
+        };
+        let step = converge(app, &snapshot).children.hpa;
+        match expected {
+            Some(expected) => assert_eq!(step, expected, "{case}"),
+            None => assert!(!applied(step).existed, "{case}"),
+        }
+    }
+}
+
+#[test]
+fn a_secret_is_generated_only_where_no_retained_data_needs_the_old_one() {
+    #[derive(Debug)]
+    enum Expect {
+        Leave,
+        Create,
+        /// Look the Secret up by name, and report the data it opens as missing it.
+        Confirm(&'static str),
+    }
+    let app = shop(FlaskMongoAppSpec::default());
+    let volume = converged(&app).persistent_volume;
+    let pv = "PersistentVolume team-a-shop-mongo";
+    let pvc = "PersistentVolumeClaim data-shop-mongo-0";
+    // (Secret cached, volume cached, claim cached, decision)
+    let cases = [
+        (true, false, false, Expect::Leave),
+        (true, true, true, Expect::Leave),
+        (false, false, false, Expect::Create),
+        (false, true, false, Expect::Confirm(pv)),
+        (false, true, true, Expect::Confirm(pv)),
+        (false, false, true, Expect::Confirm(pvc)),
+    ];
+    for (secret, has_volume, has_claim, expected) in cases {
+        let case = format!("Secret {secret}, volume {has_volume}, claim {has_claim}");
+        let snapshot = Snapshot {
+            persistent_volume: volume.clone().filter(|_| has_volume),
+            claim: has_claim.then(claim),
+            secret,
+            ..Snapshot::default()
+        };
+        let instance = Instance::new(&app).unwrap();
+        let creates = matches!(expected, Expect::Create);
+        let planned = plan(&app, &instance, &snapshot, || {
+            assert!(creates, "{case}: a password only for a new Secret");
+            PASSWORD.to_owned()
+        });
+        let Ok(Plan::Converge(converge)) = planned else {
+            panic!("{case}: expected converging, planned {planned:?}");
+        };
+        match (converge.secret, expected) {
+            (Once::Leave, Expect::Leave) => {}
+            (Once::Create(created), Expect::Create) => {
+                assert_eq!(
+                    created.metadata.name.as_deref(),
+                    Some("shop-mongo-credentials"),
+                    "{case}"
+                );
+            }
+            (Once::Confirm { name, missing }, Expect::Confirm(volume)) => {
+                assert_eq!(name, "shop-mongo-credentials", "{case}");
+                assert_eq!(missing.reason(), "CredentialsMissing", "{case}");
+                let message = missing.to_string();
+                assert!(message.starts_with(volume), "{case}: {message}");
+                assert!(message.contains("shop-mongo-credentials"), "{case}");
+            }
+            (planned, expected) => panic!("{case}: expected {expected:?}, planned {planned:?}"),
+        }
+    }
+}
+
+#[test]
+fn deletion_cleans_up_in_order_then_releases_the_finalizer() {
+    let delete = spec(|s| s.mongo.storage.deletion_policy = DeletionPolicy::Delete);
+    let dynamic = spec(|s| {
+        s.mongo.storage.deletion_policy = DeletionPolicy::Delete;
+        s.mongo.storage.persistent_volume.create = false;
+        s.mongo.storage.persistent_volume.host_path = None;
+    });
+    let statefulset = converged(&shop(FlaskMongoAppSpec::default())).statefulset;
+    let mut going_statefulset = statefulset.clone().unwrap();
+    going_statefulset.metadata = terminating(going_statefulset.metadata);
+    let going_claim = PartialObjectMeta {
+        metadata: terminating(claim().metadata),
+        ..claim()
+    };
+    let mut without_ours = deleting(shop(delete.clone()));
+    without_ours.metadata.finalizers = Some(vec![OTHER_FINALIZER.to_owned()]);
+
+    let sts = Target::namespaced::<StatefulSet>("shop-mongo".to_owned(), "team-a");
+    let pvc = Target::namespaced::<PersistentVolumeClaim>("data-shop-mongo-0".to_owned(), "team-a");
+    let pv = Target::cluster::<PersistentVolume>("team-a-shop-mongo".to_owned());
+    let secret = Target::namespaced::<Secret>("shop-mongo-credentials".to_owned(), "team-a");
+    let release = |stages| Finalize::Release {
+        stages,
+        finalizers: vec![OTHER_FINALIZER.to_owned()],
+    };
+    // (case, object, cached StatefulSet, cached claim, clean-up)
+    let cases = [
+        (
+            "our finalizer already gone",
+            without_ours,
+            statefulset.clone(),
+            Some(claim()),
+            Finalize::Nothing,
+        ),
+        (
+            "Retain: the data, its claim and its Secret stay",
+            deleting(shop(FlaskMongoAppSpec::default())),
+            statefulset.clone(),
+            Some(claim()),
+            release(vec![]),
+        ),
+        (
+            "Delete: the StatefulSet and the claim first",
+            deleting(shop(delete.clone())),
+            statefulset.clone(),
+            Some(claim()),
+            Finalize::Wait(vec![sts.clone(), pvc.clone()]),
+        ),
+        (
+            "Delete: what is already going is not deleted again",
+            deleting(shop(delete.clone())),
+            Some(going_statefulset),
+            Some(going_claim.clone()),
+            Finalize::Wait(vec![]),
+        ),
+        (
+            "Delete: the claim goes once no pod holds it",
+            deleting(shop(delete.clone())),
+            statefulset.clone(),
+            Some(going_claim),
+            Finalize::Wait(vec![sts.clone()]),
+        ),
+        (
+            "Delete: both gone, so the volume and the Secret, after confirming",
+            deleting(shop(delete)),
+            None,
+            None,
+            release(vec![
+                vec![sts.clone(), pvc.clone()],
+                vec![pv, secret.clone()],
+            ]),
+        ),
+        (
+            "Delete with a provisioned volume: the claim's reclaim policy takes it",
+            deleting(shop(dynamic)),
+            None,
+            None,
+            release(vec![vec![sts, pvc], vec![secret]]),
+        ),
+    ];
+    for (case, app, statefulset, claim, expected) in cases {
+        let snapshot = Snapshot {
+            statefulset,
+            claim,
+            secret: true,
+            ..converged(&shop(FlaskMongoAppSpec::default()))
+        };
+        assert_eq!(finalize(&app, &snapshot), expected, "{case}");
+    }
+}
+
+#[test]
+fn targets_name_their_kind_and_scope() {
+    let volume = Target::cluster::<PersistentVolume>("team-a-shop-mongo".to_owned());
+    assert_eq!(volume.namespace, None);
+    assert_eq!(volume.resource.plural, "persistentvolumes");
+    assert_eq!(volume.describe(), "PersistentVolume team-a-shop-mongo");
+    let statefulset = Target::namespaced::<StatefulSet>("shop-mongo".to_owned(), "team-a");
+    assert_eq!(statefulset.namespace.as_deref(), Some("team-a"));
+    assert_eq!(statefulset.resource.api_version, "apps/v1");
+}
