@@ -2,7 +2,7 @@
 SHELL := bash
 TOOLS := hack/tools.sh
 STACK := hack/local-stack.sh
-KUBE_BIN := $(CURDIR)/.tools/kubernetes-$(shell sed -n 's/^KUBERNETES_VERSION=//p' hack/versions.env)
+KUBE_BIN := $(shell source hack/versions.env && echo "$$TOOLS_DIR/kubernetes-$$KUBERNETES_VERSION")
 # The pinned kubectl, built with the control plane, comes first.
 export PATH := $(KUBE_BIN):$(PATH)
 
@@ -11,7 +11,11 @@ OPERATOR_IMAGE := flaskmongo/operator:$(VERSION)
 WEBAPP_IMAGE := flaskmongo/webapp:$(VERSION)
 SAMPLE := config/samples/flaskmongoapp.yaml
 
-.PHONY: help build test tools local-up local-down run manifests docker-build minikube-deploy undeploy
+# `make local-up NODE=real`: one real node (containerd, kubelet, kube-proxy) instead of kwok's.
+NODE ?= simulated
+export NODE
+
+.PHONY: help build test tools images e2e local-up local-down run manifests docker-build minikube-deploy undeploy
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
@@ -24,7 +28,14 @@ test: tools ## fmt, clippy and every test, against a local stack started and sto
 tools: ## build the local stack's binaries from pinned Go modules (once per pin)
 	$(TOOLS)
 
-local-up: tools ## start the local stack (Kubernetes control plane, simulated nodes, FerretDB); writes .local/env
+images: ## the operator, webapp, MongoDB stand-in and pause images as OCI archives (target/images/)
+	$(TOOLS) ferretdb
+	hack/images.py build
+
+e2e: tools images ## on a fresh real-node stack: the user's path from kubectl apply to curl on the NodePort
+	hack/e2e.sh
+
+local-up: tools $(if $(filter real,$(NODE)),images) ## start the local stack (control plane, FerretDB, simulated nodes or NODE=real); writes .local/env
 	$(STACK) up
 
 local-down: ## stop the local stack and remove its state

@@ -14,7 +14,6 @@ root=$(dirname "$here")
 cd "$root"
 # shellcheck source=versions.env
 source "$here/versions.env"
-TOOLS_DIR=${TOOLS_DIR:-$root/.tools}
 OUT=$root/target/bench
 VENV=$root/.venv-bench
 FERRETDB_BIN=$TOOLS_DIR/ferretdb-$FERRETDB_VERSION/ferretdb

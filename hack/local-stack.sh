@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The local test stack: etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
-# kwok (simulated nodes) and FerretDB, as plain processes on 127.0.0.1.
+# kwok (simulated nodes) and FerretDB, as plain processes on 127.0.0.1. With NODE=real, one
+# real node (hack/real-node.sh) takes the place of the simulated ones.
 #
-#   hack/local-stack.sh up      start it (safe to run again), write .local/env
+#   [NODE=real] hack/local-stack.sh up      start it (safe to run again), write .local/env
 #   hack/local-stack.sh down    stop exactly what `up` started and remove its state
 #   hack/local-stack.sh status  say what runs
 #   hack/local-stack.sh stop|start COMPONENT   stop or restart one component (fault tests)
@@ -12,13 +13,17 @@ root=$(dirname "$here")
 # shellcheck source=versions.env
 source "$here/versions.env"
 STATE=${LOCAL_STACK_DIR:-$root/.local}
-TOOLS_DIR=${TOOLS_DIR:-$root/.tools}
 export TOOLS_DIR
+NODE=${NODE:-simulated}
 NODES=${LOCAL_STACK_NODES:-2}
 SERVICE_CIDR=10.96.0.0/16
 SERVICE_IP=10.96.0.1
 POD_CIDR=10.244.0.0/16
-COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok ferretdb)
+CONTROL_PLANE=(etcd kube-apiserver kube-controller-manager kube-scheduler ferretdb)
+PAUSE_IMAGE=docker.io/flaskmongo/pause:$KUBERNETES_VERSION
+MONGO_STANDIN_IMAGE=docker.io/flaskmongo/mongo-standin:$FERRETDB_VERSION
+# shellcheck source=real-node.sh
+source "$here/real-node.sh"
 
 log() { printf '[local-stack] %s\n' "$*" >&2; }
 die() { log "$*"; exit 1; }
@@ -40,29 +45,32 @@ PY
 }
 
 # ---------------------------------------------------------------- certificates
+# ECDSA keys: quick to generate, accepted by every component.
+NEWKEY=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
+
+# sign NAME SUBJECT EXTFILE: a key and a certificate signed by the stack's CA, in the current folder.
+sign() {
+  openssl req -new "${NEWKEY[@]}" -keyout "$1.key" -out "$1.csr" -subj "$2" 2>/dev/null
+  openssl x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 365 -sha256 -extfile "$3" -out "$1.crt" 2>/dev/null
+  rm -f "$1.csr"
+}
+
 gen_pki() {
   local pki=$STATE/pki
   mkdir -p "$pki" && cd "$pki"
-  # ECDSA keys: quick to generate, accepted by every component.
-  local newkey=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
-  openssl req -x509 "${newkey[@]}" -sha256 -days 3650 -keyout ca.key -out ca.crt -subj "/CN=flaskmongo-local-ca" \
+  openssl req -x509 "${NEWKEY[@]}" -sha256 -days 3650 -keyout ca.key -out ca.crt -subj "/CN=flaskmongo-local-ca" \
     -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" 2>/dev/null
   cat > server.ext <<EOF
 basicConstraints=critical,CA:FALSE
 keyUsage=critical,digitalSignature,keyEncipherment
 extendedKeyUsage=serverAuth
-subjectAltName=DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,DNS:localhost,IP:127.0.0.1,IP:$SERVICE_IP
+subjectAltName=DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,DNS:localhost,IP:127.0.0.1,IP:$SERVICE_IP,IP:$NODE_IP
 EOF
   cat > client.ext <<EOF
 basicConstraints=critical,CA:FALSE
 keyUsage=critical,digitalSignature,keyEncipherment
 extendedKeyUsage=clientAuth
 EOF
-  sign() { # sign NAME SUBJECT EXTFILE
-    openssl req -new "${newkey[@]}" -keyout "$1.key" -out "$1.csr" -subj "$2" 2>/dev/null
-    openssl x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 365 -sha256 -extfile "$3" -out "$1.crt" 2>/dev/null
-    rm -f "$1.csr"
-  }
   sign apiserver "/CN=kube-apiserver" server.ext
   sign admin "/O=system:masters/CN=flaskmongo-admin" client.ext
   sign kube-controller-manager "/CN=system:kube-controller-manager" client.ext
@@ -70,6 +78,7 @@ EOF
   openssl ecparam -name prime256v1 -genkey -noout 2>/dev/null | openssl pkcs8 -topk8 -nocrypt -out sa.key
   openssl pkey -in sa.key -pubout -out sa.pub 2>/dev/null
   cd - >/dev/null
+  [ "$NODE" != real ] || node_pki
 }
 
 # kubeconfig USER: a kubeconfig for one client certificate.
@@ -138,11 +147,14 @@ start_etcd() {
 }
 
 start_kube_apiserver() {
-  local pki=$STATE/pki
+  local pki=$STATE/pki node_flags
+  if [ "$NODE" = real ]; then
+    mapfile -t node_flags < <(node_apiserver_flags)
+  else
+    node_flags=(--bind-address=127.0.0.1 --advertise-address=127.0.0.1 --endpoint-reconciler-type=none)
+  fi
   launch kube-apiserver "$KUBE_BIN/kube-apiserver" \
-    --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
-    --bind-address=127.0.0.1 --secure-port="$API_PORT" --advertise-address=127.0.0.1 \
-    --endpoint-reconciler-type=none \
+    --etcd-servers="http://127.0.0.1:$ETCD_PORT" --secure-port="$API_PORT" "${node_flags[@]}" \
     --tls-cert-file="$pki/apiserver.crt" --tls-private-key-file="$pki/apiserver.key" --cert-dir="$pki/serving" \
     --client-ca-file="$pki/ca.crt" --authorization-mode=Node,RBAC \
     --service-cluster-ip-range="$SERVICE_CIDR" \
@@ -255,16 +267,33 @@ resolve_bins() {
   KUBE_BIN=$TOOLS_DIR/kubernetes-$KUBERNETES_VERSION
   KWOK_BIN=$TOOLS_DIR/kwok-$KWOK_VERSION/kwok
   FERRETDB_BIN=$TOOLS_DIR/ferretdb-$FERRETDB_VERSION/ferretdb
-  for binary in "$ETCD_BIN" "$KUBE_BIN/kube-apiserver" "$KUBE_BIN/kubectl" "$KWOK_BIN" "$FERRETDB_BIN"; do
+  COREDNS_BIN=$TOOLS_DIR/coredns-$COREDNS_VERSION/coredns
+  METRICS_SERVER_BIN=$TOOLS_DIR/metrics-server-$METRICS_SERVER_VERSION/metrics-server
+  for binary in "$ETCD_BIN" "$KUBE_BIN/kube-apiserver" "$KUBE_BIN/kubectl" "$KWOK_BIN" "$FERRETDB_BIN" \
+    "$COREDNS_BIN" "$METRICS_SERVER_BIN"; do
     [ -x "$binary" ] || die "missing $binary after hack/tools.sh"
   done
   command -v openssl >/dev/null || die "openssl not found on PATH (apt-get install -y openssl)"
 }
 
+# The node of the stack in $STATE (real or simulated), else the one asked for.
+stack_node() {
+  if [ -f "$STATE/ports" ]; then (load_ports && echo "$NODE"); else echo "$NODE"; fi
+}
+
+# The components of the stack in $STATE, by the node it was started with.
+components() {
+  if [ "$(stack_node)" = real ]; then
+    printf '%s\n' "${CONTROL_PLANE[@]}" "${NODE_COMPONENTS[@]}"
+  else
+    printf '%s\n' "${CONTROL_PLANE[@]}" kwok
+  fi
+}
+
 running() {
   [ -f "$STATE/env" ] || return 1
   local c
-  for c in "${COMPONENTS[@]}"; do alive "$c" || return 1; done
+  for c in $(components); do alive "$c" || return 1; done
 }
 
 cmd_up() {
@@ -273,13 +302,22 @@ cmd_up() {
     return 0
   fi
   [ -d "$STATE" ] && { log "removing the remains of an earlier stack"; cmd_down; }
+  case "$NODE" in
+    real) node_prerequisites ;;
+    simulated) ;;
+    *) die "NODE must be real or simulated, not '$NODE'" ;;
+  esac
   resolve_bins
   local started=$SECONDS
+  # A failed start leaves nothing running; its logs are kept beside the stack's folder.
+  trap 'up_failed' EXIT
   mkdir -p "$STATE"
   read -r ETCD_PORT ETCD_PEER_PORT ETCD_METRICS_PORT API_PORT KCM_PORT SCHED_PORT KWOK_PORT FERRETDB_PORT FERRETDB_DEBUG_PORT \
-    <<< "$(free_ports 9)"
+    KUBELET_HEALTHZ_PORT KUBE_PROXY_HEALTHZ_PORT KUBE_PROXY_METRICS_PORT COREDNS_HEALTH_PORT COREDNS_READY_PORT METRICS_SERVER_PORT \
+    <<< "$(free_ports 15)"
   declare -p ETCD_PORT ETCD_PEER_PORT ETCD_METRICS_PORT API_PORT KCM_PORT SCHED_PORT KWOK_PORT FERRETDB_PORT FERRETDB_DEBUG_PORT \
-    ETCD_BIN KUBE_BIN KWOK_BIN FERRETDB_BIN | sed 's/^declare -- //' > "$STATE/ports"
+    KUBELET_HEALTHZ_PORT KUBE_PROXY_HEALTHZ_PORT KUBE_PROXY_METRICS_PORT COREDNS_HEALTH_PORT COREDNS_READY_PORT METRICS_SERVER_PORT \
+    ETCD_BIN KUBE_BIN KWOK_BIN FERRETDB_BIN COREDNS_BIN METRICS_SERVER_BIN NODE | sed 's/^declare -- //' > "$STATE/ports"
   log "certificates"
   gen_pki
   write_kubeconfig admin "$STATE/kubeconfig"
@@ -291,7 +329,11 @@ cmd_up() {
   start_kube_controller_manager
   start_kube_scheduler
   start_ferretdb
-  log "kwok with $NODES simulated nodes"; start_kwok; create_nodes
+  if [ "$NODE" = real ]; then
+    node_up
+  else
+    log "kwok with $NODES simulated nodes"; start_kwok; create_nodes
+  fi
   wait_until kube-controller-manager 60 kubectl_local get serviceaccount default -n default
   cat > "$STATE/env" <<EOF
 export KUBECONFIG=$STATE/kubeconfig
@@ -301,7 +343,16 @@ export LOCAL_STACK_DIR=$STATE
 export KUBE_BIN=$KUBE_BIN
 export PATH=$KUBE_BIN:\$PATH
 EOF
+  [ "$NODE" != real ] || node_env >> "$STATE/env"
+  trap - EXIT
   log "ready in $((SECONDS - started))s: source $STATE/env"
+}
+
+up_failed() {
+  rm -rf "$STATE.failed-logs"
+  cp -r "$STATE/logs" "$STATE.failed-logs" 2>/dev/null || true
+  log "start-up failed: stopping what started; its logs are in $STATE.failed-logs"
+  cmd_down
 }
 
 # stop_pids PID...: TERM, then KILL whatever still runs after 5 s; returns once all are gone.
@@ -318,6 +369,10 @@ stop_pids() {
 # Stops every process started for this stack (its components, and what `make demo` added).
 cmd_down() {
   local file pids=()
+  if [ -f "$STATE/ports" ] && [ "$(stack_node)" = real ]; then
+    load_ports
+    node_down
+  fi
   for file in "$STATE"/pids/*.pid; do
     [ -f "$file" ] && pids+=("$(cat "$file")")
   done
@@ -327,7 +382,7 @@ cmd_down() {
 
 cmd_status() {
   local c
-  for c in "${COMPONENTS[@]}"; do
+  for c in $(components); do
     if alive "$c"; then echo "$c: running (pid $(pid_of "$c"))"; else echo "$c: stopped"; fi
   done
 }
@@ -350,7 +405,7 @@ cmd_start() {
     kube-scheduler) start_kube_scheduler ;;
     kwok) start_kwok ;;
     ferretdb) start_ferretdb ;;
-    *) die "unknown component '$c' (one of: ${COMPONENTS[*]})" ;;
+    *) die "unknown component '$c' (one of: $(components | tr '\n' ' '))" ;;
   esac
 }
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make test`: format and lint checks, every test of the workspace (the integration tests
 # against a local stack of their own, started here and stopped on exit), `make demo` from a
-# clean state, and the Dockerfiles (hack/check-dockerfiles.py).
+# clean state, the Dockerfiles (hack/check-dockerfiles.py), and the end-to-end test on a real
+# node (hack/e2e.sh) with the images built here.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -39,3 +40,15 @@ LOCAL_STACK_DIR=$demo_stack timeout 900 hack/demo.sh
 step "the Dockerfiles, built and run as far as this machine allows"
 (source "$demo_stack/env" && hack/check-dockerfiles.py)
 LOCAL_STACK_DIR=$demo_stack hack/local-stack.sh down
+
+step "the images, and the end-to-end test on a real node"
+# A real node needs root and overlayfs; CI must have them, elsewhere their absence is said.
+if [ "$(id -u)" = 0 ] && grep -qw overlay /proc/filesystems; then
+  hack/images.py build
+  hack/e2e.sh
+elif [ "${CI:-}" = true ]; then
+  echo "make test: the end-to-end test needs root and overlayfs, and CI has not both" >&2
+  exit 1
+else
+  echo "make test: NOT RUN: the end-to-end test (hack/e2e.sh) needs root and overlayfs" >&2
+fi

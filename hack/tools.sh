@@ -3,13 +3,12 @@
 # each through a generated wrapper module, into $TOOLS_DIR/<name>-<version>/.
 # A binary is rebuilt only when its pin changes. Prints the bin folder of each tool.
 #
-#   hack/tools.sh [etcd|kubernetes|kwok|ferretdb ...]   (default: all)
+#   hack/tools.sh [etcd|kubernetes|kwok|ferretdb|coredns|metrics-server ...]   (default: all)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
 # shellcheck source=versions.env
 source "$here/versions.env"
-TOOLS_DIR=${TOOLS_DIR:-$root/.tools}
 export CGO_ENABLED=0 GOFLAGS=-mod=mod GOTOOLCHAIN=local
 
 log() { printf '[tools] %s\n' "$*" >&2; }
@@ -44,7 +43,7 @@ build_etcd() {
   mv "$out.tmp" "$out"
 }
 
-KUBE_COMMANDS=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
+KUBE_COMMANDS=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy)
 
 build_kubernetes() {
   local v=$KUBERNETES_VERSION out="$TOOLS_DIR/kubernetes-$KUBERNETES_VERSION" c missing=()
@@ -120,13 +119,55 @@ build_ferretdb() {
   mv "$out.tmp" "$out"
 }
 
+# CoreDNS with only the plugins the real node's cluster DNS uses: a smaller build than the
+# release binary (whose cloud plugins bring hundreds of modules), and nothing that forwards.
+build_coredns() {
+  local v=$COREDNS_VERSION out="$TOOLS_DIR/coredns-$COREDNS_VERSION"
+  [ -x "$out/coredns" ] && return 0
+  log "building CoreDNS $v (bind, errors, health, ready, kubernetes, cache)"
+  local src; src=$(new_wrapper coredns "$v")
+  (cd "$src" &&
+    cat > main.go <<'GO' &&
+package main
+
+import (
+	_ "github.com/coredns/coredns/plugin/bind"
+	_ "github.com/coredns/coredns/plugin/cache"
+	_ "github.com/coredns/coredns/plugin/errors"
+	_ "github.com/coredns/coredns/plugin/health"
+	_ "github.com/coredns/coredns/plugin/kubernetes"
+	_ "github.com/coredns/coredns/plugin/ready"
+
+	"github.com/coredns/coredns/coremain"
+)
+
+func main() { coremain.Run() }
+GO
+    quiet go get "github.com/coredns/coredns@$v" && quiet go mod tidy &&
+    go build -trimpath -ldflags "-s -w" -o "$out.tmp/coredns" .)
+  mv "$out.tmp" "$out"
+}
+
+build_metrics_server() {
+  local v=$METRICS_SERVER_VERSION out="$TOOLS_DIR/metrics-server-$METRICS_SERVER_VERSION"
+  [ -x "$out/metrics-server" ] && return 0
+  log "building metrics-server $v"
+  local src; src=$(new_wrapper metrics-server "$v")
+  (cd "$src" &&
+    printf 'package tools\n\nimport _ "sigs.k8s.io/metrics-server/pkg/server"\n' > tools.go &&
+    quiet go get "sigs.k8s.io/metrics-server@$v" && quiet go mod tidy &&
+    go build -trimpath -ldflags "-s -w" -o "$out.tmp/metrics-server" sigs.k8s.io/metrics-server/cmd/metrics-server)
+  mv "$out.tmp" "$out"
+}
+
 main() {
   names=("$@")
-  [ ${#names[@]} -gt 0 ] || names=(etcd kubernetes kwok ferretdb)
+  [ ${#names[@]} -gt 0 ] || names=(etcd kubernetes kwok ferretdb coredns metrics-server)
   for n in "${names[@]}"; do
     case "$n" in
-      etcd|kubernetes|kwok|ferretdb) "build_$n" ;;
-      *) log "unknown tool '$n' (expected etcd, kubernetes, kwok or ferretdb)"; exit 2 ;;
+      etcd|kubernetes|kwok|ferretdb|coredns) "build_$n" ;;
+      metrics-server) build_metrics_server ;;
+      *) log "unknown tool '$n' (expected etcd, kubernetes, kwok, ferretdb, coredns or metrics-server)"; exit 2 ;;
     esac
   done
 }

@@ -1,0 +1,215 @@
+#!/usr/bin/env bash
+# `make e2e`: the user's whole path on a fresh real-node stack (hack/real-node.sh), with the
+# images built here: install the operator with `kubectl apply -k config/default`, apply the
+# sample, `kubectl get flaskmongoapps`, `curl` the NodePort, read the operator's logs, lose the
+# mongo pod and a web pod, drive the autoscaler with load, then `down` must leave nothing.
+#
+# Every check prints PASS or FAIL; the last line counts them. Timings are printed as measured.
+# Under CI=true a missing prerequisite fails the run; elsewhere too, with how to get it.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+STATE=${E2E_STACK_DIR:-$root/target/e2e-stack}
+export LOCAL_STACK_DIR=$STATE NODE=real
+NAMESPACE=e2e-$(date +%s)
+APP=flask-app
+LOAD_SECONDS=${E2E_LOAD_SECONDS:-90}
+passed=0 failed=0
+
+step() { printf '\n== %s\n' "$*"; }
+check() { # check DESCRIPTION COMMAND...: one assertion a user would make
+  local what=$1; shift
+  if "$@"; then passed=$((passed + 1)); echo "PASS $what"; else failed=$((failed + 1)); echo "FAIL $what"; fi
+}
+measured() { printf 'MEASURED %s\n' "$*"; }
+# wait_for SECONDS COMMAND...: poll until COMMAND succeeds; false after SECONDS.
+wait_for() {
+  local deadline=$((SECONDS + $1)); shift
+  until "$@" >/dev/null 2>&1; do [ $SECONDS -lt "$deadline" ] || return 1; sleep 1; done
+}
+
+# What a real node may leave on this machine, for the check after `down`.
+traces() {
+  echo "# mounts"; findmnt -rn -o TARGET | sort
+  # Rules and chains of their own; the tables themselves stay once made.
+  echo "# iptables rules"; { iptables-save; ip6tables-save; } | grep -E '^(-A |:[^ ]+ - )' | sed 's/ \[[0-9]*:[0-9]*\]$//' | sort
+  echo "# network namespaces"; ip netns list | sort
+  echo "# links"; ip -o link | awk -F': ' '{print $2}' | sed 's/@.*//' | sort
+  echo "# cgroups"; find /sys/fs/cgroup -mindepth 2 -maxdepth 2 -type d | sort
+  echo "# sysctls"; sysctl net.ipv4.conf.all.route_localnet net.ipv4.ip_forward
+  echo "# containerd shim sockets"; ls /run/containerd/s 2>/dev/null || true
+  echo "# processes of the stack or in containers"
+  local pid own_mnt; own_mnt=$(readlink /proc/self/ns/mnt)
+  for pid in $(ls /proc | grep -E '^[0-9]+$'); do
+    local cmd; cmd=$(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null) || continue
+    if [[ $cmd == *"$STATE"* ]] || [ "$(readlink "/proc/$pid/ns/mnt" 2>/dev/null)" != "$own_mnt" ]; then
+      [ -n "$cmd" ] && echo "$cmd"
+    fi
+  done | grep -v -e "^grep " | sort
+}
+
+# load SECONDS CLIENTS PATH: GET requests on the NodePort; prints "ok failed".
+load() {
+  python3 - "$NODE_ADDRESS" "$NODE_PORT" "$@" <<'PY'
+import http.client, sys, threading, time
+host, port, seconds, clients, path = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+ok = failed = 0
+lock = threading.Lock()
+def client():
+    global ok, failed
+    conn = None
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            conn = conn or http.client.HTTPConnection(host, port, timeout=3)
+            conn.request("GET", path)
+            response = conn.getresponse()
+            response.read()
+            good = response.status == 200
+        except OSError:
+            good, conn = False, None
+        with lock:
+            ok, failed = ok + good, failed + (not good)
+        if not good:
+            time.sleep(0.05)
+threads = [threading.Thread(target=client) for _ in range(clients)]
+for t in threads: t.start()
+for t in threads: t.join()
+print(ok, failed)
+PY
+}
+
+kube() { kubectl -n "$NAMESPACE" "$@"; }
+replicas() { kube get deployment "$APP-web" -o jsonpath='{.status.readyReplicas}'; }
+
+for tool in python3 curl iptables-save findmnt; do
+  command -v "$tool" >/dev/null || { echo "e2e: $tool is missing (apt-get install -y python3 curl iptables util-linux)"; exit 1; }
+done
+
+step "the machine before the stack"
+hack/local-stack.sh down
+before=$(traces)
+
+step "a fresh real-node stack"
+started=$SECONDS
+hack/local-stack.sh up
+measured "real-node stack up, node Ready: $((SECONDS - started)) s"
+# shellcheck disable=SC1091
+source "$STATE/env"
+cleanup() {
+  local status=$?
+  if [ $status -ne 0 ]; then
+    echo "e2e: failed; the stack's logs are in $STATE/logs" >&2
+    cp -r "$STATE/logs" "$root/target/e2e-logs" 2>/dev/null || true
+  fi
+  hack/local-stack.sh down
+  rm -rf "/data/flaskmongo/$NAMESPACE"
+}
+trap cleanup EXIT
+
+step "install the operator: kubectl apply -k config/default"
+kubectl apply --server-side -k config/default
+started=$SECONDS
+check "the operator's Deployment rolls out in-cluster" \
+  kubectl rollout status -n flaskmongo-system deployment/flaskmongo-operator --timeout=180s
+measured "operator rolled out: $((SECONDS - started)) s"
+check "one operator replica holds the leader Lease" wait_for 60 \
+  bash -c "kubectl get lease -n flaskmongo-system -o jsonpath='{.items[*].spec.holderIdentity}' | grep -q flaskmongo-operator"
+
+step "apply the sample, with the MongoDB stand-in image ($MONGO_STANDIN_IMAGE)"
+kubectl create namespace "$NAMESPACE"
+# The stand-in (FerretDB on SQLite) takes PLAIN only, and checks no password. A small CPU
+# request so that load on two shared cores moves the autoscaler, and a short scale-down window
+# so that the way back to the minimum is seen within the test.
+kubectl patch --local -f config/samples/flaskmongoapp.yaml --type merge -o yaml -p "{\"spec\": {
+  \"mongo\": {\"image\": \"$MONGO_STANDIN_IMAGE\", \"authMechanism\": \"PLAIN\"},
+  \"web\": {\"resources\": {\"requests\": {\"cpu\": \"20m\"}}},
+  \"autoscaling\": {\"maxReplicas\": 4, \"targetCPUUtilizationPercentage\": 50, \"scaleDownStabilizationWindowSeconds\": 15}}}" |
+  kube apply -f -
+started=$SECONDS
+check "kubectl wait --for=condition=Ready flaskmongoapp/$APP" \
+  kube wait --for=condition=Ready "flaskmongoapp/$APP" --timeout=300s
+measured "apply → Ready: $((SECONDS - started)) s"
+kube get flaskmongoapps
+check "kubectl get flaskmongoapps shows Ready and 2/2 web pods" \
+  bash -c "kubectl -n $NAMESPACE get flaskmongoapps --no-headers | grep -E '^$APP +True +2/2 +true +30080 '"
+NODE_PORT=$(kube get flaskmongoapp "$APP" -o jsonpath='{.status.nodePort}')
+
+step "curl on the NodePort ($NODE_ADDRESS:$NODE_PORT)"
+url=http://$NODE_ADDRESS:$NODE_PORT
+post=$(curl -sS -w ' %{http_code}' -X POST -H 'Content-Type: application/json' -d '{"sampleKey":"sampleValue"}' "$url/data")
+echo "$post"
+check "POST /data answers 201 {\"status\":\"Data inserted\"}" test "$post" = '{"status":"Data inserted"} 201'
+get=$(curl -sS "$url/data")
+echo "$get"
+check "GET /data returns the document without _id" test "$get" = '[{"sampleKey":"sampleValue"}]'
+welcome=$(curl -sS "$url/")
+echo "$welcome"
+check "GET / answers as the seed's app" bash -c "[[ '$welcome' == 'Welcome to the Flask app! The current time is: '* ]]"
+
+step "kubectl logs -n flaskmongo-system deploy/flaskmongo-operator"
+kubectl logs -n flaskmongo-system deploy/flaskmongo-operator --tail=5
+check "the operator's log lines are JSON" bash -c \
+  "kubectl logs -n flaskmongo-system deploy/flaskmongo-operator | python3 -c 'import json,sys; [json.loads(l) for l in sys.stdin]'"
+check "the leader's log shows the reconcile of $NAMESPACE/$APP" bash -c \
+  "kubectl logs -n flaskmongo-system -l app.kubernetes.io/name=flaskmongo-operator --tail=-1 | grep '\"$NAMESPACE\"' | grep -q '$APP'"
+
+step "lose the mongo pod: the StatefulSet brings it back on the same volume"
+old_uid=$(kube get pod "$APP-mongo-0" -o jsonpath='{.metadata.uid}')
+kube delete pod "$APP-mongo-0" --wait=false
+started=$SECONDS
+check "a new mongo pod is Ready" wait_for 120 bash -c \
+  "[ \"\$(kubectl -n $NAMESPACE get pod $APP-mongo-0 -o jsonpath='{.metadata.uid} {.status.containerStatuses[0].ready}')\" != '$old_uid true' ] &&
+   kubectl -n $NAMESPACE get pod $APP-mongo-0 -o jsonpath='{.status.containerStatuses[0].ready}' | grep -q true"
+measured "mongo pod replaced and Ready: $((SECONDS - started)) s"
+check "GET /data returns the earlier document" wait_for 30 bash -c "[ \"\$(curl -sS $url/data)\" = '$get' ]"
+
+step "lose a web pod while requests go on"
+victim=$(kube get pods -l app.kubernetes.io/instance=$APP,app.kubernetes.io/component=web -o jsonpath='{.items[0].metadata.name}')
+load 20 2 /data > "$STATE/during-delete" &
+loader=$!
+sleep 3
+kube delete pod "$victim" --wait=false
+wait "$loader"
+read -r ok fails < "$STATE/during-delete"
+measured "requests during the web pod's replacement: $ok answered, $fails failed"
+check "requests keep being answered while a web pod is replaced (at most 1% fail)" \
+  test $((fails * 100)) -le $((ok + fails))
+check "the web Deployment is back to 2 ready pods" wait_for 120 bash -c "[ \"\$(kubectl -n $NAMESPACE get deployment $APP-web -o jsonpath='{.status.readyReplicas}')\" = 2 ]"
+
+step "load through the NodePort for ${LOAD_SECONDS}s: the autoscaler adds web pods from real CPU metrics"
+check "metrics-server reports the web pods' CPU" wait_for 90 bash -c "kubectl -n $NAMESPACE top pods --no-headers | grep -q '$APP-web'"
+started=$SECONDS
+load "$LOAD_SECONDS" 4 /data > "$STATE/load" &
+loader=$!
+first_added=""
+while kill -0 "$loader" 2>/dev/null; do
+  if [ -z "$first_added" ] && [ "$(replicas)" -gt 2 ] 2>/dev/null; then
+    first_added=$((SECONDS - started))
+    measured "start of load → first added web pod Ready: $first_added s"
+  fi
+  sleep 1
+done
+wait "$loader"
+peak=$(kube get hpa "$APP-web" -o jsonpath='{.status.desiredReplicas}')
+kube get hpa "$APP-web"
+read -r ok fails < "$STATE/load"
+measured "load: $ok requests answered, $fails failed, in ${LOAD_SECONDS}s; replicas wanted at the end: $peak"
+check "the autoscaler raised the web pods above minReplicas (2)" test -n "$first_added"
+started=$SECONDS
+check "after the load the web pods return to minReplicas" wait_for 240 bash -c \
+  "[ \"\$(kubectl -n $NAMESPACE get deployment $APP-web -o jsonpath='{.spec.replicas}')\" = 2 ]"
+measured "end of load → back to 2 replicas: $((SECONDS - started)) s (scale-down window 15 s)"
+
+step "make local-down leaves nothing behind"
+trap - EXIT
+kubectl delete namespace "$NAMESPACE" --wait=false >/dev/null
+hack/local-stack.sh down
+rm -rf "/data/flaskmongo/$NAMESPACE"
+after=$(traces)
+check "no process, mount, iptables rule, network namespace, link or cgroup of the stack remains" \
+  diff <(echo "$before") <(echo "$after")
+
+echo
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
