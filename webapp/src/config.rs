@@ -21,9 +21,11 @@ use clap::{Parser, ValueEnum};
 )]
 pub struct Config {
     /// MongoDB connection string; its path names the database (default `flask_db`).
+    // Its value may hold a password: `--help` must not show it.
     #[arg(
         long,
         env = "MONGODB_URI",
+        hide_env_values = true,
         default_value = "mongodb://localhost:27017/"
     )]
     pub mongodb_uri: String,
@@ -51,6 +53,12 @@ pub struct Config {
     /// Largest accepted request body, in bytes; a larger one gets 413.
     #[arg(long, env = "BODY_LIMIT_BYTES", default_value_t = 1024 * 1024)]
     pub body_limit_bytes: usize,
+
+    /// Most `/data` requests served at once (a streamed response holds its turn until its
+    /// last byte); more wait up to a second for a turn, then get 503. Bodies over 16 KiB are
+    /// also served one at a time. Together these bound memory under load.
+    #[arg(long, env = "MAX_CONCURRENT_REQUESTS", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_concurrent_requests: u16,
 
     /// Longest time until a response starts, in seconds; then 503.
     /// A streamed body may take longer to finish.

@@ -1,6 +1,7 @@
 //! The one error type of the service and how each error answers a request.
 
-use axum::http::StatusCode;
+use axum::http::header::RETRY_AFTER;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use mongodb::error::{ErrorKind, WriteFailure};
 
@@ -27,6 +28,9 @@ pub enum Error {
     /// The route exists but not for this method.
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// Too many requests are being served: this one found no turn in time.
+    #[error("server busy, retry later")]
+    Busy,
     /// The response did not start within the request timeout.
     #[error("request timed out")]
     Timeout,
@@ -47,7 +51,7 @@ impl Error {
             Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::NotFound => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Error::Timeout => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Busy | Error::Timeout => StatusCode::SERVICE_UNAVAILABLE,
             Error::Database(err) if is_unavailable(err) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Database(err) if is_rejected_document(err) => StatusCode::BAD_REQUEST,
             Error::Database(_) | Error::CorruptDocument(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -96,9 +100,15 @@ impl IntoResponse for Error {
         if status.is_server_error() {
             tracing::warn!(error = %self, "request failed");
         }
-        json_response(
+        let mut response = json_response(
             status,
             &serde_json::json!({ "error": self.public_message() }),
-        )
+        );
+        if matches!(self, Error::Busy) {
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
     }
 }

@@ -3,6 +3,7 @@
 
 mod config;
 mod error;
+mod limit;
 mod metrics;
 mod render;
 mod routes;
@@ -22,6 +23,7 @@ pub use routes::{MAX_LIMIT, NEXT_CURSOR_HEADER};
 pub use store::{COLLECTION, DEFAULT_DATABASE};
 pub use validate::MAX_DEPTH;
 
+use limit::Limits;
 use metrics::Metrics;
 use store::Store;
 
@@ -34,6 +36,7 @@ const POOL_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct App {
     store: Store,
     metrics: Arc<Metrics>,
+    limits: Limits,
     body_limit: usize,
     request_timeout: Duration,
     ping_timeout: Duration,
@@ -46,6 +49,7 @@ impl App {
         Ok(Self {
             store: Store::new(config).await?,
             metrics: Arc::default(),
+            limits: Limits::new(usize::from(config.max_concurrent_requests))?,
             body_limit: config.body_limit_bytes,
             request_timeout: config.request_timeout(),
             ping_timeout: config.server_selection_timeout(),

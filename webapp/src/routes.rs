@@ -21,6 +21,7 @@ use serde_json::json;
 use tower_http::compression::CompressionLayer;
 
 use crate::error::Error;
+use crate::limit::Turn;
 use crate::{App, metrics, render, validate};
 
 /// Largest page a client may ask for with `?limit=`.
@@ -126,9 +127,12 @@ async fn readyz(State(app): State<App>) -> Response {
         Err(_elapsed) => "ping timed out".to_owned(),
     };
     app.metrics.database_error("ping");
+    // The driver's text names hosts and the topology: it is for the log, not for anyone who
+    // can reach the port.
+    tracing::warn!(error = %reason, "not ready: the database does not answer");
     json_response(
         StatusCode::SERVICE_UNAVAILABLE,
-        &json!({ "error": format!("database unreachable: {reason}") }),
+        &json!({ "error": "database unreachable" }),
     )
 }
 
@@ -145,6 +149,7 @@ async fn metrics(State(app): State<App>) -> Response {
 
 async fn insert(
     State(app): State<App>,
+    turn: Turn,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Error> {
@@ -157,11 +162,18 @@ async fn insert(
         },
         _ => Error::BadRequest(rejection.body_text()),
     })?;
-    let fields = validate::document_from_body(&body)?;
-    app.store
-        .insert(fields)
-        .await
-        .map_err(|err| app.database_error("insert", err))?;
+    turn.run(async move {
+        // The id is made here rather than by the driver so that it comes first in the stored
+        // document. Ids increase within a process (and by the second across processes),
+        // which gives insertion order.
+        let document = validate::document_from_body(&body, ObjectId::new())?;
+        drop(body);
+        app.store
+            .insert(document)
+            .await
+            .map_err(|err| app.database_error("insert", err))
+    })
+    .await?;
     Ok(json_response(
         StatusCode::CREATED,
         &json!({ "status": "Data inserted" }),
@@ -177,6 +189,7 @@ struct PageQuery {
 
 async fn list(
     State(app): State<App>,
+    turn: Turn,
     query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Response, Error> {
     let Query(query) = query.map_err(|rejection| Error::BadRequest(rejection.body_text()))?;
@@ -202,7 +215,11 @@ async fn list(
             HeaderValue::try_from(cursor).expect("ASCII header value"),
         );
     }
-    Ok((headers, Body::from_stream(json_array(page.cursor, app))).into_response())
+    Ok((
+        headers,
+        Body::from_stream(json_array(page.cursor, app, turn)),
+    )
+        .into_response())
 }
 
 fn parse_limit(text: &str) -> Result<u32, Error> {
@@ -222,20 +239,24 @@ fn parse_cursor(text: &str) -> Result<ObjectId, Error> {
 struct ArrayState {
     cursor: Cursor<RawDocumentBuf>,
     app: App,
+    _turn: Turn,
     opened: bool,
     written_any: bool,
 }
 
 /// `[`, the documents separated by commas, `]`: chunk by chunk, so memory stays bounded
-/// whatever the size of the collection. A database error ends the body early, which the
-/// client sees as a truncated response.
+/// whatever the size of the collection. The connection asks for the next chunk only once it
+/// has written the last ones, so a slow reader holds at most a batch and a few chunks.
+/// A database error ends the body early, which the client sees as a truncated response.
 fn json_array(
     cursor: Cursor<RawDocumentBuf>,
     app: App,
+    turn: Turn,
 ) -> impl Stream<Item = Result<Bytes, Error>> {
     let state = ArrayState {
         cursor,
         app,
+        _turn: turn,
         opened: false,
         written_any: false,
     };

@@ -14,8 +14,9 @@ use crate::config::Config;
 pub const DEFAULT_DATABASE: &str = "flask_db";
 /// The collection that holds the documents.
 pub const COLLECTION: &str = "data";
-/// Documents per `getMore`: keeps each batch (and so memory) small while streaming.
-const BATCH_SIZE: u32 = 1000;
+/// Documents per batch: a stream holds one batch while its reader is slow, so it is kept
+/// small; larger batches save round trips only for collections of many tiny documents.
+const BATCH_SIZE: u32 = 100;
 
 #[derive(Deserialize)]
 struct IdOnly {
@@ -76,17 +77,12 @@ impl Store {
         })
     }
 
-    /// Stores `fields` under a new `_id`, returning once the write is acknowledged.
-    pub async fn insert(&self, fields: Document) -> mongodb::error::Result<()> {
-        // The id is made here rather than by the driver so that it comes first in the stored
-        // document. Ids increase within a process (and by the second across processes), which
-        // gives insertion order.
-        let mut document = doc! { "_id": ObjectId::new() };
-        document.extend(fields);
-        self.documents
-            .clone_with_type::<Document>()
-            .insert_one(document)
-            .await?;
+    /// Stores `document`, returning once the write is acknowledged.
+    pub async fn insert(&self, document: RawDocumentBuf) -> mongodb::error::Result<()> {
+        let insert = self.documents.insert_one(&document);
+        // The driver has made its own copy: ours need not live through the round trip.
+        drop(document);
+        insert.await?;
         Ok(())
     }
 

@@ -92,13 +92,9 @@ async fn readiness_follows_ferretdb_and_no_acknowledged_write_is_lost() {
         "/readyz did not turn 503 with FerretDB down"
     );
     let (status, body, took) = timed_get(&url, "/readyz").await;
-    assert_eq!(status, 503);
-    assert!(
-        body["error"]
-            .as_str()
-            .unwrap()
-            .starts_with("database unreachable: "),
-        "{body}"
+    assert_eq!(
+        (status, body),
+        (503, json!({ "error": "database unreachable" }))
     );
     assert!(took < Duration::from_secs(3), "/readyz took {took:?}");
     let (status, body, took) = timed_get(&url, "/data").await;

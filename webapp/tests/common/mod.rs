@@ -95,7 +95,12 @@ impl FerretDb {
 
     /// A `mongodb://` URI for `database` on this server.
     pub fn uri(&self, database: &str) -> String {
-        format!("mongodb://127.0.0.1:{}/{database}", self.port)
+        format!("mongodb://{}/{database}", self.address())
+    }
+
+    /// Where it listens.
+    pub fn address(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
     /// Starts the server and waits until it accepts connections.
@@ -151,29 +156,32 @@ impl Drop for FerretDb {
     }
 }
 
-/// `FERRETDB_BIN` of the stack's env file, else the one `hack/tools.sh ferretdb` builds.
+/// `$FERRETDB_BIN`, else the FerretDB that `make tools` builds under the `TOOLS_DIR` of
+/// hack/versions.env (read by bash, so the path is the one the scripts use).
 fn ferretdb_binary() -> PathBuf {
-    if let Some(binary) = testenv::stack().vars.get("FERRETDB_BIN") {
-        return PathBuf::from(binary);
-    }
-    let tools = workspace_root().join(".tools");
-    let mut found: Vec<PathBuf> = std::fs::read_dir(&tools)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|entry| entry.file_name().to_string_lossy().starts_with("ferretdb-"))
-        .map(|entry| entry.path().join("ferretdb"))
-        .filter(|binary| binary.is_file())
-        .collect();
-    found.sort();
-    found.pop().unwrap_or_else(|| {
-        panic!(
-            "no FerretDB binary: neither FERRETDB_BIN in {} nor {}/ferretdb-*/ferretdb; \
-             build it with `hack/tools.sh ferretdb`",
-            testenv::env_file().display(),
-            tools.display()
-        )
-    })
+    let binary = std::env::var_os("FERRETDB_BIN").map_or_else(
+        || {
+            let output = Command::new("bash")
+                .arg("-c")
+                .arg(r#"source hack/versions.env && printf %s "$TOOLS_DIR/ferretdb-$FERRETDB_VERSION/ferretdb""#)
+                .current_dir(workspace_root())
+                .output()
+                .expect("run bash");
+            assert!(
+                output.status.success(),
+                "cannot read hack/versions.env: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            PathBuf::from(String::from_utf8(output.stdout).expect("a UTF-8 path"))
+        },
+        PathBuf::from,
+    );
+    assert!(
+        binary.is_file(),
+        "no FerretDB binary at {}: build it with `make tools` (or set FERRETDB_BIN to one)",
+        binary.display()
+    );
+    binary
 }
 
 fn workspace_root() -> PathBuf {
@@ -246,6 +254,11 @@ impl Webapp {
             output,
             readers,
         }
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// `http://address` followed by `path`.
