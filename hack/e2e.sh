@@ -103,7 +103,6 @@ cleanup() {
     cp -r "$STATE/logs" "$root/target/e2e-logs" 2>/dev/null || true
   fi
   hack/local-stack.sh down
-  rm -rf "/data/flaskmongo/$NAMESPACE"
 }
 trap cleanup EXIT
 
@@ -118,13 +117,10 @@ check "one operator replica holds the leader Lease" wait_for 60 \
 
 step "apply the sample, with the MongoDB stand-in image ($MONGO_STANDIN_IMAGE)"
 kubectl create namespace "$NAMESPACE"
-# The stand-in (FerretDB on SQLite) takes PLAIN only, and checks no password. A small CPU
-# request so that load on two shared cores moves the autoscaler, and a short scale-down window
-# so that the way back to the minimum is seen within the test.
-kubectl patch --local -f config/samples/flaskmongoapp.yaml --type merge -o yaml -p "{\"spec\": {
-  \"mongo\": {\"image\": \"$MONGO_STANDIN_IMAGE\", \"authMechanism\": \"PLAIN\"},
-  \"web\": {\"resources\": {\"requests\": {\"cpu\": \"20m\"}}},
-  \"autoscaling\": {\"maxReplicas\": 4, \"targetCPUUtilizationPercentage\": 50, \"scaleDownStabilizationWindowSeconds\": 15}}}" |
+# A small CPU request so that load on two shared cores moves the autoscaler, and a short
+# scale-down window so that the way back to the minimum is seen within the test.
+hack/standin-sample.sh '{"spec": {"web": {"resources": {"requests": {"cpu": "20m"}}},
+  "autoscaling": {"maxReplicas": 4, "targetCPUUtilizationPercentage": 50, "scaleDownStabilizationWindowSeconds": 15}}}' |
   kube apply -f -
 started=$SECONDS
 check "kubectl wait --for=condition=Ready flaskmongoapp/$APP" \
@@ -134,15 +130,20 @@ kube get flaskmongoapps
 check "kubectl get flaskmongoapps shows Ready and 2/2 web pods" \
   bash -c "kubectl -n $NAMESPACE get flaskmongoapps --no-headers | grep -E '^$APP +True +2/2 +true +30080 '"
 NODE_PORT=$(kube get flaskmongoapp "$APP" -o jsonpath='{.status.nodePort}')
+data_dir=$(kubectl get pv -l "app.kubernetes.io/instance=$APP" -o jsonpath="{.items[?(@.spec.claimRef.namespace=='$NAMESPACE')].spec.hostPath.path}")
+echo "MongoDB's volume: $data_dir"
 
 step "curl on the NodePort ($NODE_ADDRESS:$NODE_PORT)"
 url=http://$NODE_ADDRESS:$NODE_PORT
-post=$(curl -sS -w ' %{http_code}' -X POST -H 'Content-Type: application/json' -d '{"sampleKey":"sampleValue"}' "$url/data")
+post=$(curl -sS -w '%{http_code} ' -o "$STATE/post" -X POST -H 'Content-Type: application/json' -d '{"sampleKey":"sampleValue"}' "$url/data")
+post+=$(cat "$STATE/post")
 echo "$post"
-check "POST /data answers 201 {\"status\":\"Data inserted\"}" test "$post" = '{"status":"Data inserted"} 201'
+check "POST /data answers 201 {\"status\":\"Data inserted\"}" test "$post" = '201 {"status":"Data inserted"}'
 get=$(curl -sS "$url/data")
 echo "$get"
 check "GET /data returns the document without _id" test "$get" = '[{"sampleKey":"sampleValue"}]'
+check "the volume's directory is the operator's, under its volume root, and holds the stored documents" \
+  bash -c "[[ '$data_dir' == /var/lib/flaskmongo/$NAMESPACE/$APP-* ]] && ls '$data_dir' | grep -q sqlite"
 welcome=$(curl -sS "$url/")
 echo "$welcome"
 check "GET / answers as the seed's app" bash -c "[[ '$welcome' == 'Welcome to the Flask app! The current time is: '* ]]"
@@ -151,8 +152,12 @@ step "kubectl logs -n flaskmongo-system deploy/flaskmongo-operator"
 kubectl logs -n flaskmongo-system deploy/flaskmongo-operator --tail=5
 check "the operator's log lines are JSON" bash -c \
   "kubectl logs -n flaskmongo-system deploy/flaskmongo-operator | python3 -c 'import json,sys; [json.loads(l) for l in sys.stdin]'"
-check "the leader's log shows the reconcile of $NAMESPACE/$APP" bash -c \
-  "kubectl logs -n flaskmongo-system -l app.kubernetes.io/name=flaskmongo-operator --tail=-1 | grep '\"$NAMESPACE\"' | grep -q '$APP'"
+check "the leader's log shows the children it created for $NAMESPACE/$APP" bash -c \
+  "kubectl logs -n flaskmongo-system -l app.kubernetes.io/name=flaskmongo-operator --tail=-1 | python3 -c '
+import json, sys
+lines = [json.loads(line) for line in sys.stdin]
+created = [l for l in lines if l[\"message\"] == \"created\" and l[\"span\"][\"object.ref\"].endswith(\"/$APP.$NAMESPACE\")]
+sys.exit(not created)'"
 
 step "lose the mongo pod: the StatefulSet brings it back on the same volume"
 old_uid=$(kube get pod "$APP-mongo-0" -o jsonpath='{.metadata.uid}')
@@ -205,10 +210,10 @@ step "make local-down leaves nothing behind"
 trap - EXIT
 kubectl delete namespace "$NAMESPACE" --wait=false >/dev/null
 hack/local-stack.sh down
-rm -rf "/data/flaskmongo/$NAMESPACE"
 after=$(traces)
 check "no process, mount, iptables rule, network namespace, link or cgroup of the stack remains" \
   diff <(echo "$before") <(echo "$after")
+check "the stack's volume went with it" test ! -e "$data_dir"
 
 echo
 echo "$passed passed, $failed failed"

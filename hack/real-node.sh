@@ -16,6 +16,8 @@ POD_SUBNET=10.244.0.0/24
 POD_GATEWAY=10.244.0.1
 CGROUP_ROOT=flaskmongo
 NODE_LOCK=/run/flaskmongo-real-node
+# The operator's default --volume-root: the stack's volumes there go with the stack.
+VOLUME_ROOT=/var/lib/flaskmongo
 NODE_COMPONENTS=(containerd kubelet kube-proxy coredns metrics-server)
 # Debian's packages the node needs, by the command that shows each is there.
 NODE_PACKAGES=(containerd:containerd runc:runc ctr:containerd iptables:iptables conntrack:conntrack
@@ -343,6 +345,12 @@ node_down() {
   local sock dir pid d
   dir=$(node_dir)
   sock=$dir/containerd.sock
+  # The folders of the volumes this stack's pods used, removed once nothing mounts them.
+  local volumes=()
+  if alive kube-apiserver; then
+    mapfile -t volumes < <(kubectl_local get pv -o jsonpath='{range .items[*]}{.spec.hostPath.path}{"\n"}{end}' 2>/dev/null |
+      { grep "^$VOLUME_ROOT/[^.]" || true; })
+  fi
   if alive kubelet && alive kube-apiserver; then
     # Nothing may replace the pods while they go.
     stop_pids "$(pid_of kube-controller-manager)" "$(pid_of kube-scheduler)"
@@ -378,5 +386,6 @@ node_down() {
   for d in $(cgroup_dirs); do
     [ ! -d "$d" ] || find "$d" -depth -type d -exec rmdir {} \; 2>/dev/null || true
   done
+  [ ${#volumes[@]} -eq 0 ] || rm -rf "${volumes[@]}"
   rm -f "$NODE_LOCK"
 }
