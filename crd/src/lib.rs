@@ -61,6 +61,9 @@ pub struct FlaskMongoAppSpec {
     /// The MongoDB tier: StatefulSet, headless Service, storage, credentials.
     #[serde(default)]
     pub mongo: MongoSpec,
+    /// The NetworkPolicy that lets only the web pods reach MongoDB.
+    #[serde(default)]
+    pub network_policy: NetworkPolicySpec,
     /// When true the operator changes nothing and reports so in the status.
     #[serde(default)]
     pub paused: bool,
@@ -252,6 +255,23 @@ impl Default for AutoscalingSpec {
     }
 }
 
+/// The NetworkPolicy `<name>-network`: MongoDB's port open only to the web pods, the web
+/// port to anyone. It takes effect only where the cluster's network plugin enforces
+/// NetworkPolicies.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPolicySpec {
+    /// Whether the NetworkPolicy exists.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+}
+
+impl Default for NetworkPolicySpec {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
+}
+
 /// The MongoDB tier.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -345,29 +365,22 @@ impl Default for StorageSpec {
     }
 }
 
-/// The static hostPath PersistentVolume, as on Minikube.
+/// The static hostPath PersistentVolume, as on Minikube. Its directory is not part of the
+/// spec: the operator's administrator sets the root every volume lives under, and the
+/// operator names one directory per volume, so no user chooses a path on the node.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.create == oldSelf.create").message("mongo.storage.persistentVolume.create is immutable"))]
-#[x_kube(validation = Rule::new("has(self.hostPath) == has(oldSelf.hostPath) && (!has(self.hostPath) || self.hostPath == oldSelf.hostPath)").message("mongo.storage.persistentVolume.hostPath is immutable once the object exists"))]
-#[x_kube(validation = Rule::new("self.create || !has(self.hostPath)").message("mongo.storage.persistentVolume.hostPath needs create: true"))]
 pub struct PersistentVolumeSpec {
     /// True: the operator creates a hostPath PersistentVolume bound to the claim.
     /// False: the claim is left to dynamic provisioning.
     #[serde(default = "default_true")]
     pub create: bool,
-    /// Directory on the node; defaults to `/data/flaskmongo/<namespace>/<name>`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 2, max = 1024), pattern(r"^/[^\s]*[^/\s]$"))]
-    pub host_path: Option<String>,
 }
 
 impl Default for PersistentVolumeSpec {
     fn default() -> Self {
-        Self {
-            create: true,
-            host_path: None,
-        }
+        Self { create: true }
     }
 }
 
@@ -405,6 +418,10 @@ pub struct FlaskMongoAppStatus {
     /// A sentence on the state of the app.
     #[serde(default)]
     pub message: String,
+    /// The credentials Secret, once the operator has created it or found it there. The
+    /// operator may not read Secrets, so this record is how it knows that one exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret: Option<String>,
 }
 
 /// Pods of the web Deployment.

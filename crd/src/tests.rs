@@ -47,10 +47,7 @@ fn empty_spec_takes_the_documented_defaults() {
     assert_eq!(spec.mongo.storage.storage_class_name, "manual");
     assert_eq!(
         spec.mongo.storage.persistent_volume,
-        PersistentVolumeSpec {
-            create: true,
-            host_path: None
-        }
+        PersistentVolumeSpec { create: true }
     );
     assert_eq!(spec.mongo.storage.deletion_policy, DeletionPolicy::Retain);
     assert!(!spec.paused);
@@ -97,7 +94,7 @@ fn the_schema_carries_the_validation_rules() {
     for needle in [
         "autoscaling.minReplicas must be less than or equal to autoscaling.maxReplicas",
         "mongo.storage.size is immutable",
-        "mongo.storage.persistentVolume.hostPath is immutable once the object exists",
+        "mongo.storage.persistentVolume.create is immutable",
         "web.resources.requests.cpu is required",
         "metadata.name must be at most 46 characters",
     ] {
@@ -178,12 +175,24 @@ fn spec_round_trips_through_json() {
         name: "GREETING".into(),
         value: "hi".into(),
     });
-    spec.mongo.storage.persistent_volume.host_path = Some("/data/x".into());
     spec.mongo.storage.deletion_policy = DeletionPolicy::Delete;
     let text = serde_json::to_string(&spec).unwrap();
     assert!(text.contains("\"targetCPUUtilizationPercentage\":70"));
     assert_eq!(
         serde_json::from_str::<FlaskMongoAppSpec>(&text).unwrap(),
         spec
+    );
+}
+
+#[test]
+fn users_cannot_choose_a_host_path() {
+    let schema = &crd_json()["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+    let volume = &schema["properties"]["spec"]["properties"]["mongo"]["properties"]["storage"]["properties"]
+        ["persistentVolume"];
+    let fields: Vec<&String> = volume["properties"].as_object().unwrap().keys().collect();
+    assert_eq!(
+        fields,
+        ["create"],
+        "an unknown field such as hostPath is refused by the API server"
     );
 }

@@ -6,13 +6,12 @@
 //! from changed (a hash in an annotation) or when a value it sets differs in the live
 //! object (a hand edit, or a deleted child).
 
-use std::hash::{DefaultHasher, Hash, Hasher};
-
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::labels::MANAGER;
@@ -30,11 +29,14 @@ pub fn with_hash<K: Resource + Serialize>(mut desired: K) -> Result<K> {
     Ok(desired)
 }
 
+/// SHA-256 of the object's JSON with sorted keys: the same on every build and Rust
+/// release, so an upgraded operator re-applies only the children it changes.
 fn content_hash<K: Serialize>(object: &K) -> Result<String> {
-    let json = to_value(object)?;
-    let mut hasher = DefaultHasher::new();
-    json.to_string().hash(&mut hasher);
-    Ok(format!("{:016x}", hasher.finish()))
+    let canonical = crate::sort_keys(to_value(object)?).to_string();
+    Ok(Sha256::digest(canonical.as_bytes())
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect())
 }
 
 fn to_value<K: Serialize>(object: &K) -> Result<Value> {
@@ -202,6 +204,15 @@ mod tests {
         assert!(same_quantity("0.5", "500m"));
         assert!(!same_quantity("1Gi", "1G"));
         assert!(!same_quantity("7.0.16", "7.0.16x"));
+    }
+
+    #[test]
+    fn the_content_hash_is_sha256_of_canonical_json() {
+        // Pinned: a change of this value re-applies every child of every object.
+        assert_eq!(
+            content_hash(&config_map(&[("b", "2"), ("a", "1")])).unwrap(),
+            "348a87d32ea877b173f75dd4282461a856d161f8043d2e85c8cb11aeecd46248"
+        );
     }
 
     #[test]

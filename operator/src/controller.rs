@@ -10,7 +10,7 @@ use flaskmongo_crd::FlaskMongoApp;
 use futures::StreamExt;
 use kube::runtime::controller::{Action, Config as ControllerConfig};
 use kube::runtime::events::{Event, EventType, Reporter};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource};
 
 use crate::children::{Instance, secret};
@@ -43,8 +43,37 @@ pub struct Context {
     stores: Stores,
     /// Interval of the periodic re-check of a healthy object.
     requeue: Duration,
+    /// Where new volumes' directories go.
+    volume_root: String,
+    /// The objects as the controller's watch last saw them.
+    apps: Store<FlaskMongoApp>,
     /// Consecutive transient failures of each object, for its backoff.
-    failures: Mutex<HashMap<ObjectRef<FlaskMongoApp>, u32>>,
+    failures: Mutex<Failures>,
+}
+
+/// Consecutive transient failures of each object.
+#[derive(Debug, Default)]
+struct Failures(HashMap<ObjectRef<FlaskMongoApp>, u32>);
+
+impl Failures {
+    /// Counts one more failure of `object` and returns the count. The counts of the
+    /// objects that `exists` no longer finds are forgotten first: a deleted object may
+    /// never be reconciled again to reset its own.
+    fn record(
+        &mut self,
+        object: &ObjectRef<FlaskMongoApp>,
+        exists: impl Fn(&ObjectRef<FlaskMongoApp>) -> bool,
+    ) -> u32 {
+        self.0.retain(|key, _| key == object || exists(key));
+        let count = self.0.entry(object.clone()).or_default();
+        *count = count.saturating_add(1);
+        *count
+    }
+
+    /// Forgets the failures of `object`.
+    fn reset(&mut self, object: &ObjectRef<FlaskMongoApp>) {
+        self.0.remove(object);
+    }
 }
 
 impl Context {
@@ -75,7 +104,7 @@ impl Context {
         self.failures
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(&ObjectRef::from(app));
+            .reset(&ObjectRef::from(app));
     }
 }
 
@@ -107,6 +136,8 @@ pub async fn run(
         metrics: settings.metrics.clone(),
         stores,
         requeue: settings.requeue,
+        volume_root: settings.volume_root.clone(),
+        apps: controller.store(),
         failures: Mutex::default(),
     });
     controller
@@ -130,8 +161,13 @@ pub async fn reconcile(app: Arc<FlaskMongoApp>, ctx: Arc<Context>) -> Result<Act
     let instance = Instance::new(&app)?;
     let snapshot = observe::observe(&ctx.stores, &instance)?;
     let changes = Changes::default();
-    let (applied, result) = match plan::plan(&app, &instance, &snapshot, secret::generate_password)
-    {
+    let (applied, result) = match plan::plan(
+        &app,
+        &instance,
+        &snapshot,
+        &ctx.volume_root,
+        secret::generate_password,
+    ) {
         Ok(Plan::Finalize(cleanup)) => {
             let done = execute::finalize(&ctx.client, app.as_ref(), cleanup, &changes).await;
             ctx.report(&app, changes);
@@ -180,12 +216,11 @@ pub fn error_policy(app: Arc<FlaskMongoApp>, error: &Error, ctx: Arc<Context>) -
         tracing::warn!(%object, %error, "reconcile failed; waiting for the object to change");
         return Action::await_change();
     }
-    let attempt = {
-        let mut failures = ctx.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let count = failures.entry(object.clone()).or_default();
-        *count = count.saturating_add(1);
-        *count
-    };
+    let attempt = ctx
+        .failures
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .record(&object, |other| ctx.apps.get(other).is_some());
     let delay = backoff_delay(attempt);
     tracing::warn!(%object, %error, attempt, ?delay, "reconcile failed");
     Action::requeue(delay)
@@ -200,6 +235,24 @@ pub fn backoff_delay(attempt: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_failures_of_deleted_objects_are_forgotten() {
+        let (a, b) = (
+            ObjectRef::new("a").within("ns"),
+            ObjectRef::new("b").within("ns"),
+        );
+        let mut failures = Failures::default();
+        assert_eq!(failures.record(&a, |_| true), 1);
+        assert_eq!(failures.record(&b, |_| true), 1);
+        assert_eq!(failures.record(&a, |_| true), 2);
+        // `b` was deleted: the next failure of another object forgets it.
+        assert_eq!(failures.record(&a, |object| *object != b), 3);
+        assert_eq!(failures.0.len(), 1);
+        assert_eq!(failures.record(&b, |_| true), 1, "b starts afresh");
+        failures.reset(&a);
+        assert!(!failures.0.contains_key(&a));
+    }
 
     #[test]
     fn backoff_doubles_up_to_five_minutes() {

@@ -28,6 +28,17 @@ pub enum Error {
         /// The missing Secret.
         secret: String,
     },
+    /// The volume name this object uses belongs to something else: it is never touched.
+    #[error(
+        "PersistentVolume {volume} is not this object's (it is bound to {owner}); \
+         the operator leaves it alone: an administrator must remove or rename it"
+    )]
+    VolumeTaken {
+        /// The volume.
+        volume: String,
+        /// Whom it is bound to.
+        owner: String,
+    },
     /// An object could not be turned into JSON.
     #[error("cannot serialize {what}: {source}")]
     Serialize {
@@ -92,6 +103,7 @@ impl Error {
             Self::MissingMetadata(_) | Self::Serialize { .. } => true,
             Self::Kube { .. }
             | Self::CredentialsMissing { .. }
+            | Self::VolumeTaken { .. }
             | Self::Cached { .. }
             | Self::LeadershipLost(_)
             | Self::Serve { .. }
@@ -112,6 +124,7 @@ impl Error {
             },
             Self::MissingMetadata(_) => "MissingMetadata",
             Self::CredentialsMissing { .. } => "CredentialsMissing",
+            Self::VolumeTaken { .. } => "VolumeTaken",
             Self::Serialize { .. } => "SerializeFailed",
             Self::Cached { .. } => "CacheUnreadable",
             Self::LeadershipLost(_) => "LeadershipLost",

@@ -9,6 +9,7 @@ use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{PersistentVolume, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -66,6 +67,10 @@ pub struct Applied {
     pub deployment: Option<Deployment>,
     /// Web autoscaler.
     pub hpa: Option<HorizontalPodAutoscaler>,
+    /// The NetworkPolicy around MongoDB.
+    pub network_policy: Option<NetworkPolicy>,
+    /// The credentials Secret's name, when this reconcile created it or found it there.
+    pub secret: Option<String>,
 }
 
 /// Converges `owner`'s children: the finalizer (and, at the same time, the confirmation
@@ -85,13 +90,16 @@ pub async fn converge<K: Owner>(
         children,
     } = plan;
     let namespace = owner.namespace().unwrap_or_default();
-    if let Err(error) = prepare(client, owner, &namespace, finalizers, secret, changes).await {
-        return (Applied::default(), Err(error));
-    }
-    write_all(client, &namespace, children, changes).await
+    let secret = match prepare(client, owner, &namespace, finalizers, secret, changes).await {
+        Ok(secret) => secret,
+        Err(error) => return (Applied::default(), Err(error)),
+    };
+    let (applied, result) = write_all(client, &namespace, children, changes).await;
+    (Applied { secret, ..applied }, result)
 }
 
-/// The finalizer and the Secret, before any other child.
+/// The finalizer and the Secret, before any other child; returns the Secret's name when
+/// it was created or found.
 async fn prepare<K: Owner>(
     client: &Client,
     owner: &K,
@@ -99,7 +107,7 @@ async fn prepare<K: Owner>(
     finalizers: Option<Vec<String>>,
     secret: Once<Secret>,
     changes: &Changes,
-) -> Result<()> {
+) -> Result<Option<String>> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let finalizer = async {
         match finalizers {
@@ -108,15 +116,16 @@ async fn prepare<K: Owner>(
         }
     };
     match secret {
-        Once::Leave => finalizer.await,
+        Once::Leave => finalizer.await.map(|()| None),
         Once::Create(object) => {
             finalizer.await?;
-            create_once(changes, &secrets, &object).await
+            create_once(changes, &secrets, &object).await?;
+            Ok(Some(object.name_any()))
         }
         Once::Confirm { name, missing } => {
             let (finalized, found) = futures::join!(finalizer, exists(&secrets, &name));
             finalized?;
-            if found? { Ok(()) } else { Err(missing) }
+            if found? { Ok(Some(name)) } else { Err(missing) }
         }
     }
 }
@@ -190,8 +199,17 @@ async fn write_all(
         web_service,
         deployment,
         hpa,
+        network_policy,
     } = writes;
-    let (mongo_service, persistent_volume, statefulset, web_service, deployment, hpa) = futures::join!(
+    let (
+        mongo_service,
+        persistent_volume,
+        statefulset,
+        web_service,
+        deployment,
+        hpa,
+        network_policy,
+    ) = futures::join!(
         write(
             changes,
             Api::namespaced(client.clone(), namespace),
@@ -214,6 +232,11 @@ async fn write_all(
             deployment
         ),
         write(changes, Api::namespaced(client.clone(), namespace), hpa),
+        write(
+            changes,
+            Api::namespaced(client.clone(), namespace),
+            network_policy
+        ),
     );
     let mut failure = None;
     let applied = Applied {
@@ -223,6 +246,8 @@ async fn write_all(
         web_service: keep(web_service, &mut failure),
         deployment: keep(deployment, &mut failure),
         hpa: keep(hpa, &mut failure),
+        network_policy: keep(network_policy, &mut failure),
+        secret: None,
     };
     (applied, failure.map_or(Ok(()), Err))
 }
@@ -316,21 +341,33 @@ where
             changes.record(Verb::Created, what);
             Ok(())
         }
-        // There already, without the labels the cache selects on (restored by hand).
+        // There already: created by an earlier reconcile, or restored by hand.
         Err(error) if Refusal::of(&error) == Some(Refusal::Conflict) => Ok(()),
         Err(source) => Err(Error::kube(format!("create {what}"), source)),
     }
 }
 
-/// Whether an object `name` exists, read as metadata only.
+/// Whether an object `name` exists, asked without reading it (the operator may not): the
+/// dry-run create of an empty object of that name is refused with 409 exactly when one
+/// exists, and it stores nothing.
 async fn exists<K>(api: &Api<K>, name: &str) -> Result<bool>
 where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
+    K: Resource<DynamicType = ()> + Default + Clone + Serialize + DeserializeOwned + Debug,
 {
-    api.get_metadata_opt(name)
-        .await
-        .map(|found| found.is_some())
-        .map_err(|source| Error::kube(format!("get {} {name}", K::kind(&())), source))
+    let mut probe = K::default();
+    probe.meta_mut().name = Some(name.to_owned());
+    let params = PostParams {
+        dry_run: true,
+        field_manager: Some(MANAGER.to_owned()),
+    };
+    match api.create(&params, &probe).await {
+        Ok(_) => Ok(false),
+        Err(error) if Refusal::of(&error) == Some(Refusal::Conflict) => Ok(true),
+        Err(source) => Err(Error::kube(
+            format!("look for {} {name}", K::kind(&())),
+            source,
+        )),
+    }
 }
 
 /// Replaces `owner`'s finalizers, failing if it changed since it was read.
@@ -358,4 +395,74 @@ async fn set_finalizers<K: Owner>(
 /// Kind and name, for messages and Events.
 fn describe<K: Resource<DynamicType = ()>>(object: &K) -> String {
     format!("{} {}", K::kind(&()), object.name_any())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use flaskmongo_crd::{DeletionPolicy, FlaskMongoAppSpec};
+    use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use k8s_openapi::jiff::Timestamp;
+    use kube::api::ObjectMeta;
+    use kube::core::PartialObjectMeta;
+
+    use super::*;
+    use crate::children::Instance;
+    use crate::children::tests::app;
+    use crate::observe::Snapshot;
+    use crate::plan::{FINALIZER, Plan, plan};
+
+    #[tokio::test]
+    async fn polling_a_claim_that_is_already_going_sends_nothing_and_tells_nothing() {
+        let gone = Some(Time(Timestamp::from_second(1).unwrap()));
+        let mut spec = FlaskMongoAppSpec::default();
+        spec.mongo.storage.deletion_policy = DeletionPolicy::Delete;
+        let mut owner = app("shop", "team-a", spec);
+        owner.metadata.deletion_timestamp = gone.clone();
+        owner.metadata.finalizers = Some(vec![FINALIZER.to_owned()]);
+        // The StatefulSet is gone; its claim is being deleted.
+        let snapshot = Snapshot {
+            claim: Some(PartialObjectMeta::<PersistentVolumeClaim> {
+                metadata: ObjectMeta {
+                    name: Some("data-shop-mongo-0".to_owned()),
+                    namespace: Some("team-a".to_owned()),
+                    deletion_timestamp: gone,
+                    ..ObjectMeta::default()
+                },
+                ..PartialObjectMeta::default()
+            }),
+            ..Snapshot::default()
+        };
+        let instance = Instance::new(&owner).unwrap();
+        let sent = Arc::new(AtomicUsize::new(0));
+        let counted = sent.clone();
+        let client = Client::new(
+            tower::service_fn(move |_: http::Request<kube::client::Body>| {
+                counted.fetch_add(1, Ordering::SeqCst);
+                async {
+                    Err::<http::Response<kube::client::Body>, _>(std::io::Error::other("sent"))
+                }
+            }),
+            "default",
+        );
+        for poll in 1..=3 {
+            let Ok(Plan::Finalize(cleanup)) =
+                plan(&owner, &instance, &snapshot, "/data", || unreachable!())
+            else {
+                panic!("expected a clean-up");
+            };
+            let changes = Changes::default();
+            let done = finalize(&client, &owner, cleanup, &changes).await.unwrap();
+            assert_eq!(done, Cleanup::Pending, "poll {poll}: waits for the claim");
+            assert_eq!(
+                sent.load(Ordering::SeqCst),
+                0,
+                "poll {poll}: deletes nothing again"
+            );
+            assert_eq!(changes.summary(), None, "poll {poll}: no Event");
+        }
+    }
 }

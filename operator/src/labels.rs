@@ -60,10 +60,16 @@ impl Component {
 /// The labels pods are selected by. They never change over an object's life, since a
 /// Deployment's and a StatefulSet's selectors are immutable.
 pub fn selector(instance: &str, component: Component) -> BTreeMap<String, String> {
+    let mut labels = instance_selector(instance);
+    labels.insert(COMPONENT.to_owned(), component.as_str().to_owned());
+    labels
+}
+
+/// The labels the pods of both tiers are selected by.
+pub fn instance_selector(instance: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         (NAME.to_owned(), APP_NAME.to_owned()),
         (INSTANCE.to_owned(), instance.to_owned()),
-        (COMPONENT.to_owned(), component.as_str().to_owned()),
     ])
 }
 

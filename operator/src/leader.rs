@@ -119,19 +119,26 @@ impl LeaderElector {
 
     /// Renews the Lease until that fails for longer than the renew deadline or another
     /// process holds it; returns the error saying so.
+    ///
+    /// A renewal that stalls is cut off at the deadline: a standby takes the Lease a lease
+    /// duration after the last renewal it saw, and this process must have stopped by then.
     pub async fn hold(&self) -> Error {
         let mut renewed = Instant::now();
         loop {
             tokio::time::sleep(self.config.retry_period).await;
-            match self.try_acquire_or_renew().await {
-                Ok(true) => renewed = Instant::now(),
-                Ok(false) => {
+            // Counted from before the request: the API server records the renewal later.
+            let attempt = Instant::now();
+            let deadline = tokio::time::Instant::from_std(renewed + self.config.renew_deadline);
+            match tokio::time::timeout_at(deadline, self.try_acquire_or_renew()).await {
+                Ok(Ok(true)) => renewed = attempt,
+                Ok(Ok(false)) => {
                     return Error::LeadershipLost(format!(
                         "{}: another process holds it",
                         self.config.name
                     ));
                 }
-                Err(error) => tracing::warn!(%error, "cannot renew the leader Lease"),
+                Ok(Err(error)) => tracing::warn!(%error, "cannot renew the leader Lease"),
+                Err(_) => tracing::warn!("renewing the leader Lease did not finish in time"),
             }
             if renewed.elapsed() >= self.config.renew_deadline {
                 return Error::LeadershipLost(format!(

@@ -49,7 +49,13 @@ pub struct Config {
     pub identity: String,
     /// Where the counters go.
     pub metrics: Metrics,
+    /// The directory on the nodes under which every static volume gets a directory of its
+    /// own: the administrator's choice, never a user's.
+    pub volume_root: String,
 }
+
+/// Default of [`Config::volume_root`].
+pub const DEFAULT_VOLUME_ROOT: &str = "/var/lib/flaskmongo";
 
 impl Config {
     /// Defaults: 8 reconciles at once, a re-check every 5 minutes, no server, no election.
@@ -62,7 +68,30 @@ impl Config {
             leader_election: None,
             identity: default_identity(),
             metrics: Metrics::new(),
+            volume_root: DEFAULT_VOLUME_ROOT.to_owned(),
         }
+    }
+}
+
+/// `path` as a volume root: absolute, below `/`, without `.` or `..`, written without
+/// repeated or trailing slashes, so every volume's directory is inside it.
+pub fn volume_root(path: &str) -> Result<String> {
+    use std::path::{Component, Path};
+    let mut components = Path::new(path).components();
+    let names: Option<Vec<&str>> = match components.next() {
+        Some(Component::RootDir) => components
+            .map(|c| match c {
+                Component::Normal(name) => name.to_str(),
+                _ => None,
+            })
+            .collect(),
+        _ => None,
+    };
+    match names {
+        Some(names) if !names.is_empty() => Ok(format!("/{}", names.join("/"))),
+        _ => Err(Error::Config(format!(
+            "volume root {path:?} must be an absolute directory below / without . or .."
+        ))),
     }
 }
 
@@ -87,7 +116,8 @@ pub fn crd_yaml() -> Result<String> {
     Ok(serde_yaml::to_string(&sort_keys(crd))?)
 }
 
-fn sort_keys(value: serde_json::Value) -> serde_json::Value {
+/// `value` with the keys of every object in sorted order.
+pub(crate) fn sort_keys(value: serde_json::Value) -> serde_json::Value {
     match value {
         serde_json::Value::Object(map) => {
             let mut entries: Vec<_> = map.into_iter().collect();
@@ -160,4 +190,18 @@ pub async fn run(
         tracing::warn!(%error, "cannot release the leader Lease");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_volume_root_is_an_absolute_directory_below_the_root() {
+        let root = super::volume_root;
+        assert_eq!(root("/var/lib/flaskmongo").unwrap(), "/var/lib/flaskmongo");
+        assert_eq!(root("//srv//data/").unwrap(), "/srv/data");
+        assert_eq!(root("/srv/./data").unwrap(), "/srv/data");
+        for bad in ["/", "", "data", "/srv/../etc", "./srv"] {
+            assert!(root(bad).is_err(), "{bad:?} is refused");
+        }
+    }
 }

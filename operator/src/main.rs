@@ -48,6 +48,9 @@ struct RunArgs {
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Directory on the nodes under which every MongoDB volume gets a directory of its own.
+    #[arg(long, env = "VOLUME_ROOT", default_value = flaskmongo_operator::DEFAULT_VOLUME_ROOT)]
+    volume_root: String,
     /// Most objects reconciled at once.
     #[arg(long, env = "CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
     concurrency: u16,
@@ -91,6 +94,7 @@ async fn run(args: RunArgs) -> flaskmongo_operator::Result<()> {
         config.identity = identity;
     }
     config.concurrency = args.concurrency;
+    config.volume_root = flaskmongo_operator::volume_root(&args.volume_root)?;
     config.metrics_addr = Some(args.metrics_addr);
     if args.leader_election {
         let lease_namespace = args

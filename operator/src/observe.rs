@@ -4,6 +4,7 @@
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::Resource;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::ObjectRef;
@@ -26,15 +27,14 @@ pub struct Snapshot {
     pub statefulset: Option<StatefulSet>,
     /// The MongoDB headless Service.
     pub mongo_service: Option<Service>,
-    /// The static volume: labelled by the operator, so made for this object or for an
-    /// earlier one of the same name.
-    pub persistent_volume: Option<PersistentVolume>,
+    /// The NetworkPolicy around MongoDB.
+    pub network_policy: Option<NetworkPolicy>,
+    /// The operator's volumes cached under this object's name and under its name before
+    /// 0.2 (which another object may share): the plan decides which one is this object's.
+    pub volumes: Vec<PersistentVolume>,
     /// The MongoDB claim's metadata: it exists from the StatefulSet's first pod on, and
     /// after the object under `Retain`.
     pub claim: Option<PartialObjectMeta<PersistentVolumeClaim>>,
-    /// Whether the credentials Secret is cached. The cache holds only Secrets with the
-    /// operator's labels, and never their data.
-    pub secret: bool,
 }
 
 /// The snapshot of `instance`'s children.
@@ -52,13 +52,14 @@ pub fn observe(stores: &Stores, instance: &Instance<'_>) -> Result<Snapshot> {
         mongo_service: stores
             .services
             .get(&here(instance.mongo_name(), namespace))?,
-        persistent_volume: stores
-            .volumes
-            .get(&ObjectRef::new(&instance.volume_name()))?,
+        network_policy: stores
+            .network_policies
+            .get(&here(instance.network_policy_name(), namespace))?,
+        volumes: [instance.volume_name(), instance.legacy_volume_name()]
+            .iter()
+            .filter_map(|name| stores.volumes.get(&ObjectRef::new(name)).transpose())
+            .collect::<Result<_>>()?,
         claim: stores.claims.get(&here(instance.claim_name(), namespace))?,
-        secret: stores
-            .secrets
-            .contains(&here(instance.secret_name(), namespace)),
     })
 }
 

@@ -9,6 +9,7 @@ use flaskmongo_crd::{DeletionPolicy, FlaskMongoApp};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::{ClusterResourceScope, NamespaceResourceScope};
 use kube::api::ObjectMeta;
 use kube::core::ApiResource;
@@ -17,6 +18,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::apply;
+use crate::children::persistent_volume::{self, Placement};
 use crate::children::{self, Children, Instance, secret};
 use crate::error::{Error, Result};
 use crate::labels::{self, MANAGER};
@@ -55,11 +57,10 @@ pub struct Converge {
 pub enum Once<K> {
     /// It exists (or, paused, the object changes nothing).
     Leave,
-    /// Create it; one that already exists (without the labels the cache selects on) is
-    /// left as it is.
+    /// Create it; one that already exists is left as it is.
     Create(K),
-    /// It must exist but the cache does not show it: look it up by name, and fail with
-    /// `missing` if it is not there. Nothing else is written until it is.
+    /// It must exist, and nothing records that it does: ask whether it is there, and fail
+    /// with `missing` if it is not. Nothing else is written until it is.
     Confirm {
         /// Its name, in the object's namespace.
         name: String,
@@ -84,6 +85,8 @@ pub struct Writes {
     pub deployment: Step<Deployment>,
     /// Web autoscaler.
     pub hpa: Step<HorizontalPodAutoscaler>,
+    /// The NetworkPolicy around MongoDB.
+    pub network_policy: Step<NetworkPolicy>,
 }
 
 impl Writes {
@@ -96,6 +99,7 @@ impl Writes {
             web_service: Step::Leave,
             deployment: Step::Leave,
             hpa: Step::Leave,
+            network_policy: Step::Leave,
         }
     }
 }
@@ -194,12 +198,14 @@ impl Target {
     }
 }
 
-/// The plan for `app` (checked as `instance`) given what the caches hold of it.
-/// `password` is called only when a new Secret is to be created.
+/// The plan for `app` (checked as `instance`) given what the caches hold of it; a new
+/// volume's directory goes under `volume_root`. `password` is called only when a new
+/// Secret is to be created.
 pub fn plan(
     app: &FlaskMongoApp,
     instance: &Instance<'_>,
     snapshot: &Snapshot,
+    volume_root: &str,
     password: impl FnOnce() -> String,
 ) -> Result<Plan> {
     if app.metadata.deletion_timestamp.is_some() {
@@ -212,14 +218,30 @@ pub fn plan(
             children: Writes::none(),
         })));
     }
+    let volume = own_volume(instance, snapshot);
+    if volume.is_none()
+        && let Some(taken) = snapshot
+            .volumes
+            .iter()
+            .find(|v| v.metadata.name.as_deref() == Some(instance.volume_name().as_str()))
+    {
+        return Err(Error::VolumeTaken {
+            volume: instance.volume_name(),
+            owner: describe_claim(taken),
+        });
+    }
     Ok(Plan::Converge(Box::new(Converge {
         finalizers: (!has_finalizer(app)).then(|| {
             let mut finalizers = app.finalizers().to_vec();
             finalizers.push(FINALIZER.to_owned());
             finalizers
         }),
-        secret: credentials(instance, snapshot, password),
-        children: writes(instance, snapshot)?,
+        secret: credentials(app, instance, snapshot, volume, password),
+        children: writes(
+            instance,
+            snapshot,
+            volume_step(instance, volume, volume_root)?,
+        )?,
     })))
 }
 
@@ -227,20 +249,27 @@ fn has_finalizer(app: &FlaskMongoApp) -> bool {
     app.finalizers().iter().any(|f| f == FINALIZER)
 }
 
-/// The credentials Secret is created only when nothing holds data from an earlier object
-/// of this name: only the old Secret holds the password that opens it. With such data and
-/// no Secret in the cache (which sees only labelled Secrets, and may lag a Secret just
-/// created), the Secret is looked up by name, and its absence reported.
+/// The operator may not read Secrets, so it knows of the credentials Secret only what
+/// its status records: the Secret it created or found. Without that record, the Secret
+/// is created only when nothing holds data from an earlier object of this name (only the
+/// old Secret holds the password that opens it); with such data, its presence is asked
+/// for, and its absence reported.
 fn credentials(
+    app: &FlaskMongoApp,
     instance: &Instance<'_>,
     snapshot: &Snapshot,
+    volume: Option<&PersistentVolume>,
     password: impl FnOnce() -> String,
 ) -> Once<Secret> {
-    if snapshot.secret {
+    let recorded = app
+        .status
+        .as_ref()
+        .and_then(|s| s.credentials_secret.as_deref());
+    if recorded == Some(instance.secret_name().as_str()) {
         return Once::Leave;
     }
-    let retained = if snapshot.persistent_volume.is_some() {
-        Some(format!("PersistentVolume {}", instance.volume_name()))
+    let retained = if let Some(volume) = volume {
+        Some(format!("PersistentVolume {}", volume.name_any()))
     } else if snapshot.claim.is_some() {
         Some(format!("PersistentVolumeClaim {}", instance.claim_name()))
     } else {
@@ -258,23 +287,73 @@ fn credentials(
     }
 }
 
+/// The volume cached for this object: labelled as its own and pre-bound to its claim,
+/// under its name or its name before 0.2. Any other volume is never reused, changed or
+/// deleted.
+fn own_volume<'s>(instance: &Instance<'_>, snapshot: &'s Snapshot) -> Option<&'s PersistentVolume> {
+    snapshot.volumes.iter().find(|volume| {
+        let claim = volume
+            .spec
+            .as_ref()
+            .and_then(|spec| spec.claim_ref.as_ref());
+        belongs_to(instance, &volume.metadata)
+            && claim.is_some_and(|claim| {
+                claim.namespace.as_deref() == Some(instance.namespace)
+                    && claim.name.as_deref() == Some(instance.claim_name().as_str())
+            })
+    })
+}
+
+/// Whom a volume that is not this object's belongs to, for the message.
+fn describe_claim(volume: &PersistentVolume) -> String {
+    let claim = volume
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.claim_ref.as_ref());
+    match claim.and_then(|c| Some((c.namespace.as_deref()?, c.name.as_deref()?))) {
+        Some((namespace, name)) => format!("the claim {namespace}/{name}"),
+        None => "no claim of this object".to_owned(),
+    }
+}
+
+/// The static volume: the object's own where it is (its path never changes, so data kept
+/// under `Retain` is found again), or a new one in a directory of its own. A volume the
+/// spec does not create, or one being deleted, is left alone: it holds data.
+fn volume_step(
+    instance: &Instance<'_>,
+    live: Option<&PersistentVolume>,
+    volume_root: &str,
+) -> Result<Step<PersistentVolume>> {
+    if !instance.spec.mongo.storage.persistent_volume.create {
+        return Ok(Step::Leave);
+    }
+    let placement = match live {
+        None => Placement::new(instance, volume_root),
+        Some(live) => match Placement::of(live) {
+            Some(placement) if live.metadata.deletion_timestamp.is_none() => placement,
+            _ => return Ok(Step::Leave),
+        },
+    };
+    apply_step(persistent_volume::build(instance, &placement), live)
+}
+
 /// Each child against its cached live version.
-fn writes(instance: &Instance<'_>, snapshot: &Snapshot) -> Result<Writes> {
+fn writes(
+    instance: &Instance<'_>,
+    snapshot: &Snapshot,
+    persistent_volume: Step<PersistentVolume>,
+) -> Result<Writes> {
     let Children {
         deployment,
         web_service,
         hpa,
         statefulset,
         mongo_service,
-        persistent_volume,
+        network_policy,
     } = children::desired(instance);
     Ok(Writes {
         mongo_service: apply_step(mongo_service, snapshot.mongo_service.as_ref())?,
-        // A volume the spec does not create is left alone: it holds data.
-        persistent_volume: match persistent_volume {
-            Some(volume) => apply_step(volume, snapshot.persistent_volume.as_ref())?,
-            None => Step::Leave,
-        },
+        persistent_volume,
         statefulset: apply_step(statefulset, snapshot.statefulset.as_ref())?,
         web_service: apply_step(web_service, snapshot.web_service.as_ref())?,
         deployment: deployment_step(
@@ -282,11 +361,24 @@ fn writes(instance: &Instance<'_>, snapshot: &Snapshot) -> Result<Writes> {
             snapshot.deployment.as_ref(),
             instance.spec.autoscaling.min_replicas,
         )?,
-        hpa: match hpa {
-            Some(hpa) => apply_step(hpa, snapshot.hpa.as_ref())?,
-            None => orphan(instance, snapshot.hpa.as_ref()),
-        },
+        hpa: optional_step(instance, hpa, snapshot.hpa.as_ref())?,
+        network_policy: optional_step(instance, network_policy, snapshot.network_policy.as_ref())?,
     })
+}
+
+/// A child the spec may turn off: applied while wanted, deleted once not (see [`orphan`]).
+fn optional_step<K>(
+    instance: &Instance<'_>,
+    desired: Option<K>,
+    live: Option<&K>,
+) -> Result<Step<K>>
+where
+    K: Resource + Serialize,
+{
+    match desired {
+        Some(desired) => apply_step(desired, live),
+        None => Ok(orphan(instance, live)),
+    }
 }
 
 /// `desired` stamped with its hash, to apply unless its cached live version already
@@ -418,8 +510,10 @@ fn finalize(app: &FlaskMongoApp, instance: &Instance<'_>, snapshot: &Snapshot) -
     // The caches show neither: deleting both again confirms it (404) before the data goes.
     let release = holders.into_iter().map(|(target, _)| target).collect();
     let mut data = Vec::new();
-    if storage.persistent_volume.create {
-        data.push(Target::cluster::<PersistentVolume>(instance.volume_name()));
+    if storage.persistent_volume.create
+        && let Some(volume) = own_volume(instance, snapshot)
+    {
+        data.push(Target::cluster::<PersistentVolume>(volume.name_any()));
     }
     data.push(Target::namespaced::<Secret>(
         instance.secret_name(),

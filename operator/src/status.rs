@@ -34,6 +34,8 @@ pub struct Observed<'a> {
     pub statefulset: Option<&'a StatefulSet>,
     /// The failure of this reconcile, if any.
     pub failure: Option<Failure>,
+    /// The credentials Secret, when this reconcile created it or found it there.
+    pub credentials_secret: Option<&'a str>,
 }
 
 /// The status to write for `app`, from `snapshot` updated with what the reconcile's
@@ -56,6 +58,7 @@ pub fn report(
             .as_ref()
             .or(snapshot.statefulset.as_ref()),
         failure,
+        credentials_secret: applied.secret.as_deref(),
     };
     // Whole seconds, as the API server stores them.
     let now =
@@ -198,6 +201,11 @@ pub fn compute(app: &FlaskMongoApp, observed: &Observed<'_>, now: &Time) -> Flas
         mongo_ready: mongo.ready,
         node_port,
         message,
+        // Once recorded, kept: the Secret outlives the object's other children.
+        credentials_secret: observed
+            .credentials_secret
+            .map(str::to_owned)
+            .or_else(|| app.status.as_ref()?.credentials_secret.clone()),
     }
 }
 

@@ -1,6 +1,6 @@
 //! Watches: the caches a reconcile observes from, and the streams that fill them and
-//! trigger reconciles. Children are watched by the operator's labels; the claims and the
-//! Secrets by their metadata only, so no Secret data ever reaches the operator.
+//! trigger reconciles. Children are watched by the operator's labels, the claims by their
+//! metadata only. Secrets are not watched: the operator may not read them.
 
 use std::fmt::Debug;
 
@@ -8,7 +8,8 @@ use flaskmongo_crd::FlaskMongoApp;
 use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Secret, Service};
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
@@ -37,14 +38,14 @@ pub struct Stores {
     pub hpas: Cache<HorizontalPodAutoscaler>,
     /// MongoDB StatefulSets.
     pub statefulsets: Cache<StatefulSet>,
+    /// NetworkPolicies around MongoDB.
+    pub network_policies: Cache<NetworkPolicy>,
     /// Static volumes (cluster-scoped), selected by the namespace label when the operator
     /// watches one namespace.
     pub volumes: Cache<PersistentVolume>,
     /// MongoDB claims, metadata only: whether one exists (data retained from an earlier
     /// object of the same name) and whether it is being deleted.
     pub claims: Cache<PartialObjectMeta<PersistentVolumeClaim>>,
-    /// Credentials Secrets with the operator's labels, metadata only: whether one exists.
-    pub secrets: Cache<PartialObjectMeta<Secret>>,
 }
 
 impl Stores {
@@ -55,9 +56,9 @@ impl Stores {
             self.services.wait_until_ready(),
             self.hpas.wait_until_ready(),
             self.statefulsets.wait_until_ready(),
+            self.network_policies.wait_until_ready(),
             self.volumes.wait_until_ready(),
             self.claims.wait_until_ready(),
-            self.secrets.wait_until_ready(),
         );
     }
 }
@@ -88,6 +89,11 @@ pub fn controller(client: &Client, namespace: Option<&str>) -> (Controller<Flask
         children.clone(),
         drop_managed_fields,
     );
+    let (network_policies, network_policy_events) = cached(
+        scoped::<NetworkPolicy>(client, namespace),
+        children,
+        drop_managed_fields,
+    );
     let volume_selector = match namespace {
         Some(namespace) => format!("{selector},{}={namespace}", labels::OWNER_NAMESPACE),
         None => selector.clone(),
@@ -112,12 +118,6 @@ pub fn controller(client: &Client, namespace: Option<&str>) -> (Controller<Flask
                 .map_or(true, |claim| !remaining.contains(&cache::key(claim))),
         )
     });
-    // Only the Secret's existence matters, so its data is never cached.
-    let (secrets, secret_events) = cached(
-        scoped::<PartialObjectMeta<Secret>>(client, namespace),
-        children,
-        drop_managed_fields,
-    );
 
     let (apps, mut app_writer) = reflector::store();
     let app_events = without_errors(
@@ -142,17 +142,17 @@ pub fn controller(client: &Client, namespace: Option<&str>) -> (Controller<Flask
         .owns_stream(service_events)
         .owns_stream(hpa_events)
         .owns_stream(statefulset_events)
+        .owns_stream(network_policy_events)
         .watches_stream(volume_events, |volume| owner_ref(&volume))
-        .watches_stream(claims_gone, |claim| claim_owner(&claim))
-        .watches_stream(secret_events, |secret| owner_ref(&secret));
+        .watches_stream(claims_gone, |claim| claim_owner(&claim));
     let stores = Stores {
         deployments,
         services,
         hpas,
         statefulsets,
+        network_policies,
         volumes,
         claims,
-        secrets,
     };
     (controller, stores)
 }

@@ -263,7 +263,7 @@ impl Expected {
         }
         for name in live.keys().chain(retained) {
             expected.secrets.insert(format!("{name}-mongo-credentials"));
-            expected.volumes.insert(format!("{namespace}-{name}-mongo"));
+            expected.volumes.insert(format!("{namespace}.{name}.mongo"));
         }
         expected
     }

@@ -171,12 +171,17 @@ async fn operator_reconciles_the_sample_with_only_its_own_permissions() {
         ("patch", "statefulsets.apps", true),
         ("delete", "statefulsets.apps", true),
         ("create", "secrets", true),
+        ("delete", "persistentvolumes", true),
         ("patch", "flaskmongoapps.flaskmongo.dev/status", true),
         ("delete", "namespaces", false),
         ("create", "pods", false),
         ("delete", "pods", false),
         ("update", "secrets", false),
         ("patch", "secrets", false),
+        // Every child is read from a watch cache, never one by one.
+        ("get", "deployments.apps", false),
+        ("get", "persistentvolumes", false),
+        ("update", "flaskmongoapps.flaskmongo.dev", false),
         (
             "create",
             "clusterrolebindings.rbac.authorization.k8s.io",
@@ -189,19 +194,9 @@ async fn operator_reconciles_the_sample_with_only_its_own_permissions() {
             false,
         ),
     ] {
-        let output = kubectl_output(&[
-            "auth",
-            "can-i",
-            verb,
-            resource,
-            "-A",
-            "--as",
-            SERVICE_ACCOUNT,
-        ]);
-        let answer = String::from_utf8_lossy(&output.stdout).trim().to_owned();
         assert_eq!(
-            answer,
-            if allowed { "yes" } else { "no" },
+            can_i(verb, resource, "-A"),
+            allowed,
             "can the operator {verb} {resource}?"
         );
     }
@@ -240,6 +235,59 @@ async fn operator_reconciles_the_sample_with_only_its_own_permissions() {
         .expect("operator task")
         .expect("the operator ends without error");
     namespace.delete().await;
+}
+
+#[tokio::test]
+async fn the_operator_cannot_read_any_secret() {
+    install_crd_and_rbac();
+    for namespace in ["kube-system", "flaskmongo-system", "default"] {
+        for verb in ["get", "list", "watch"] {
+            assert!(
+                !can_i(verb, "secrets", &format!("--namespace={namespace}")),
+                "the operator may {verb} the Secrets of {namespace}"
+            );
+        }
+    }
+    assert!(!can_i("list", "secrets", "-A"));
+    // Its Lease: read and renewed, never listed.
+    for (verb, allowed) in [
+        ("get", true),
+        ("update", true),
+        ("list", false),
+        ("watch", false),
+    ] {
+        assert_eq!(
+            can_i(
+                verb,
+                "leases.coordination.k8s.io",
+                "--namespace=flaskmongo-system"
+            ),
+            allowed,
+            "can the operator {verb} leases?"
+        );
+    }
+}
+
+/// Whether the operator's ServiceAccount may `verb` `resource` in `scope` (`-A` or
+/// `--namespace=NAME`), as `kubectl auth can-i` answers.
+fn can_i(verb: &str, resource: &str, scope: &str) -> bool {
+    let output = kubectl_output(&[
+        "auth",
+        "can-i",
+        verb,
+        resource,
+        scope,
+        "--as",
+        SERVICE_ACCOUNT,
+    ]);
+    match String::from_utf8_lossy(&output.stdout).trim() {
+        "yes" => true,
+        "no" => false,
+        other => panic!(
+            "kubectl auth can-i {verb} {resource}: {other} {}",
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    }
 }
 
 /// A namespace whose PodSecurity admission enforces `level`.

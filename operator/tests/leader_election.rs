@@ -1,18 +1,27 @@
-//! Two operator processes with leader election: only the leader writes, and the standby
-//! takes over within 15 s of the leader being killed.
+//! Two operator processes with leader election: only the leader writes, the standby
+//! takes over within 15 s of the leader being killed, and a leader that cannot renew
+//! stops writing before the standby starts.
 
 mod common;
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use common::{Env, wait_for};
 use flaskmongo_crd::FlaskMongoApp;
+use flaskmongo_operator::{Config, Error, LeaseConfig};
+use futures::future::BoxFuture;
+use http::{Method, Request, Response};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::DeleteParams;
+use kube::client::Body;
 use serde_json::json;
+use tokio::sync::oneshot;
 
 const LEASE: &str = "flaskmongo-test-leader";
 
@@ -191,5 +200,165 @@ async fn only_the_leader_writes_and_a_standby_takes_over() {
         .unwrap();
     env.wait_gone::<FlaskMongoApp>("shop").await;
     drop(third);
+    env.teardown().await;
+}
+
+/// The admin's client, as one operator process sees the API server: it notes when each
+/// write is sent (those to Leases and Events aside), and once `stalled` is set, a request
+/// for a Lease is never sent nor answered, as when the API server stops answering this
+/// process's renewals.
+#[derive(Clone)]
+struct Stalling {
+    client: kube::Client,
+    stalled: Arc<AtomicBool>,
+    writes: Arc<Mutex<Vec<Instant>>>,
+}
+
+impl Stalling {
+    fn new(client: kube::Client) -> Self {
+        Self {
+            client,
+            stalled: Arc::default(),
+            writes: Arc::default(),
+        }
+    }
+
+    fn client(&self) -> kube::Client {
+        kube::Client::new(self.clone(), self.client.default_namespace().to_owned())
+    }
+
+    fn writes(&self) -> Vec<Instant> {
+        self.writes.lock().unwrap().clone()
+    }
+}
+
+impl tower::Service<Request<Body>> for Stalling {
+    type Response = Response<Body>;
+    type Error = kube::Error;
+    type Future = BoxFuture<'static, Result<Response<Body>, kube::Error>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let path = request.uri().path();
+        let lease = path.contains("/leases");
+        // Events tell what was done before; the reconcile's own writes are what counts.
+        if !lease && !path.contains("/events") && request.method() != Method::GET {
+            self.writes.lock().unwrap().push(Instant::now());
+        }
+        let stall = lease && self.stalled.load(Ordering::SeqCst);
+        let client = self.client.clone();
+        Box::pin(async move {
+            if stall {
+                futures::future::pending::<()>().await;
+            }
+            client.send(request).await
+        })
+    }
+}
+
+/// Runs the operator in-process as `identity` through `client`, with short lease timings;
+/// the task returns how `run` ended and when.
+fn run_in_process(
+    namespace: &str,
+    identity: &str,
+    client: kube::Client,
+) -> (
+    oneshot::Sender<()>,
+    tokio::task::JoinHandle<(flaskmongo_operator::Result<()>, Instant)>,
+) {
+    let mut lease = LeaseConfig::new(LEASE, namespace, identity);
+    lease.lease_duration = Duration::from_secs(4);
+    lease.renew_deadline = Duration::from_secs(3);
+    lease.retry_period = Duration::from_secs(1);
+    let mut config = Config::new(Some(namespace.to_owned()));
+    config.identity = identity.to_owned();
+    config.leader_election = Some(lease);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let run = tokio::spawn(async move {
+        let result = flaskmongo_operator::run(client, config, async move {
+            let _ = stopped.await;
+        })
+        .await;
+        (result, Instant::now())
+    });
+    (stop, run)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_leader_whose_renewals_stall_stops_writing_before_a_standby_takes_over() {
+    let env = Env::without_operator("fma-stall").await;
+    let ns = env.namespace.clone();
+    let old = Stalling::new(env.client.clone());
+    let (_stop_old, old_run) = run_in_process(&ns, "old", old.client());
+    wait_for(
+        "the old process to lead",
+        Duration::from_secs(30),
+        || async { (holder(&env).await.as_deref() == Some("old")).then_some(()) },
+    )
+    .await;
+    let new = Stalling::new(env.client.clone());
+    let (stop_new, new_run) = run_in_process(&ns, "new", new.client());
+    env.apply("shop", json!({})).await.unwrap();
+    env.wait_ready("shop").await;
+    assert!(new.writes().is_empty(), "the standby does not write");
+
+    old.stalled.store(true, Ordering::SeqCst);
+    // A change of the spec every 300 ms gives whichever process leads something to write,
+    // until the new leader has written for 2 s.
+    let started = Instant::now();
+    let mut round = 0;
+    loop {
+        round += 1;
+        env.patch_spec(
+            "shop",
+            json!({ "web": { "env": [{ "name": "ROUND", "value": round.to_string() }] } }),
+        )
+        .await;
+        if new
+            .writes()
+            .first()
+            .is_some_and(|first| first.elapsed() > Duration::from_secs(2))
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the standby never took over"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let (result, stopped) = tokio::time::timeout(Duration::from_secs(5), old_run)
+        .await
+        .expect("the old leader stops once it cannot renew")
+        .expect("operator task");
+    assert!(
+        matches!(result, Err(Error::LeadershipLost(_))),
+        "{result:?}"
+    );
+    let took_over = new.writes()[0];
+    assert!(
+        stopped < took_over,
+        "the old leader stopped only after the new one wrote"
+    );
+    let last_old = old.writes().last().copied();
+    assert!(
+        last_old.is_some_and(|last| last < took_over),
+        "the old leader wrote after the new one started"
+    );
+
+    env.api::<FlaskMongoApp>()
+        .delete("shop", &DeleteParams::default())
+        .await
+        .unwrap();
+    env.wait_gone::<FlaskMongoApp>("shop").await;
+    let _ = stop_new.send(());
+    let (result, _) = tokio::time::timeout(Duration::from_secs(15), new_run)
+        .await
+        .expect("the new leader stops when told")
+        .expect("operator task");
+    result.expect("the new leader ends without error");
     env.teardown().await;
 }

@@ -10,7 +10,10 @@ use common::{Env, TEST_MANAGER, wait_for};
 use flaskmongo_crd::FlaskMongoApp;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Secret, Service};
+use k8s_openapi::api::core::v1::{
+    Namespace, PersistentVolume, PersistentVolumeClaim, Secret, Service,
+};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
@@ -20,6 +23,18 @@ fn web_image(deployment: &Deployment) -> String {
         .image
         .clone()
         .unwrap()
+}
+
+fn host_path(volume: &PersistentVolume) -> String {
+    volume
+        .spec
+        .as_ref()
+        .unwrap()
+        .host_path
+        .as_ref()
+        .unwrap()
+        .path
+        .clone()
 }
 
 fn password(secret: &Secret) -> Vec<u8> {
@@ -81,9 +96,14 @@ async fn create_makes_every_child_and_becomes_ready() {
     let headless = env.api::<Service>().get("shop-mongo").await.unwrap();
     assert_eq!(headless.spec.unwrap().cluster_ip.as_deref(), Some("None"));
     let volume = Api::<PersistentVolume>::all(env.client.clone())
-        .get(&format!("{ns}-shop-mongo"))
+        .get(&format!("{ns}.shop.mongo"))
         .await
         .unwrap();
+    assert_eq!(
+        host_path(&volume),
+        format!("/var/lib/flaskmongo/{ns}/shop-{}", app.uid().unwrap()),
+        "a directory of its own under the default volume root"
+    );
     let claim_ref = volume.spec.clone().unwrap().claim_ref.unwrap();
     assert_eq!(claim_ref.name.as_deref(), Some("data-shop-mongo-0"));
     let claim = env
@@ -286,7 +306,7 @@ async fn deletion_retains_or_removes_the_data() {
     let env = Env::start("fma-delete").await;
     let ns = env.namespace.clone();
     let volumes = Api::<PersistentVolume>::all(env.client.clone());
-    let volume = format!("{ns}-shop-mongo");
+    let volume = format!("{ns}.shop.mongo");
     env.apply("shop", json!({})).await.unwrap();
     env.wait_ready("shop").await;
     let first_password = password(
@@ -543,9 +563,171 @@ async fn created_without_autoscaling_holds_its_replicas() {
     env.teardown().await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn the_network_policy_is_created_kept_and_removed_when_turned_off() {
+    let env = Env::start("fma-netpol").await;
+    env.apply("shop", json!({})).await.unwrap();
+    env.wait_ready("shop").await;
+    let policies = env.api::<NetworkPolicy>();
+    let policy = policies.get("shop-network").await.expect("on by default");
+    assert_eq!(
+        policy.owner_references()[0].name,
+        "shop",
+        "goes with the object"
+    );
+    // Edited by hand: put back.
+    policies
+        .patch(
+            "shop-network",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "ingress": [{}] } })),
+        )
+        .await
+        .unwrap();
+    env.wait_child::<NetworkPolicy>("shop-network", "the policy restored", |policy| {
+        policy
+            .spec
+            .as_ref()
+            .and_then(|spec| spec.ingress.as_ref())
+            .is_some_and(|rules| rules.len() == 2 && rules[0].from.is_some())
+    })
+    .await;
+
+    env.patch_spec("shop", json!({ "networkPolicy": { "enabled": false } }))
+        .await;
+    env.wait_gone::<NetworkPolicy>("shop-network").await;
+    env.wait_ready("shop").await;
+    env.patch_spec("shop", json!({ "networkPolicy": { "enabled": true } }))
+        .await;
+    env.wait_child::<NetworkPolicy>("shop-network", "the policy back", |_| true)
+        .await;
+    env.teardown().await;
+}
+
 fn rand_suffix() -> u16 {
     let name = testenv::unique_name("x");
     name.bytes().fold(0u16, |acc, b| {
         acc.wrapping_mul(31).wrapping_add(u16::from(b))
     })
+}
+
+/// Security review, issue 13: under `Delete` the files stay on the node, so an object
+/// created again with the same name (and a new password) must get a new, empty directory;
+/// under `Retain` it keeps both its directory and its password.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_object_created_again_meets_a_new_directory_unless_its_data_was_retained() {
+    let env = Env::start("fma-again").await;
+    let volume_name = format!("{}.shop.mongo", env.namespace);
+    let volumes = Api::<PersistentVolume>::all(env.client.clone());
+    let delete = json!({ "mongo": { "storage": { "deletionPolicy": "Delete" } } });
+    let ready_path = || async {
+        env.wait_ready("shop").await;
+        host_path(&volumes.get(&volume_name).await.unwrap())
+    };
+    let remove = || async {
+        env.api::<FlaskMongoApp>()
+            .delete("shop", &DeleteParams::default())
+            .await
+            .unwrap();
+        env.wait_gone::<FlaskMongoApp>("shop").await;
+    };
+
+    env.apply("shop", json!({})).await.unwrap();
+    let first = ready_path().await;
+    remove().await;
+    env.apply("shop", delete.clone()).await.unwrap();
+    assert_eq!(ready_path().await, first, "Retain: the data is found again");
+    remove().await;
+    wait_for(
+        "the volume to be deleted",
+        Duration::from_secs(60),
+        || async { matches!(volumes.get_opt(&volume_name).await, Ok(None)).then_some(()) },
+    )
+    .await;
+    env.apply("shop", delete).await.unwrap();
+    let again = ready_path().await;
+    assert_ne!(again, first, "a new password meets a new directory");
+    assert!(
+        again.ends_with(&env.get("shop").await.uid().unwrap()),
+        "{again}"
+    );
+    env.teardown().await;
+}
+
+/// Security review, issue 13: `<namespace>-<name>-mongo` was the same volume for namespace
+/// `N-b`, object `c` and namespace `N`, object `b-c`.
+#[tokio::test(flavor = "multi_thread")]
+async fn look_alike_names_in_two_namespaces_get_volumes_of_their_own() {
+    let env = Env::start("fma-alike").await;
+    let other = format!("{}-b", env.namespace);
+    let namespaces = Api::<Namespace>::all(env.client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({ "metadata": { "name": other } })).unwrap(),
+        )
+        .await
+        .unwrap();
+    let mut config = flaskmongo_operator::Config::new(Some(other.clone()));
+    config.identity = "look-alike".to_owned();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let operator = tokio::spawn(flaskmongo_operator::run(
+        env.client.clone(),
+        config,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let apps = Api::<FlaskMongoApp>::namespaced(env.client.clone(), &other);
+    let delete = json!({ "mongo": { "storage": { "deletionPolicy": "Delete" } } });
+    let app = |name: &str| {
+        json!({ "apiVersion": "flaskmongo.dev/v1alpha1", "kind": "FlaskMongoApp",
+                "metadata": { "name": name }, "spec": delete })
+    };
+    apps.patch(
+        "c",
+        &PatchParams::apply(TEST_MANAGER),
+        &Patch::Apply(app("c")),
+    )
+    .await
+    .unwrap();
+    env.apply("b-c", delete.clone()).await.unwrap();
+    env.wait_ready("b-c").await;
+    wait_for(
+        "c in the other namespace to be Ready",
+        Duration::from_secs(90),
+        || async {
+            let c = apps.get("c").await.ok()?;
+            let ready = c.condition("Ready")?.status == "True";
+            ready.then_some(())
+        },
+    )
+    .await;
+    let volumes = Api::<PersistentVolume>::all(env.client.clone());
+    let claim_of = |name: String| {
+        let volumes = volumes.clone();
+        async move {
+            let volume = volumes.get(&name).await.unwrap();
+            let claim = volume.spec.unwrap().claim_ref.unwrap();
+            (claim.namespace.unwrap(), claim.name.unwrap())
+        }
+    };
+    assert_eq!(
+        claim_of(format!("{}.b-c.mongo", env.namespace)).await,
+        (env.namespace.clone(), "data-b-c-mongo-0".to_owned())
+    );
+    assert_eq!(
+        claim_of(format!("{other}.c.mongo")).await,
+        (other.clone(), "data-c-mongo-0".to_owned())
+    );
+
+    apps.delete("c", &DeleteParams::default()).await.unwrap();
+    wait_for("c to be deleted", Duration::from_secs(60), || async {
+        matches!(apps.get_opt("c").await, Ok(None)).then_some(())
+    })
+    .await;
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(30), operator).await;
+    let _ = namespaces.delete(&other, &DeleteParams::default()).await;
+    env.teardown().await;
 }

@@ -6,6 +6,7 @@ mod common;
 use common::{Env, TEST_MANAGER};
 use flaskmongo_crd::{DeletionPolicy, EnvVar, FlaskMongoApp, FlaskMongoAppSpec, ImagePullPolicy};
 use flaskmongo_operator::apply;
+use flaskmongo_operator::children::persistent_volume::{self, Placement};
 use flaskmongo_operator::children::{self, Instance};
 use k8s_openapi::api::core::v1::PersistentVolume;
 use kube::api::{Api, Patch, PatchParams};
@@ -114,12 +115,23 @@ fn invalid_specs() -> Vec<(&'static str, serde_json::Value, &'static str)> {
             json!({ "web": { "port": 0 } }),
             "spec.web.port",
         ),
-        (
-            "relative host path",
-            json!({ "mongo": { "storage": { "persistentVolume": { "hostPath": "data" } } } }),
-            "spec.mongo.storage.persistentVolume.hostPath",
-        ),
     ]
+}
+
+/// Security review, issue 13: a user who may create a FlaskMongoApp must not choose a
+/// directory on the node (`/`, `/etc`, another tenant's data).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_host_path_chosen_by_the_user_is_refused() {
+    let env = Env::without_operator("fma-hostpath").await;
+    for path in ["/.", "/etc", "/var/lib/flaskmongo/other-team/shop"] {
+        let spec = json!({ "mongo": { "storage": { "persistentVolume": { "hostPath": path } } } });
+        let error = env.apply("shop", spec).await.expect_err(path).to_string();
+        assert!(
+            error.contains("field not declared in schema") && error.contains("hostPath"),
+            "{path}: {error}"
+        );
+    }
+    env.teardown().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -153,12 +165,7 @@ async fn invalid_objects_are_refused_naming_the_field() {
     refused += 2;
 
     // Immutable once set.
-    env.apply(
-        "keep",
-        json!({ "mongo": { "storage": { "persistentVolume": { "hostPath": "/data/keep" } } } }),
-    )
-    .await
-    .unwrap();
+    env.apply("keep", json!({})).await.unwrap();
     let changes = [
         (
             json!({ "mongo": { "storage": { "size": "2Gi" } } }),
@@ -167,10 +174,6 @@ async fn invalid_objects_are_refused_naming_the_field() {
         (
             json!({ "mongo": { "storage": { "storageClassName": "fast" } } }),
             "mongo.storage.storageClassName is immutable",
-        ),
-        (
-            json!({ "mongo": { "storage": { "persistentVolume": { "hostPath": "/data/other" } } } }),
-            "mongo.storage.persistentVolume.hostPath is immutable",
         ),
         (
             json!({ "mongo": { "storage": { "persistentVolume": { "create": false } } } }),
@@ -252,7 +255,6 @@ fn generated_specs() -> Vec<(String, FlaskMongoAppSpec)> {
             spec.mongo.storage.size = format!("{}Mi", rng.random_range(1..=4096));
             spec.mongo.storage.persistent_volume.create = i != 3;
             if i == 4 {
-                spec.mongo.storage.persistent_volume.host_path = Some(format!("/mnt/data/{i}"));
                 spec.mongo.storage.deletion_policy = DeletionPolicy::Delete;
             }
             // The longest name allowed.
@@ -316,7 +318,9 @@ async fn children_of_generated_specs_pass_a_server_side_dry_run() {
         if let Some(hpa) = built.hpa {
             dry_run(&env.api(), hpa).await;
         }
-        if let Some(volume) = built.persistent_volume {
+        if app.spec.mongo.storage.persistent_volume.create {
+            let placement = Placement::new(&instance, flaskmongo_operator::DEFAULT_VOLUME_ROOT);
+            let volume = persistent_volume::build(&instance, &placement);
             dry_run(&Api::<PersistentVolume>::all(env.client.clone()), volume).await;
         }
         let secret = children::secret::build(&instance, &children::secret::generate_password());

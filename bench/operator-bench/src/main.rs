@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use flaskmongo_crd::FlaskMongoApp;
+use flaskmongo_operator::children::persistent_volume::{self, Placement};
 use flaskmongo_operator::children::{self, Instance, secret};
 use flaskmongo_operator::{apply, labels};
 use futures::{StreamExt, stream};
@@ -305,10 +306,12 @@ async fn create_children(client: &Client, app: &FlaskMongoApp) -> Result<()> {
             desired.mongo_service
         ),
         async {
-            match desired.persistent_volume {
-                Some(volume) => apply_child(Api::all(client.clone()), volume).await,
-                None => Ok(()),
+            if !app.spec.mongo.storage.persistent_volume.create {
+                return Ok(());
             }
+            let placement = Placement::new(&instance, flaskmongo_operator::DEFAULT_VOLUME_ROOT);
+            let volume = persistent_volume::build(&instance, &placement);
+            apply_child(Api::all(client.clone()), volume).await
         },
         apply_child(
             Api::namespaced(client.clone(), namespace),

@@ -129,7 +129,7 @@ fn child_keys(namespace: &str, app: &str) -> [String; 7] {
         format!("StatefulSet/{app}-mongo"),
         format!("Service/{app}-mongo"),
         format!("Secret/{app}-mongo-credentials"),
-        format!("PersistentVolume/{namespace}-{app}-mongo"),
+        format!("PersistentVolume/{namespace}.{app}.mongo"),
     ]
 }
 

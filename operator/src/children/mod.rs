@@ -3,6 +3,7 @@
 pub mod deployment;
 pub mod hpa;
 pub mod mongo_service;
+pub mod network_policy;
 pub mod persistent_volume;
 pub mod secret;
 pub mod statefulset;
@@ -14,9 +15,9 @@ use flaskmongo_crd::{FlaskMongoApp, FlaskMongoAppSpec};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{
-    Capabilities, EnvVar, EnvVarSource, PersistentVolume, SeccompProfile, SecretKeySelector,
-    Service,
+    Capabilities, EnvVar, EnvVarSource, SeccompProfile, SecretKeySelector, Service,
 };
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::ObjectMeta;
 use kube::{Resource, ResourceExt};
@@ -82,13 +83,26 @@ impl<'a> Instance<'a> {
         format!("{}-mongo", self.name)
     }
 
+    /// NetworkPolicy: `<name>-network`.
+    pub fn network_policy_name(&self) -> String {
+        format!("{}-network", self.name)
+    }
+
     /// Credentials Secret: `<name>-mongo-credentials`.
     pub fn secret_name(&self) -> String {
         format!("{}-mongo-credentials", self.name)
     }
 
-    /// PersistentVolume: `<namespace>-<name>-mongo` (cluster-scoped, so the namespace is in it).
+    /// PersistentVolume: `<namespace>.<name>.mongo`. Neither a namespace nor a
+    /// `FlaskMongoApp`'s name may hold a dot, so no two objects share it.
     pub fn volume_name(&self) -> String {
+        format!("{}.{}.mongo", self.namespace, self.name)
+    }
+
+    /// The volume's name before 0.2, `<namespace>-<name>-mongo`: ambiguous (namespace
+    /// `a-b`, object `c` and namespace `a`, object `b-c`), so a volume of that name is
+    /// this object's only if its labels and claim say so.
+    pub fn legacy_volume_name(&self) -> String {
         format!("{}-{}-mongo", self.namespace, self.name)
     }
 
@@ -97,12 +111,9 @@ impl<'a> Instance<'a> {
         format!("{CLAIM_TEMPLATE}-{}-0", self.mongo_name())
     }
 
-    /// Directory of the hostPath volume.
-    pub fn host_path(&self) -> String {
-        match &self.spec.mongo.storage.persistent_volume.host_path {
-            Some(path) => path.clone(),
-            None => format!("/data/flaskmongo/{}/{}", self.namespace, self.name),
-        }
+    /// `metadata.uid`.
+    pub fn uid(&self) -> &str {
+        &self.owner.uid
     }
 
     /// Stable DNS name of the MongoDB pod, through the headless Service.
@@ -137,7 +148,8 @@ impl<'a> Instance<'a> {
     }
 }
 
-/// Every child the operator applies (the Secret is created once, separately).
+/// Every child the operator applies from the spec alone (the Secret is created once, and
+/// the static volume is placed by the plan, which knows the Secret's uid).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Children {
     /// Web Deployment.
@@ -150,13 +162,12 @@ pub struct Children {
     pub statefulset: StatefulSet,
     /// MongoDB headless Service.
     pub mongo_service: Service,
-    /// Static volume, absent when the claim is left to dynamic provisioning.
-    pub persistent_volume: Option<PersistentVolume>,
+    /// The NetworkPolicy that lets only the web pods reach MongoDB, absent when disabled.
+    pub network_policy: Option<NetworkPolicy>,
 }
 
 /// Builds every child of the instance.
 pub fn desired(instance: &Instance<'_>) -> Children {
-    let pv = &instance.spec.mongo.storage.persistent_volume;
     Children {
         deployment: deployment::build(instance),
         web_service: web_service::build(instance),
@@ -167,7 +178,11 @@ pub fn desired(instance: &Instance<'_>) -> Children {
             .then(|| hpa::build(instance)),
         statefulset: statefulset::build(instance),
         mongo_service: mongo_service::build(instance),
-        persistent_volume: pv.create.then(|| persistent_volume::build(instance)),
+        network_policy: instance
+            .spec
+            .network_policy
+            .enabled
+            .then(|| network_policy::build(instance)),
     }
 }
 

@@ -8,6 +8,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 use proptest::prelude::*;
 
+use super::persistent_volume::Placement;
 use super::*;
 use crate::labels::{INSTANCE, MANAGED_BY, MANAGER};
 
@@ -81,8 +82,10 @@ fn children_have_the_agreed_names_labels_and_owner() {
         assert_eq!(labels[MANAGED_BY], MANAGER);
         assert_eq!(labels[INSTANCE], "shop");
     }
-    let volume = children.persistent_volume.unwrap();
-    assert_eq!(volume.name_any(), "team-a-shop-mongo");
+    let app = app("shop", "team-a", FlaskMongoAppSpec::default());
+    let instance = Instance::new(&app).unwrap();
+    let volume = persistent_volume::build(&instance, &Placement::new(&instance, "/v"));
+    assert_eq!(volume.name_any(), "team-a.shop.mongo");
     assert!(
         volume.metadata.owner_references.is_none(),
         "a cluster-scoped object cannot be owned"
@@ -344,37 +347,58 @@ fn mongo_service_is_headless() {
 
 #[test]
 fn volume_is_retained_and_bound_to_the_first_claim() {
-    let children = build(FlaskMongoAppSpec::default());
-    let spec = children.persistent_volume.unwrap().spec.unwrap();
+    let app = app("shop", "team-a", FlaskMongoAppSpec::default());
+    let instance = Instance::new(&app).unwrap();
+    let placement = Placement::new(&instance, "/var/lib/flaskmongo");
+    let volume = persistent_volume::build(&instance, &placement);
+    assert_eq!(Placement::of(&volume), Some(placement));
+    let spec = volume.spec.unwrap();
     assert_eq!(
         spec.persistent_volume_reclaim_policy.as_deref(),
-        Some("Retain")
+        Some("Retain"),
+        "the finalizer deletes, not the binder"
     );
     let claim = spec.claim_ref.unwrap();
     assert_eq!(
         (claim.namespace.as_deref(), claim.name.as_deref()),
         (Some("team-a"), Some("data-shop-mongo-0"))
     );
-    assert_eq!(spec.host_path.unwrap().path, "/data/flaskmongo/team-a/shop");
     assert_eq!(spec.capacity.unwrap()["storage"].0, "1Gi");
+}
 
-    let mut custom = FlaskMongoAppSpec::default();
-    custom.mongo.storage.persistent_volume.host_path = Some("/mnt/mongo".into());
-    custom.mongo.storage.deletion_policy = DeletionPolicy::Delete;
-    let spec = build(custom.clone())
-        .persistent_volume
-        .unwrap()
-        .spec
-        .unwrap();
-    assert_eq!(spec.host_path.unwrap().path, "/mnt/mongo");
-    assert_eq!(
-        spec.persistent_volume_reclaim_policy.as_deref(),
-        Some("Retain"),
-        "the finalizer deletes, not the binder"
+#[test]
+fn each_volume_lives_in_a_directory_of_its_own_under_the_volume_root() {
+    let placement = |namespace: &str, name: &str, uid: &str| {
+        let mut app = app(name, namespace, FlaskMongoAppSpec::default());
+        app.metadata.uid = Some(uid.to_owned());
+        Placement::new(&Instance::new(&app).unwrap(), "/var/lib/flaskmongo")
+    };
+    let shop = placement("team-a", "shop", "u1");
+    assert_eq!(shop.path, "/var/lib/flaskmongo/team-a/shop-u1");
+    assert_ne!(
+        placement("team-a", "shop", "u2").path,
+        shop.path,
+        "an object created again gets a new directory"
     );
+}
 
-    custom.mongo.storage.persistent_volume.create = false;
-    assert!(build(custom).persistent_volume.is_none());
+#[test]
+fn volume_names_differ_for_every_namespace_and_name() {
+    let name = |namespace: &str, name: &str| {
+        let app = app(name, namespace, FlaskMongoAppSpec::default());
+        Instance::new(&app).unwrap().volume_name()
+    };
+    assert_eq!(name("team-a", "shop"), "team-a.shop.mongo");
+    assert_ne!(name("a-b", "c"), name("a", "b-c"));
+    let legacy = |namespace: &str, n: &str| {
+        let app = app(n, namespace, FlaskMongoAppSpec::default());
+        Instance::new(&app).unwrap().legacy_volume_name()
+    };
+    assert_eq!(
+        legacy("a-b", "c"),
+        legacy("a", "b-c"),
+        "why the name changed"
+    );
 }
 
 #[test]
@@ -464,12 +488,7 @@ pub(crate) fn valid_app() -> impl Strategy<Value = FlaskMongoApp> {
             1..=100i32,
             any::<bool>(),
         ),
-        (
-            proptest::option::of("/[a-z0-9/_-]{0,40}[a-z0-9]"),
-            "[0-9]{1,3}(Mi|Gi)",
-            any::<bool>(),
-            any::<bool>(),
-        ),
+        ("[0-9]{1,3}(Mi|Gi)", any::<bool>(), any::<bool>()),
         proptest::collection::btree_map("[A-Z_][A-Z0-9_]{0,20}", ".{0,30}", 0..4),
     )
         .prop_map(|(name, namespace, web, scaling, storage, env)| {
@@ -487,9 +506,8 @@ pub(crate) fn valid_app() -> impl Strategy<Value = FlaskMongoApp> {
             (spec.autoscaling.min_replicas, spec.autoscaling.max_replicas) = (a.min(b), a.max(b));
             spec.autoscaling.target_cpu_utilization_percentage = target;
             spec.paused = paused;
-            let (host_path, size, create, delete) = storage;
-            spec.mongo.storage.persistent_volume.create = create || host_path.is_some();
-            spec.mongo.storage.persistent_volume.host_path = host_path;
+            let (size, create, delete) = storage;
+            spec.mongo.storage.persistent_volume.create = create;
             spec.mongo.storage.size = size;
             if delete {
                 spec.mongo.storage.deletion_policy = DeletionPolicy::Delete;
@@ -519,7 +537,9 @@ proptest! {
         prop_assert!(dns_label(&children.statefulset.name_any(), 52));
         prop_assert!(dns_label(&children.deployment.name_any(), 63));
         prop_assert!(instance.secret_name().len() <= 253 && instance.claim_name().len() <= 253);
-        prop_assert!(instance.volume_name().len() <= 253);
+        let volume = persistent_volume::build(&instance, &Placement::new(&instance, "/var/lib/flaskmongo"));
+        prop_assert!(volume.name_any().len() <= 253);
+        prop_assert!(volume.name_any().split('.').all(|label| dns_label(label, 63)));
         let template_labels = children.deployment.spec.template.metadata.as_ref().unwrap().labels.as_ref().unwrap();
         prop_assert!(labels_valid(template_labels));
         prop_assert!(labels_valid(children.statefulset.labels()));
@@ -539,9 +559,58 @@ proptest! {
             serde_json::to_value(&children.deployment),
             serde_json::to_value(&children.statefulset),
             serde_json::to_value(&children.web_service),
-            serde_json::to_value(&children.persistent_volume),
+            serde_json::to_value(&volume),
         ] {
             prop_assert!(json.is_ok());
         }
     }
+}
+
+#[test]
+fn the_network_policy_admits_only_the_web_pods_to_mongodb() {
+    let children = build(FlaskMongoAppSpec::default());
+    let policy = children.network_policy.expect("on by default");
+    assert_eq!(policy.metadata.name.as_deref(), Some("shop-network"));
+    assert_eq!(policy.owner_references().len(), 1);
+    let spec = policy.spec.unwrap();
+    assert_eq!(spec.policy_types, Some(vec!["Ingress".to_owned()]));
+    let selects =
+        |selector: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>,
+         template: &k8s_openapi::api::core::v1::PodTemplateSpec| {
+            let labels = template.metadata.as_ref().unwrap().labels.clone().unwrap();
+            let wanted = selector.as_ref().unwrap().match_labels.clone().unwrap();
+            wanted
+                .iter()
+                .all(|(key, value)| labels.get(key) == Some(value))
+        };
+    let web = &children.deployment.spec.template;
+    let mongo = &children.statefulset.spec.template;
+    assert!(selects(&spec.pod_selector, web) && selects(&spec.pod_selector, mongo));
+
+    let rules = spec.ingress.unwrap();
+    let port = |rule: &k8s_openapi::api::networking::v1::NetworkPolicyIngressRule| {
+        let ports = rule.ports.clone().unwrap();
+        assert_eq!(ports.len(), 1);
+        assert_eq!(ports[0].protocol.as_deref(), Some("TCP"));
+        ports[0].port.clone()
+    };
+    assert_eq!(rules.len(), 2);
+    assert_eq!(port(&rules[0]), Some(IntOrString::Int(MONGO_PORT)));
+    let peers = rules[0].from.clone().unwrap();
+    assert_eq!(peers.len(), 1);
+    assert!(selects(&peers[0].pod_selector, web), "from the web pods");
+    assert!(
+        !selects(&peers[0].pod_selector, mongo),
+        "and from nothing else"
+    );
+    assert_eq!(peers[0].namespace_selector, None, "of this namespace");
+    assert_eq!(port(&rules[1]), Some(IntOrString::Int(5000)));
+    assert_eq!(rules[1].from, None, "the web port from anywhere");
+}
+
+#[test]
+fn the_network_policy_can_be_turned_off() {
+    let mut spec = FlaskMongoAppSpec::default();
+    spec.network_policy.enabled = false;
+    assert_eq!(build(spec).network_policy, None);
 }

@@ -1,4 +1,4 @@
-use flaskmongo_crd::FlaskMongoAppSpec;
+use flaskmongo_crd::{FlaskMongoAppSpec, FlaskMongoAppStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::core::PartialObjectMeta;
@@ -9,11 +9,21 @@ use crate::labels::INSTANCE;
 
 const PASSWORD: &str = "abcdefghijklmnopqrstuvwxyz012345";
 const OTHER_FINALIZER: &str = "example.com/keep";
+const ROOT: &str = "/var/lib/flaskmongo";
 
 /// A live object `shop` in `team-a` with our finalizer, as after its first reconcile.
 fn shop(spec: FlaskMongoAppSpec) -> FlaskMongoApp {
     let mut app = app("shop", "team-a", spec);
     app.metadata.finalizers = Some(vec![OTHER_FINALIZER.to_owned(), FINALIZER.to_owned()]);
+    app
+}
+
+/// `app` with the credentials Secret recorded in its status, as after its first reconcile.
+fn recorded(mut app: FlaskMongoApp) -> FlaskMongoApp {
+    app.status = Some(FlaskMongoAppStatus {
+        credentials_secret: Some(format!("{}-mongo-credentials", app.name_any())),
+        ..FlaskMongoAppStatus::default()
+    });
     app
 }
 
@@ -25,7 +35,7 @@ fn deleting(mut app: FlaskMongoApp) -> FlaskMongoApp {
 
 fn planned(app: &FlaskMongoApp, snapshot: &Snapshot) -> Plan {
     let instance = Instance::new(app).unwrap();
-    plan(app, &instance, snapshot, || PASSWORD.to_owned()).unwrap()
+    plan(app, &instance, snapshot, ROOT, || PASSWORD.to_owned()).unwrap()
 }
 
 fn converge(app: &FlaskMongoApp, snapshot: &Snapshot) -> Converge {
@@ -64,16 +74,17 @@ fn converged(app: &FlaskMongoApp) -> Snapshot {
         web_service,
         deployment,
         hpa,
+        network_policy,
     } = converge(app, &Snapshot::default()).children;
     Snapshot {
         deployment: live(deployment).map(owning_replicas),
         web_service: live(web_service),
         hpa: live(hpa),
+        network_policy: live(network_policy),
         statefulset: live(statefulset),
         mongo_service: live(mongo_service),
-        persistent_volume: live(persistent_volume),
+        volumes: live(persistent_volume).into_iter().collect(),
         claim: Some(claim()),
-        secret: true,
     }
 }
 
@@ -145,8 +156,10 @@ fn a_new_object_gets_every_child_its_secret_and_the_finalizer() {
         web_service,
         deployment,
         hpa,
+        network_policy,
     } = children;
     assert!(!applied(mongo_service).existed);
+    assert!(!applied(network_policy).existed);
     assert!(!applied(persistent_volume).existed);
     assert!(!applied(statefulset).existed);
     assert!(!applied(web_service).existed);
@@ -163,7 +176,7 @@ fn a_new_object_gets_every_child_its_secret_and_the_finalizer() {
 
 #[test]
 fn a_converged_object_plans_no_write() {
-    let app = shop(FlaskMongoAppSpec::default());
+    let app = recorded(shop(FlaskMongoAppSpec::default()));
     let mut snapshot = converged(&app);
     // The autoscaler's count is not the operator's to restore.
     if let Some(deployment) = &mut snapshot.deployment {
@@ -324,10 +337,10 @@ fn a_secret_is_generated_only_where_no_retained_data_needs_the_old_one() {
         Confirm(&'static str),
     }
     let app = shop(FlaskMongoAppSpec::default());
-    let volume = converged(&app).persistent_volume;
-    let pv = "PersistentVolume team-a-shop-mongo";
+    let volume = converged(&app).volumes;
+    let pv = "PersistentVolume team-a.shop.mongo";
     let pvc = "PersistentVolumeClaim data-shop-mongo-0";
-    // (Secret cached, volume cached, claim cached, decision)
+    // (Secret recorded in the status, volume cached, claim cached, decision)
     let cases = [
         (true, false, false, Expect::Leave),
         (true, true, true, Expect::Leave),
@@ -339,14 +352,18 @@ fn a_secret_is_generated_only_where_no_retained_data_needs_the_old_one() {
     for (secret, has_volume, has_claim, expected) in cases {
         let case = format!("Secret {secret}, volume {has_volume}, claim {has_claim}");
         let snapshot = Snapshot {
-            persistent_volume: volume.clone().filter(|_| has_volume),
+            volumes: volume.clone().into_iter().filter(|_| has_volume).collect(),
             claim: has_claim.then(claim),
-            secret,
             ..Snapshot::default()
+        };
+        let app = if secret {
+            recorded(app.clone())
+        } else {
+            app.clone()
         };
         let instance = Instance::new(&app).unwrap();
         let creates = matches!(expected, Expect::Create);
-        let planned = plan(&app, &instance, &snapshot, || {
+        let planned = plan(&app, &instance, &snapshot, ROOT, || {
             assert!(creates, "{case}: a password only for a new Secret");
             PASSWORD.to_owned()
         });
@@ -380,7 +397,6 @@ fn deletion_cleans_up_in_order_then_releases_the_finalizer() {
     let dynamic = spec(|s| {
         s.mongo.storage.deletion_policy = DeletionPolicy::Delete;
         s.mongo.storage.persistent_volume.create = false;
-        s.mongo.storage.persistent_volume.host_path = None;
     });
     let statefulset = converged(&shop(FlaskMongoAppSpec::default())).statefulset;
     let mut going_statefulset = statefulset.clone().unwrap();
@@ -394,7 +410,7 @@ fn deletion_cleans_up_in_order_then_releases_the_finalizer() {
 
     let sts = Target::namespaced::<StatefulSet>("shop-mongo".to_owned(), "team-a");
     let pvc = Target::namespaced::<PersistentVolumeClaim>("data-shop-mongo-0".to_owned(), "team-a");
-    let pv = Target::cluster::<PersistentVolume>("team-a-shop-mongo".to_owned());
+    let pv = Target::cluster::<PersistentVolume>("team-a.shop.mongo".to_owned());
     let secret = Target::namespaced::<Secret>("shop-mongo-credentials".to_owned(), "team-a");
     let release = |stages| Finalize::Release {
         stages,
@@ -459,7 +475,6 @@ fn deletion_cleans_up_in_order_then_releases_the_finalizer() {
         let snapshot = Snapshot {
             statefulset,
             claim,
-            secret: true,
             ..converged(&shop(FlaskMongoAppSpec::default()))
         };
         assert_eq!(finalize(&app, &snapshot), expected, "{case}");
@@ -475,4 +490,211 @@ fn targets_name_their_kind_and_scope() {
     let statefulset = Target::namespaced::<StatefulSet>("shop-mongo".to_owned(), "team-a");
     assert_eq!(statefulset.namespace.as_deref(), Some("team-a"));
     assert_eq!(statefulset.resource.api_version, "apps/v1");
+}
+
+#[test]
+fn a_secret_recorded_for_another_name_is_not_trusted() {
+    // Only the record of this object's own Secret says it exists; nothing reads Secrets.
+    let mut app = recorded(shop(FlaskMongoAppSpec::default()));
+    if let Some(status) = &mut app.status {
+        status.credentials_secret = Some("other-mongo-credentials".to_owned());
+    }
+    let secret = converge(&app, &Snapshot::default()).secret;
+    assert!(matches!(secret, Once::Create(_)), "{secret:?}");
+    let secret = converge(&recorded(app), &Snapshot::default()).secret;
+    assert!(matches!(secret, Once::Leave), "{secret:?}");
+}
+
+/// The volume `app`'s first plan creates, as cached.
+fn volume_of(app: &FlaskMongoApp) -> PersistentVolume {
+    converged(app).volumes.pop().unwrap()
+}
+
+/// `volume` named `name`, labelled for `owner` (namespace, name), bound to `claim`.
+fn volume_as(
+    mut volume: PersistentVolume,
+    name: &str,
+    owner: (&str, &str),
+    claim: (&str, &str),
+) -> PersistentVolume {
+    volume.metadata.name = Some(name.to_owned());
+    let owner_labels = volume.labels_mut();
+    owner_labels.insert(labels::OWNER_NAMESPACE.to_owned(), owner.0.to_owned());
+    owner_labels.insert(INSTANCE.to_owned(), owner.1.to_owned());
+    let claim_ref = volume.spec.as_mut().unwrap().claim_ref.as_mut().unwrap();
+    claim_ref.namespace = Some(claim.0.to_owned());
+    claim_ref.name = Some(claim.1.to_owned());
+    volume
+}
+
+fn host_path(volume: &PersistentVolume) -> &str {
+    &volume
+        .spec
+        .as_ref()
+        .unwrap()
+        .host_path
+        .as_ref()
+        .unwrap()
+        .path
+}
+
+#[test]
+fn a_new_volume_gets_a_directory_of_its_own_under_the_volume_root() {
+    let app = shop(FlaskMongoAppSpec::default());
+    let volume = volume_of(&app);
+    assert_eq!(volume.name_any(), "team-a.shop.mongo");
+    assert_eq!(
+        host_path(&volume),
+        format!("{ROOT}/team-a/shop-{}", app.uid().unwrap())
+    );
+}
+
+#[test]
+fn an_object_created_again_meets_an_empty_directory_unless_its_data_was_retained() {
+    let first = shop(FlaskMongoAppSpec::default());
+    let mut again = shop(FlaskMongoAppSpec::default());
+    again.metadata.uid = Some("7c0ffee0-0000-4000-8000-000000000002".to_owned());
+    // Deleted under `Delete`: no volume left, so a new directory for the new password.
+    let fresh = applied(
+        converge(&again, &Snapshot::default())
+            .children
+            .persistent_volume,
+    );
+    assert_ne!(host_path(&fresh.object), host_path(&volume_of(&first)));
+    // Retained: the old volume, and the Secret that opens it, are reused where they are.
+    let retained = Snapshot {
+        volumes: vec![volume_of(&first)],
+        ..Snapshot::default()
+    };
+    let Converge {
+        secret, children, ..
+    } = converge(&again, &retained);
+    assert!(matches!(secret, Once::Confirm { .. }), "{secret:?}");
+    let kept = match children.persistent_volume {
+        Step::Leave => volume_of(&first),
+        Step::Apply(apply) => apply.object,
+        Step::Delete(name) => panic!("deletes {name}"),
+    };
+    assert_eq!(host_path(&kept), host_path(&volume_of(&first)));
+}
+
+#[test]
+fn a_volume_of_another_object_is_never_touched() {
+    let app = shop(spec(|s| {
+        s.mongo.storage.deletion_policy = DeletionPolicy::Delete
+    }));
+    let ours = volume_of(&app);
+    // At this object's name, but labelled and bound for another: refused, reported.
+    let taken = volume_as(
+        ours.clone(),
+        "team-a.shop.mongo",
+        ("team-a", "other"),
+        ("team-a", "data-other-mongo-0"),
+    );
+    let snapshot = Snapshot {
+        volumes: vec![taken.clone()],
+        ..Snapshot::default()
+    };
+    let instance = Instance::new(&app).unwrap();
+    let error = plan(&app, &instance, &snapshot, ROOT, || PASSWORD.to_owned()).unwrap_err();
+    assert_eq!(error.reason(), "VolumeTaken");
+    assert!(
+        error.to_string().contains("team-a/data-other-mongo-0"),
+        "{error}"
+    );
+    // Nor deleted with this object.
+    let Finalize::Release { stages, .. } = finalize(&deleting(app.clone()), &snapshot) else {
+        panic!("expected a release");
+    };
+    assert!(
+        stages
+            .iter()
+            .flatten()
+            .all(|t| t.resource.kind != "PersistentVolume"),
+        "{stages:?}"
+    );
+    // Under the ambiguous name before 0.2, another object's volume is simply not this one's:
+    // this object gets a volume of its own.
+    let look_alike = volume_as(
+        ours,
+        "team-a-shop-mongo",
+        ("team", "a-shop"),
+        ("team", "data-a-shop-mongo-0"),
+    );
+    let snapshot = Snapshot {
+        volumes: vec![look_alike],
+        ..Snapshot::default()
+    };
+    let Converge {
+        secret, children, ..
+    } = converge(&app, &snapshot);
+    assert!(
+        matches!(secret, Once::Create(_)),
+        "no data of this object: {secret:?}"
+    );
+    let created = applied(children.persistent_volume);
+    assert!(!created.existed);
+    assert_eq!(created.object.name_any(), "team-a.shop.mongo");
+}
+
+#[test]
+fn a_volume_retained_under_the_old_name_is_found_by_its_owner() {
+    let app = shop(spec(|s| {
+        s.mongo.storage.deletion_policy = DeletionPolicy::Delete
+    }));
+    let mut old = volume_as(
+        volume_of(&app),
+        "team-a-shop-mongo",
+        ("team-a", "shop"),
+        ("team-a", "data-shop-mongo-0"),
+    );
+    old.spec.as_mut().unwrap().host_path.as_mut().unwrap().path =
+        "/data/flaskmongo/team-a/shop".to_owned();
+    let snapshot = Snapshot {
+        volumes: vec![old.clone()],
+        ..Snapshot::default()
+    };
+    let Converge {
+        secret, children, ..
+    } = converge(&app, &snapshot);
+    let Once::Confirm { missing, .. } = secret else {
+        panic!("its data needs the old Secret, planned {secret:?}");
+    };
+    assert!(
+        missing
+            .to_string()
+            .starts_with("PersistentVolume team-a-shop-mongo")
+    );
+    let kept = applied(children.persistent_volume);
+    assert!(kept.existed);
+    assert_eq!(kept.object.name_any(), "team-a-shop-mongo");
+    assert_eq!(host_path(&kept.object), "/data/flaskmongo/team-a/shop");
+    let Finalize::Release { stages, .. } = finalize(&deleting(app), &snapshot) else {
+        panic!("expected a release");
+    };
+    assert!(stages[1].contains(&Target::cluster::<PersistentVolume>(
+        "team-a-shop-mongo".to_owned()
+    )));
+}
+
+#[test]
+fn the_network_policy_is_kept_and_goes_when_turned_off() {
+    let on = shop(FlaskMongoAppSpec::default());
+    let off = shop(spec(|s| s.network_policy.enabled = false));
+    let ours = converged(&on).network_policy;
+    let step = |app, network_policy| {
+        let snapshot = Snapshot {
+            network_policy,
+            ..Snapshot::default()
+        };
+        converge(app, &snapshot).children.network_policy
+    };
+    assert!(!applied(step(&on, None)).existed, "created");
+    assert_eq!(step(&on, ours.clone()), Step::Leave, "kept as it is");
+    assert_eq!(
+        step(&off, ours),
+        Step::Delete("shop-network".to_owned()),
+        "deleted once turned off"
+    );
+    assert_eq!(step(&off, None), Step::Leave, "none to delete");
 }

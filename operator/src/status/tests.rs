@@ -57,7 +57,7 @@ fn all<'a>(d: &'a Deployment, s: &'a Service, m: &'a StatefulSet) -> Observed<'a
         deployment: Some(d),
         web_service: Some(s),
         statefulset: Some(m),
-        failure: None,
+        ..Observed::default()
     }
 }
 
@@ -229,4 +229,25 @@ fn the_report_prefers_what_the_applies_returned_and_is_none_when_unchanged() {
     };
     let degraded = report(&app, &snapshot, &applied, Some(failure)).expect("a change");
     assert_eq!(condition(&degraded, CONDITION_DEGRADED).status, "True");
+}
+
+#[test]
+fn the_credentials_secret_once_recorded_stays_recorded() {
+    let mut app = app("shop", "ns", FlaskMongoAppSpec::default());
+    let snapshot = crate::observe::Snapshot::default();
+    let found = crate::execute::Applied {
+        secret: Some("shop-mongo-credentials".to_owned()),
+        ..crate::execute::Applied::default()
+    };
+    let status = report(&app, &snapshot, &found, None).expect("a first status");
+    assert_eq!(
+        status.credentials_secret.as_deref(),
+        Some("shop-mongo-credentials")
+    );
+    app.status = Some(status);
+    let later = report(&app, &snapshot, &crate::execute::Applied::default(), None);
+    assert_eq!(
+        later, None,
+        "a later reconcile that left it keeps the record"
+    );
 }
