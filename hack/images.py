@@ -149,6 +149,18 @@ def umoci(*args):
     subprocess.run(["umoci", *map(str, args)], check=True)
 
 
+def install_umoci():
+    """Installs Debian's umoci when it is missing, as the real node's packages are."""
+    if shutil.which("umoci"):
+        return
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        fail("umoci is missing: install it (apt-get install -y umoci)")
+    print("installing umoci from Debian", flush=True)
+    environment = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=environment)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "umoci"], check=True, env=environment)
+
+
 def pack(name, reference, runtime):
     """Packs `runtime` into OUT/name.tar as one layer; returns whether it had to."""
     for path in [runtime.rootfs, *runtime.rootfs.rglob("*")]:
@@ -225,6 +237,7 @@ def main():
     loading.add_argument("--namespace", default="k8s.io", help="containerd namespace (the CRI's: k8s.io)")
     arguments = parser.parse_args()
     if arguments.command == "build":
+        install_umoci()
         build()
     else:
         load(arguments.address, arguments.namespace)

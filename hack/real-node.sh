@@ -43,8 +43,16 @@ node_prerequisites() {
     { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"; } >&2 ||
       die "could not install ${missing[*]} (apt-get install -y ${missing[*]})"
   fi
-  if [ -e "$NODE_LOCK" ] && [ "$(cat "$NODE_LOCK")" != "$STATE" ] && [ -d "$(cat "$NODE_LOCK")" ]; then
-    die "a real node already runs for $(cat "$NODE_LOCK"): stop it first (LOCAL_STACK_DIR=$(cat "$NODE_LOCK") hack/local-stack.sh down)"
+  local other
+  other=$(cat "$NODE_LOCK" 2>/dev/null || true)
+  if [ -n "$other" ] && [ "$other" != "$STATE" ]; then
+    if kill -0 "$(cat "$other/pids/kubelet.pid" 2>/dev/null)" 2>/dev/null ||
+      kill -0 "$(cat "$other/pids/containerd.pid" 2>/dev/null)" 2>/dev/null; then
+      die "a real node already runs for $other: stop it first (LOCAL_STACK_DIR=$other hack/local-stack.sh down)"
+    fi
+    # A node whose processes are gone (a machine restarted, a session ended): its traces go.
+    log "removing the remains of the real node of $other"
+    (STATE=$other && { [ ! -f "$STATE/ports" ] || load_ports; } && node_down)
   fi
 }
 
@@ -86,6 +94,8 @@ node_network_up() {
   # The bridge exists before the CNI plugin sees it, with the gateway address, so the plugin
   # need not act as gateway: that would switch on IP forwarding for the whole machine. It
   # also carries the node's address (the kubelet refuses a loopback one).
+  # One real node per machine: a bridge of that name is a remain of an ended one.
+  ip link del "$POD_BRIDGE" 2>/dev/null || true
   ip link add "$POD_BRIDGE" type bridge
   ip addr add "$POD_GATEWAY/24" dev "$POD_BRIDGE"
   ip addr add "$NODE_IP/32" dev "$POD_BRIDGE"
