@@ -611,7 +611,7 @@ fn rand_suffix() -> u16 {
     })
 }
 
-/// Security review, issue 13: under `Delete` the files stay on the node, so an object
+/// Under `Delete` the files stay on the node, so an object
 /// created again with the same name (and a new password) must get a new, empty directory;
 /// under `Retain` it keeps both its directory and its password.
 #[tokio::test(flavor = "multi_thread")]
@@ -654,7 +654,7 @@ async fn an_object_created_again_meets_a_new_directory_unless_its_data_was_retai
     env.teardown().await;
 }
 
-/// Security review, issue 13: `<namespace>-<name>-mongo` was the same volume for namespace
+/// `<namespace>-<name>-mongo` was the same volume for namespace
 /// `N-b`, object `c` and namespace `N`, object `b-c`.
 #[tokio::test(flavor = "multi_thread")]
 async fn look_alike_names_in_two_namespaces_get_volumes_of_their_own() {

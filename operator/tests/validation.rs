@@ -118,7 +118,7 @@ fn invalid_specs() -> Vec<(&'static str, serde_json::Value, &'static str)> {
     ]
 }
 
-/// Security review, issue 13: a user who may create a FlaskMongoApp must not choose a
+/// A user who may create a FlaskMongoApp must not choose a
 /// directory on the node (`/`, `/etc`, another tenant's data).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_host_path_chosen_by_the_user_is_refused() {
