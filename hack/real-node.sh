@@ -396,6 +396,11 @@ node_down() {
   for d in $(cgroup_dirs); do
     [ ! -d "$d" ] || find "$d" -depth -type d -exec rmdir {} \; 2>/dev/null || true
   done
-  [ ${#volumes[@]} -eq 0 ] || rm -rf "${volumes[@]}"
+  local volume
+  for volume in "${volumes[@]}"; do
+    rm -rf "$volume"
+    # The namespace's folder and the root, which the kubelet made with the first volume.
+    rmdir "$(dirname "$volume")" "$VOLUME_ROOT" 2>/dev/null || true
+  done
   rm -f "$NODE_LOCK"
 }
