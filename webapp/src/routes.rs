@@ -124,7 +124,12 @@ async fn readyz(State(app): State<App>) -> Response {
     let reason = match tokio::time::timeout(app.ping_timeout, app.store.ping()).await {
         Ok(Ok(())) => return json_response(StatusCode::OK, &json!({ "status": "ready" })),
         Ok(Err(err)) => err.to_string(),
-        Err(_elapsed) => "ping timed out".to_owned(),
+        // The driver's own server-selection timeout races this one; both name the servers.
+        Err(_elapsed) => format!(
+            "no answer from {} within {:?}",
+            app.store.hosts(),
+            app.ping_timeout
+        ),
     };
     app.metrics.database_error("ping");
     // The driver's text names hosts and the topology: it is for the log, not for anyone who

@@ -38,6 +38,8 @@ pub struct Store {
     client: Client,
     database: Database,
     documents: Collection<RawDocumentBuf>,
+    /// The servers named in the URI, for log lines about a MongoDB that does not answer.
+    hosts: String,
 }
 
 impl Store {
@@ -62,6 +64,12 @@ impl Store {
             .default_database
             .clone()
             .unwrap_or_else(|| DEFAULT_DATABASE.to_owned());
+        let hosts = options
+            .hosts
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
         let client = Client::with_options(options)?;
         let database = client.database(&database_name);
         let documents = database.collection_with_options(
@@ -74,7 +82,13 @@ impl Store {
             client,
             database,
             documents,
+            hosts,
         })
+    }
+
+    /// The servers named in the URI, comma-separated.
+    pub fn hosts(&self) -> &str {
+        &self.hosts
     }
 
     /// Stores `document`, returning once the write is acknowledged.
