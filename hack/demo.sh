@@ -77,7 +77,7 @@ webapp=$root/target/debug/webapp
 
 step "Installing the CRD and RBAC of config/default"
 run kubectl apply --server-side -k config/crd
-run kubectl apply --server-side -f config/manager/namespace.yaml
+run kubectl apply --server-side -f config/manager/namespace.yaml -f config/manager/volume_preparation_namespace.yaml
 run kubectl apply --server-side -k config/rbac
 kubectl wait --for=condition=Established crd/flaskmongoapps.flaskmongo.dev --timeout=30s >/dev/null
 

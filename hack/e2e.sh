@@ -117,6 +117,9 @@ check "one operator replica holds the leader Lease" wait_for 60 \
 
 step "apply the sample, with the MongoDB stand-in image ($MONGO_STANDIN_IMAGE)"
 kubectl create namespace "$NAMESPACE"
+# As a cautious cluster administrator would: every pod of the app, MongoDB's included, must
+# meet the `restricted` Pod Security Standard.
+kubectl label namespace "$NAMESPACE" pod-security.kubernetes.io/enforce=restricted >/dev/null
 # A small CPU request so that load on two shared cores moves the autoscaler, and a short
 # scale-down window so that the way back to the minimum is seen within the test.
 hack/standin-sample.sh '{"spec": {"web": {"resources": {"requests": {"cpu": "20m"}}},
@@ -144,6 +147,10 @@ echo "$get"
 check "GET /data returns the document without _id" test "$get" = '[{"sampleKey":"sampleValue"}]'
 check "the volume's directory is the operator's, under its volume root, and holds the stored documents" \
   bash -c "[[ '$data_dir' == /var/lib/flaskmongo/$NAMESPACE/$APP-* ]] && ls '$data_dir' | grep -q sqlite"
+check "MongoDB runs as its own user (999) without capabilities, and owns its data, private to it" \
+  bash -c "[ \"\$(stat -c '%u:%g %a' '$data_dir')\" = '999:999 700' ] &&
+    pid=\$(pgrep -f -u 999 /usr/local/bin/ferretdb | head -n 1) && [ -n \"\$pid\" ] &&
+    grep -q '^CapEff:[[:space:]]*0000000000000000$' /proc/\$pid/status"
 welcome=$(curl -sS "$url/")
 echo "$welcome"
 check "GET / answers as the seed's app" bash -c "[[ '$welcome' == 'Welcome to the Flask app! The current time is: '* ]]"

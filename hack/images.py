@@ -37,7 +37,7 @@ OUT = ROOT / "target" / "images"
 WORK = OUT / "work"
 REGISTRY = "docker.io/flaskmongo"
 EPOCH = "1970-01-01T00:00:00Z"
-# The official mongo image's user, for a pod that runs the stand-in as mongodb.
+# The official mongo image's mongodb user, which the stand-in runs as.
 MONGODB_UID = 999
 # FerretDB's flags as its environment variables (kong names them FERRETDB_<FLAG>): the SQLite
 # backend with its files and FerretDB's state.json in the claim's mount point, every address,
@@ -76,8 +76,8 @@ def fresh(directory):
 
 
 def mongo_standin(tools_dir, version):
-    """FerretDB as root (the official mongo image's entrypoint starts as root too), with a
-    distroless-like /etc that also has the official image's mongodb user."""
+    """FerretDB as the official mongo image's mongodb user, as the operator runs MongoDB, with
+    a distroless-like /etc that has that user."""
     binary = tools_dir / f"ferretdb-{version}" / "ferretdb"
     if not binary.is_file():
         fail(f"no {binary}: run hack/tools.sh ferretdb")
@@ -95,7 +95,7 @@ def mongo_standin(tools_dir, version):
     shutil.copy(binary, rootfs / "usr/local/bin/ferretdb")
     description = (f"Stand-in for the mongo image, not MongoDB: FerretDB {version} (MongoDB wire "
                    "protocol) with its SQLite backend, data in /data/db")
-    return Runtime(rootfs, ["/usr/local/bin/ferretdb"], "0:0",
+    return Runtime(rootfs, ["/usr/local/bin/ferretdb"], f"{MONGODB_UID}:{MONGODB_UID}",
                    labels("flaskmongo-mongo-standin", description, version), ["27017/tcp"], FERRETDB_ENV)
 
 

@@ -202,6 +202,12 @@ write_kwok_config() {
       echo "---"
       cat "$dir/kustomize/stage/$f"
     done
+    # kwok completes only the pods of Jobs; a kubelet completes any pod that runs once
+    # (the operator's volume preparation pods among them).
+    echo "---"
+    sed -e 's/name: pod-complete$/name: pod-complete-run-once/' \
+      -e "s/'.metadata.ownerReferences.\[\].kind'/'.spec.restartPolicy'/" \
+      -e "s/- 'Job'$/- 'Never'/" "$dir/kustomize/stage/pod/fast/pod-complete.yaml"
   } > "$STATE/kwok.yaml"
 }
 
@@ -339,6 +345,9 @@ cmd_up() {
     log "kwok with $NODES simulated nodes"; start_kwok; create_nodes
   fi
   wait_until kube-controller-manager 60 kubectl_local get serviceaccount default -n default
+  # The operator's namespace for volume preparation pods, as `kubectl apply -k config/default`
+  # makes it: an operator run from here (tests, benchmarks, `make run`) finds it.
+  kubectl_local apply --server-side -f "$root/config/manager/volume_preparation_namespace.yaml" >/dev/null
   cat > "$STATE/env" <<EOF
 export KUBECONFIG=$STATE/kubeconfig
 export MONGODB_URI=mongodb://127.0.0.1:$FERRETDB_PORT/

@@ -43,8 +43,8 @@ pub struct Context {
     stores: Stores,
     /// Interval of the periodic re-check of a healthy object.
     requeue: Duration,
-    /// Where new volumes' directories go.
-    volume_root: String,
+    /// Where volumes' directories go, and what prepares them.
+    volumes: crate::Volumes,
     /// The objects as the controller's watch last saw them.
     apps: Store<FlaskMongoApp>,
     /// Consecutive transient failures of each object, for its backoff.
@@ -117,7 +117,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
     on_ready: impl FnOnce() + Send + 'static,
 ) {
-    let (controller, stores) = watches::controller(&client, settings.namespace.as_deref());
+    let (controller, stores) = watches::controller(
+        &client,
+        settings.namespace.as_deref(),
+        &settings.volumes.preparation_namespace,
+    );
     let ready_stores = stores.clone();
     tokio::spawn(async move {
         ready_stores.wait_until_ready().await;
@@ -136,7 +140,7 @@ pub async fn run(
         metrics: settings.metrics.clone(),
         stores,
         requeue: settings.requeue,
-        volume_root: settings.volume_root.clone(),
+        volumes: settings.volumes.clone(),
         apps: controller.store(),
         failures: Mutex::default(),
     });
@@ -159,13 +163,13 @@ pub async fn reconcile(app: Arc<FlaskMongoApp>, ctx: Arc<Context>) -> Result<Act
     tracing::debug!(object = %ObjectRef::from(app.as_ref()), "reconcile starts");
     ctx.stores.wait_until_ready().await;
     let instance = Instance::new(&app)?;
-    let snapshot = observe::observe(&ctx.stores, &instance)?;
+    let snapshot = observe::observe(&ctx.stores, &instance, &ctx.volumes.preparation_namespace)?;
     let changes = Changes::default();
     let (applied, result) = match plan::plan(
         &app,
         &instance,
         &snapshot,
-        &ctx.volume_root,
+        &ctx.volumes,
         secret::generate_password,
     ) {
         Ok(Plan::Finalize(cleanup)) => {

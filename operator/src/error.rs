@@ -39,6 +39,36 @@ pub enum Error {
         /// Whom it is bound to.
         owner: String,
     },
+    /// The pod that hands a volume's directory to MongoDB's user failed.
+    #[error(
+        "the pod {pod} that prepares the directory of PersistentVolume {volume} failed: {why}; \
+         see `kubectl logs -n {pod_namespace} {pod}`, and delete the pod to try again"
+    )]
+    VolumePreparationFailed {
+        /// The volume.
+        volume: String,
+        /// The pod's name.
+        pod: String,
+        /// The pod's namespace.
+        pod_namespace: String,
+        /// The pod's or its container's words.
+        why: String,
+    },
+    /// A volume from before MongoDB ran without root lies outside the volume root: the
+    /// operator hands no directory outside the root to anyone.
+    #[error(
+        "PersistentVolume {volume} keeps its data in {path}, outside the volume root {root}: \
+         the operator does not change owners there. On its node, run `chown -R 999:999 {path}`, \
+         then `kubectl annotate pv {volume} flaskmongo.dev/data-owner=999:999`"
+    )]
+    VolumeOutsideRoot {
+        /// The volume.
+        volume: String,
+        /// Its directory.
+        path: String,
+        /// The volume root.
+        root: String,
+    },
     /// An object could not be turned into JSON.
     #[error("cannot serialize {what}: {source}")]
     Serialize {
@@ -101,6 +131,9 @@ impl Error {
             // The object lacks what the API server always sets, or a child built from its
             // spec cannot be serialized: the same object fails the same way.
             Self::MissingMetadata(_) | Self::Serialize { .. } => true,
+            // Retrying cannot help until the failed pod is deleted or the volume is
+            // annotated; both are watched, so either starts the next reconcile.
+            Self::VolumePreparationFailed { .. } | Self::VolumeOutsideRoot { .. } => true,
             Self::Kube { .. }
             | Self::CredentialsMissing { .. }
             | Self::VolumeTaken { .. }
@@ -125,6 +158,8 @@ impl Error {
             Self::MissingMetadata(_) => "MissingMetadata",
             Self::CredentialsMissing { .. } => "CredentialsMissing",
             Self::VolumeTaken { .. } => "VolumeTaken",
+            Self::VolumePreparationFailed { .. } => "VolumePreparationFailed",
+            Self::VolumeOutsideRoot { .. } => "VolumeOutsideRoot",
             Self::Serialize { .. } => "SerializeFailed",
             Self::Cached { .. } => "CacheUnreadable",
             Self::LeadershipLost(_) => "LeadershipLost",

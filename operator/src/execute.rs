@@ -8,7 +8,7 @@ use futures::future;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{PersistentVolume, Secret, Service};
+use k8s_openapi::api::core::v1::{PersistentVolume, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::{Client, Resource, ResourceExt};
@@ -20,7 +20,7 @@ use crate::apply;
 use crate::error::{Error, Refusal, Result};
 use crate::events::{Changes, Verb};
 use crate::labels::MANAGER;
-use crate::plan::{Apply, Converge, Finalize, Hold, Once, Step, Target, Writes};
+use crate::plan::{Apply, Converge, Elsewhere, Finalize, Hold, Once, Step, Target, Writes};
 
 /// The object being reconciled: namespaced, with finalizers and a status subresource.
 pub trait Owner:
@@ -69,6 +69,8 @@ pub struct Applied {
     pub hpa: Option<HorizontalPodAutoscaler>,
     /// The NetworkPolicy around MongoDB.
     pub network_policy: Option<NetworkPolicy>,
+    /// The volume's preparation pod.
+    pub volume_preparation: Option<Pod>,
     /// The credentials Secret's name, when this reconcile created it or found it there.
     pub secret: Option<String>,
 }
@@ -200,6 +202,11 @@ async fn write_all(
         deployment,
         hpa,
         network_policy,
+        volume_preparation:
+            Elsewhere {
+                namespace: preparation_namespace,
+                step: volume_preparation,
+            },
     } = writes;
     let (
         mongo_service,
@@ -209,6 +216,7 @@ async fn write_all(
         deployment,
         hpa,
         network_policy,
+        volume_preparation,
     ) = futures::join!(
         write(
             changes,
@@ -237,6 +245,11 @@ async fn write_all(
             Api::namespaced(client.clone(), namespace),
             network_policy
         ),
+        write(
+            changes,
+            Api::namespaced(client.clone(), &preparation_namespace),
+            volume_preparation
+        ),
     );
     let mut failure = None;
     let applied = Applied {
@@ -247,6 +260,7 @@ async fn write_all(
         deployment: keep(deployment, &mut failure),
         hpa: keep(hpa, &mut failure),
         network_policy: keep(network_policy, &mut failure),
+        volume_preparation: keep(volume_preparation, &mut failure),
         secret: None,
     };
     (applied, failure.map_or(Ok(()), Err))
@@ -449,9 +463,13 @@ mod tests {
             "default",
         );
         for poll in 1..=3 {
-            let Ok(Plan::Finalize(cleanup)) =
-                plan(&owner, &instance, &snapshot, "/data", || unreachable!())
-            else {
+            let Ok(Plan::Finalize(cleanup)) = plan(
+                &owner,
+                &instance,
+                &snapshot,
+                &crate::Volumes::default(),
+                || unreachable!(),
+            ) else {
                 panic!("expected a clean-up");
             };
             let changes = Changes::default();

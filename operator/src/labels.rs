@@ -38,13 +38,15 @@ pub fn claim_selector() -> String {
     )
 }
 
-/// The two tiers of the app.
+/// The two tiers of the app, and the pod that prepares MongoDB's volume.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Component {
     /// The web Deployment and what serves it.
     Web,
     /// MongoDB and its storage.
     Mongo,
+    /// The one-shot pod that hands a volume's directory to MongoDB's user.
+    VolumePreparation,
 }
 
 impl Component {
@@ -53,6 +55,7 @@ impl Component {
         match self {
             Self::Web => "web",
             Self::Mongo => "mongo",
+            Self::VolumePreparation => "volume-preparation",
         }
     }
 }

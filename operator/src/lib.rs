@@ -16,6 +16,7 @@ pub mod leader;
 pub mod metrics;
 pub mod observe;
 pub mod plan;
+pub mod prepare;
 pub mod server;
 pub mod status;
 pub mod telemetry;
@@ -49,13 +50,44 @@ pub struct Config {
     pub identity: String,
     /// Where the counters go.
     pub metrics: Metrics,
-    /// The directory on the nodes under which every static volume gets a directory of its
-    /// own: the administrator's choice, never a user's.
-    pub volume_root: String,
+    /// Where the static volumes live and what prepares them.
+    pub volumes: Volumes,
 }
 
-/// Default of [`Config::volume_root`].
+/// Where the static volumes live and what prepares their directories: the
+/// administrator's choices, never a user's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Volumes {
+    /// The directory on the nodes under which every static volume gets a directory of its
+    /// own.
+    pub root: String,
+    /// The namespace of the one-shot pods that hand a volume's directory to MongoDB's
+    /// user. They run as root with the directory mounted from the node, so it must admit
+    /// such pods, and no user needs any right in it.
+    pub preparation_namespace: String,
+    /// The image of those pods: the operator's own (they run `operator prepare-volume`).
+    pub preparation_image: String,
+}
+
+/// Default of [`Volumes::root`].
 pub const DEFAULT_VOLUME_ROOT: &str = "/var/lib/flaskmongo";
+/// Default of [`Volumes::preparation_namespace`].
+pub const DEFAULT_PREPARATION_NAMESPACE: &str = "flaskmongo-volumes";
+
+/// The image this operator is released as, the default of [`Volumes::preparation_image`].
+pub fn default_preparation_image() -> String {
+    format!("flaskmongo/operator:{}", env!("CARGO_PKG_VERSION"))
+}
+
+impl Default for Volumes {
+    fn default() -> Self {
+        Self {
+            root: DEFAULT_VOLUME_ROOT.to_owned(),
+            preparation_namespace: DEFAULT_PREPARATION_NAMESPACE.to_owned(),
+            preparation_image: default_preparation_image(),
+        }
+    }
+}
 
 impl Config {
     /// Defaults: 8 reconciles at once, a re-check every 5 minutes, no server, no election.
@@ -68,7 +100,7 @@ impl Config {
             leader_election: None,
             identity: default_identity(),
             metrics: Metrics::new(),
-            volume_root: DEFAULT_VOLUME_ROOT.to_owned(),
+            volumes: Volumes::default(),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! `operator`: runs the FlaskMongoApp controller, or prints its CRD.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::builder::BoolishValueParser;
@@ -21,6 +22,18 @@ enum Command {
     Run(RunArgs),
     /// Print the CustomResourceDefinition as YAML.
     Crd,
+    /// Hand a volume's directory and everything in it to a user (what the operator's
+    /// one-shot pods run on a node, as root, before MongoDB starts there without root).
+    PrepareVolume(PrepareArgs),
+}
+
+#[derive(Args)]
+struct PrepareArgs {
+    /// The directory, as mounted in the pod.
+    directory: PathBuf,
+    /// The new owner, UID:GID.
+    #[arg(long, value_parser = flaskmongo_operator::prepare::parse_owner)]
+    owner: (u32, u32),
 }
 
 #[derive(Args)]
@@ -51,6 +64,13 @@ struct RunArgs {
     /// Directory on the nodes under which every MongoDB volume gets a directory of its own.
     #[arg(long, env = "VOLUME_ROOT", default_value = flaskmongo_operator::DEFAULT_VOLUME_ROOT)]
     volume_root: String,
+    /// Namespace of the one-shot pods that prepare the volumes' directories; it must admit
+    /// root pods with a hostPath volume, and no user needs any right in it.
+    #[arg(long, env = "VOLUME_PREPARATION_NAMESPACE", default_value = flaskmongo_operator::DEFAULT_PREPARATION_NAMESPACE)]
+    volume_preparation_namespace: String,
+    /// Image of those pods: this operator's own image [default: flaskmongo/operator:VERSION].
+    #[arg(long, env = "VOLUME_PREPARATION_IMAGE")]
+    volume_preparation_image: Option<String>,
     /// Most objects reconciled at once.
     #[arg(long, env = "CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
     concurrency: u16,
@@ -69,6 +89,24 @@ async fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::PrepareVolume(args) => {
+            let (uid, gid) = args.owner;
+            match flaskmongo_operator::prepare::prepare(&args.directory, uid, gid) {
+                Ok(prepared) => {
+                    println!(
+                        "{}: owner {uid}:{gid}, mode 0700; {} of {} entries changed owner",
+                        args.directory.display(),
+                        prepared.owners_changed,
+                        prepared.entries
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Run(args) => {
             telemetry::init(args.log_format);
             match run(args).await {
@@ -94,7 +132,11 @@ async fn run(args: RunArgs) -> flaskmongo_operator::Result<()> {
         config.identity = identity;
     }
     config.concurrency = args.concurrency;
-    config.volume_root = flaskmongo_operator::volume_root(&args.volume_root)?;
+    config.volumes.root = flaskmongo_operator::volume_root(&args.volume_root)?;
+    config.volumes.preparation_namespace = args.volume_preparation_namespace;
+    if let Some(image) = args.volume_preparation_image {
+        config.volumes.preparation_image = image;
+    }
     config.metrics_addr = Some(args.metrics_addr);
     if args.leader_election {
         let lease_namespace = args

@@ -3,13 +3,13 @@
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Service};
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::Resource;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::ObjectRef;
 
-use crate::children::Instance;
+use crate::children::{Instance, volume_preparation};
 use crate::error::Result;
 use crate::watches::Stores;
 
@@ -35,10 +35,17 @@ pub struct Snapshot {
     /// The MongoDB claim's metadata: it exists from the StatefulSet's first pod on, and
     /// after the object under `Retain`.
     pub claim: Option<PartialObjectMeta<PersistentVolumeClaim>>,
+    /// The pod that prepares the volume's directory, in the operator's namespace for it.
+    pub volume_preparation: Option<Pod>,
 }
 
-/// The snapshot of `instance`'s children.
-pub fn observe(stores: &Stores, instance: &Instance<'_>) -> Result<Snapshot> {
+/// The snapshot of `instance`'s children; its volume's preparation pod is looked for in
+/// `preparation_namespace`.
+pub fn observe(
+    stores: &Stores,
+    instance: &Instance<'_>,
+    preparation_namespace: &str,
+) -> Result<Snapshot> {
     let namespace = instance.namespace;
     Ok(Snapshot {
         deployment: stores
@@ -60,6 +67,10 @@ pub fn observe(stores: &Stores, instance: &Instance<'_>) -> Result<Snapshot> {
             .filter_map(|name| stores.volumes.get(&ObjectRef::new(name)).transpose())
             .collect::<Result<_>>()?,
         claim: stores.claims.get(&here(instance.claim_name(), namespace))?,
+        volume_preparation: stores.volume_preparations.get(&here(
+            volume_preparation::name(instance),
+            preparation_namespace,
+        ))?,
     })
 }
 

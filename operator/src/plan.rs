@@ -2,13 +2,14 @@
 //! caches by a pure function (no request, no clock, no randomness: a new password comes
 //! from the caller). Every decision about the children is here: what to apply, with the
 //! hand-off of `replicas` to the autoscaler; what to delete (the autoscaler once
-//! autoscaling is off); whether a credentials Secret may be generated; the finalizer; and
-//! the order of the clean-up under `deletionPolicy: Delete`.
+//! autoscaling is off); whether a credentials Secret may be generated; when a volume's
+//! directory is prepared for MongoDB's user, and MongoDB held back until it is; the
+//! finalizer; and the order of the clean-up under `deletionPolicy: Delete`.
 
 use flaskmongo_crd::{DeletionPolicy, FlaskMongoApp};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Secret, Service};
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::{ClusterResourceScope, NamespaceResourceScope};
 use kube::api::ObjectMeta;
@@ -17,8 +18,10 @@ use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use crate::Volumes;
 use crate::apply;
 use crate::children::persistent_volume::{self, Placement};
+use crate::children::volume_preparation::{self, Progress};
 use crate::children::{self, Children, Instance, secret};
 use crate::error::{Error, Result};
 use crate::labels::{self, MANAGER};
@@ -87,12 +90,27 @@ pub struct Writes {
     pub hpa: Step<HorizontalPodAutoscaler>,
     /// The NetworkPolicy around MongoDB.
     pub network_policy: Step<NetworkPolicy>,
+    /// The pod that prepares the volume's directory, in the operator's namespace for it.
+    pub volume_preparation: Elsewhere<Pod>,
+}
+
+/// A step on an object in another namespace than the owner's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Elsewhere<K> {
+    /// The object's namespace.
+    pub namespace: String,
+    /// The step.
+    pub step: Step<K>,
 }
 
 impl Writes {
-    /// No write at all.
-    fn none() -> Self {
+    /// No write at all (preparation pods live in `preparation_namespace`).
+    fn none(preparation_namespace: &str) -> Self {
         Self {
+            volume_preparation: Elsewhere {
+                namespace: preparation_namespace.to_owned(),
+                step: Step::Leave,
+            },
             mongo_service: Step::Leave,
             persistent_volume: Step::Leave,
             statefulset: Step::Leave,
@@ -199,23 +217,23 @@ impl Target {
 }
 
 /// The plan for `app` (checked as `instance`) given what the caches hold of it; a new
-/// volume's directory goes under `volume_root`. `password` is called only when a new
+/// volume's directory goes under `volumes.root`. `password` is called only when a new
 /// Secret is to be created.
 pub fn plan(
     app: &FlaskMongoApp,
     instance: &Instance<'_>,
     snapshot: &Snapshot,
-    volume_root: &str,
+    volumes: &Volumes,
     password: impl FnOnce() -> String,
 ) -> Result<Plan> {
     if app.metadata.deletion_timestamp.is_some() {
-        return Ok(Plan::Finalize(finalize(app, instance, snapshot)));
+        return Ok(Plan::Finalize(finalize(app, instance, snapshot, volumes)));
     }
     if app.spec.paused {
         return Ok(Plan::Converge(Box::new(Converge {
             finalizers: None,
             secret: Once::Leave,
-            children: Writes::none(),
+            children: Writes::none(&volumes.preparation_namespace),
         })));
     }
     let volume = own_volume(instance, snapshot);
@@ -240,11 +258,11 @@ pub fn plan(
         children: writes(
             instance,
             snapshot,
-            volume_step(instance, volume, volume_root)?,
+            storage(instance, snapshot, volume, volumes)?,
+            &volumes.preparation_namespace,
         )?,
     })))
 }
-
 fn has_finalizer(app: &FlaskMongoApp) -> bool {
     app.finalizers().iter().any(|f| f == FINALIZER)
 }
@@ -316,45 +334,156 @@ fn describe_claim(volume: &PersistentVolume) -> String {
     }
 }
 
-/// The static volume: the object's own where it is (its path never changes, so data kept
-/// under `Retain` is found again), or a new one in a directory of its own. A volume the
-/// spec does not create, or one being deleted, is left alone: it holds data.
-fn volume_step(
+/// What the plan does about MongoDB's storage.
+#[derive(Debug)]
+struct Storage {
+    /// The static volume.
+    volume: Step<PersistentVolume>,
+    /// The pod that prepares its directory.
+    preparation: Step<Pod>,
+    /// Whether MongoDB must not run: its volume holds data MongoDB's user cannot write
+    /// until the preparation is done.
+    hold_mongo: bool,
+}
+
+/// The static volume and the preparation of its directory. A new volume is created once
+/// its directory, on whichever node the preparation pod ran, belongs to MongoDB's user;
+/// the volume is then bound to that node. A volume from before MongoDB ran without root
+/// is prepared in place once MongoDB has stopped. A volume the spec does not create, or
+/// one being deleted, is left alone: it holds data.
+fn storage(
     instance: &Instance<'_>,
+    snapshot: &Snapshot,
     live: Option<&PersistentVolume>,
-    volume_root: &str,
-) -> Result<Step<PersistentVolume>> {
+    volumes: &Volumes,
+) -> Result<Storage> {
+    let leave = |preparation| Storage {
+        volume: Step::Leave,
+        preparation,
+        hold_mongo: false,
+    };
+    let pod = snapshot.volume_preparation.as_ref();
     if !instance.spec.mongo.storage.persistent_volume.create {
-        return Ok(Step::Leave);
+        return Ok(leave(orphan(instance, pod)));
     }
-    let placement = match live {
-        None => Placement::new(instance, volume_root),
+    let (placement, hold_mongo) = match live {
+        None => (Placement::new(instance, &volumes.root), false),
         Some(live) => match Placement::of(live) {
-            Some(placement) if live.metadata.deletion_timestamp.is_none() => placement,
-            _ => return Ok(Step::Leave),
+            Some(placement) if live.metadata.deletion_timestamp.is_none() => {
+                if placement.prepared {
+                    return Ok(Storage {
+                        volume: apply_step(
+                            persistent_volume::build(instance, &placement),
+                            Some(live),
+                        )?,
+                        preparation: orphan(instance, pod),
+                        hold_mongo: false,
+                    });
+                }
+                if !within(&placement.path, &volumes.root) {
+                    return Err(Error::VolumeOutsideRoot {
+                        volume: placement.name,
+                        path: placement.path,
+                        root: volumes.root.clone(),
+                    });
+                }
+                (placement, true)
+            }
+            _ => return Ok(leave(Step::Leave)),
         },
     };
-    apply_step(persistent_volume::build(instance, &placement), live)
+    let Some(pod) = pod else {
+        // Data is handed over only once no MongoDB process of the old image writes it.
+        let mongo_stopped = !hold_mongo || snapshot.statefulset.as_ref().is_none_or(is_stopped);
+        let preparation = if mongo_stopped {
+            apply_step(
+                volume_preparation::build(instance, &placement, volumes),
+                None,
+            )?
+        } else {
+            Step::Leave
+        };
+        return Ok(Storage {
+            volume: Step::Leave,
+            preparation,
+            hold_mongo,
+        });
+    };
+    match volume_preparation::progress(pod) {
+        Progress::Succeeded { node } => {
+            let prepared = Placement {
+                // A new volume follows its directory to the pod's node. One from before
+                // keeps what it had: where its data is was never recorded, and a node
+                // guessed now could be one without it.
+                node: if live.is_none() { node } else { placement.node },
+                prepared: true,
+                ..placement
+            };
+            Ok(Storage {
+                volume: apply_step(persistent_volume::build(instance, &prepared), live)?,
+                // Deleted once the cache shows the volume prepared.
+                preparation: Step::Leave,
+                hold_mongo,
+            })
+        }
+        Progress::Failed(why) => Err(Error::VolumePreparationFailed {
+            volume: placement.name,
+            pod: pod.metadata.name.clone().unwrap_or_default(),
+            pod_namespace: volumes.preparation_namespace.clone(),
+            why,
+        }),
+        Progress::Running => Ok(Storage {
+            volume: Step::Leave,
+            preparation: Step::Leave,
+            hold_mongo,
+        }),
+    }
+}
+
+/// Whether `path` is inside the directory `root` (both written without `.`, `..` or
+/// repeated slashes, as the operator writes them).
+fn within(path: &str, root: &str) -> bool {
+    path.strip_prefix(root)
+        .is_some_and(|rest| rest.starts_with('/') && !rest.split('/').any(|part| part == ".."))
+}
+
+/// Whether a StatefulSet asked to run no pod has none left.
+fn is_stopped(statefulset: &StatefulSet) -> bool {
+    let asked = statefulset.spec.replicas;
+    let status = statefulset.status.as_ref();
+    let current = status.and_then(|s| s.observed_generation) >= statefulset.metadata.generation;
+    asked == Some(0) && current && status.is_none_or(|s| s.replicas == 0)
 }
 
 /// Each child against its cached live version.
 fn writes(
     instance: &Instance<'_>,
     snapshot: &Snapshot,
-    persistent_volume: Step<PersistentVolume>,
+    storage: Storage,
+    preparation_namespace: &str,
 ) -> Result<Writes> {
     let Children {
         deployment,
         web_service,
         hpa,
-        statefulset,
+        mut statefulset,
         mongo_service,
         network_policy,
     } = children::desired(instance);
+    let live_statefulset = snapshot.statefulset.as_ref();
+    let statefulset = match (storage.hold_mongo, live_statefulset) {
+        // Stopped, not deleted: its pod's claim keeps holding the volume.
+        (true, Some(_)) => {
+            statefulset.spec.replicas = Some(0);
+            apply_step(statefulset, live_statefulset)?
+        }
+        (true, None) => Step::Leave,
+        (false, _) => apply_step(statefulset, live_statefulset)?,
+    };
     Ok(Writes {
         mongo_service: apply_step(mongo_service, snapshot.mongo_service.as_ref())?,
-        persistent_volume,
-        statefulset: apply_step(statefulset, snapshot.statefulset.as_ref())?,
+        persistent_volume: storage.volume,
+        statefulset,
         web_service: apply_step(web_service, snapshot.web_service.as_ref())?,
         deployment: deployment_step(
             deployment,
@@ -363,6 +492,10 @@ fn writes(
         )?,
         hpa: optional_step(instance, hpa, snapshot.hpa.as_ref())?,
         network_policy: optional_step(instance, network_policy, snapshot.network_policy.as_ref())?,
+        volume_preparation: Elsewhere {
+            namespace: preparation_namespace.to_owned(),
+            step: storage.preparation,
+        },
     })
 }
 
@@ -469,8 +602,14 @@ fn belongs_to(instance: &Instance<'_>, meta: &ObjectMeta) -> bool {
 /// The clean-up. Under `Retain` the data, its claim and its Secret stay, and the
 /// namespaced children go with the object through their owner references. Under `Delete`:
 /// first the StatefulSet (so no pod holds the claim) and the claim; once both are gone,
-/// the volume and the Secret; then the finalizer.
-fn finalize(app: &FlaskMongoApp, instance: &Instance<'_>, snapshot: &Snapshot) -> Finalize {
+/// the volume and the Secret; then the finalizer. Under both, a volume's preparation pod
+/// (in another namespace, so no owner reference takes it away) goes in the last stage.
+fn finalize(
+    app: &FlaskMongoApp,
+    instance: &Instance<'_>,
+    snapshot: &Snapshot,
+    volumes: &Volumes,
+) -> Finalize {
     if !has_finalizer(app) {
         return Finalize::Nothing;
     }
@@ -480,10 +619,18 @@ fn finalize(app: &FlaskMongoApp, instance: &Instance<'_>, snapshot: &Snapshot) -
         .filter(|f| *f != FINALIZER)
         .cloned()
         .collect();
+    let preparation: Vec<Target> = snapshot
+        .volume_preparation
+        .iter()
+        .map(|pod| Target::namespaced::<Pod>(pod.name_any(), &volumes.preparation_namespace))
+        .collect();
     let storage = &instance.spec.mongo.storage;
     if storage.deletion_policy != DeletionPolicy::Delete {
         return Finalize::Release {
-            stages: Vec::new(),
+            stages: Some(preparation)
+                .filter(|stage| !stage.is_empty())
+                .into_iter()
+                .collect(),
             finalizers,
         };
     }
@@ -519,6 +666,7 @@ fn finalize(app: &FlaskMongoApp, instance: &Instance<'_>, snapshot: &Snapshot) -
         instance.secret_name(),
         namespace,
     ));
+    data.extend(preparation);
     Finalize::Release {
         stages: vec![release, data],
         finalizers,

@@ -7,10 +7,11 @@ use flaskmongo_crd::{
     WebStatus,
 };
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
+use crate::children::volume_preparation::{self, Progress};
 use crate::execute::Applied;
 use crate::observe::Snapshot;
 
@@ -32,6 +33,8 @@ pub struct Observed<'a> {
     pub web_service: Option<&'a Service>,
     /// The MongoDB StatefulSet, if it exists.
     pub statefulset: Option<&'a StatefulSet>,
+    /// The pod preparing MongoDB's volume, while it runs.
+    pub volume_preparation: Option<&'a Pod>,
     /// The failure of this reconcile, if any.
     pub failure: Option<Failure>,
     /// The credentials Secret, when this reconcile created it or found it there.
@@ -57,6 +60,11 @@ pub fn report(
             .statefulset
             .as_ref()
             .or(snapshot.statefulset.as_ref()),
+        volume_preparation: applied
+            .volume_preparation
+            .as_ref()
+            .or(snapshot.volume_preparation.as_ref())
+            .filter(|pod| volume_preparation::progress(pod) == Progress::Running),
         failure,
         credentials_secret: applied.secret.as_deref(),
     };
@@ -86,7 +94,14 @@ pub fn compute(app: &FlaskMongoApp, observed: &Observed<'_>, now: &Time) -> Flas
                 web.status.ready_replicas, web.status.replicas
             )
         }),
-        (!mongo.ready).then(|| "MongoDB".to_owned()),
+        (!mongo.ready).then(|| match observed.volume_preparation {
+            Some(pod) => format!(
+                "MongoDB's volume to be prepared by pod {}/{}",
+                pod.metadata.namespace.as_deref().unwrap_or_default(),
+                pod.metadata.name.as_deref().unwrap_or_default()
+            ),
+            None => "MongoDB".to_owned(),
+        }),
         node_port
             .is_none()
             .then(|| "the web Service's node port".to_owned()),

@@ -8,7 +8,7 @@ use flaskmongo_crd::FlaskMongoApp;
 use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Service};
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
 use kube::api::Api;
@@ -22,6 +22,7 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use crate::cache::{self, Cache};
+use crate::children::volume_preparation;
 use crate::error::Refusal;
 use crate::labels::{self, MANAGER};
 use crate::plan::owns_replicas;
@@ -46,6 +47,8 @@ pub struct Stores {
     /// MongoDB claims, metadata only: whether one exists (data retained from an earlier
     /// object of the same name) and whether it is being deleted.
     pub claims: Cache<PartialObjectMeta<PersistentVolumeClaim>>,
+    /// The pods that prepare volumes' directories, in the operator's namespace for them.
+    pub volume_preparations: Cache<Pod>,
 }
 
 impl Stores {
@@ -59,14 +62,20 @@ impl Stores {
             self.network_policies.wait_until_ready(),
             self.volumes.wait_until_ready(),
             self.claims.wait_until_ready(),
+            self.volume_preparations.wait_until_ready(),
         );
     }
 }
 
 /// The controller of the `FlaskMongoApp`s in `namespace` (all when `None`), triggered by
-/// every watch, and the caches those watches fill. Concurrency, shutdown and the reconcile
-/// itself are the caller's.
-pub fn controller(client: &Client, namespace: Option<&str>) -> (Controller<FlaskMongoApp>, Stores) {
+/// every watch, and the caches those watches fill; the volumes' preparation pods are
+/// watched in `preparation_namespace`. Concurrency, shutdown and the reconcile itself are
+/// the caller's.
+pub fn controller(
+    client: &Client,
+    namespace: Option<&str>,
+    preparation_namespace: &str,
+) -> (Controller<FlaskMongoApp>, Stores) {
     let selector = labels::managed_selector();
     let children = watcher::Config::default().labels(&selector);
     let (deployments, deployment_events) = cached(
@@ -94,13 +103,21 @@ pub fn controller(client: &Client, namespace: Option<&str>) -> (Controller<Flask
         children,
         drop_managed_fields,
     );
-    let volume_selector = match namespace {
+    // Cluster-scoped volumes and the preparation pods of every namespace's objects: only
+    // those of the watched namespace's objects, when the operator watches one.
+    let of_watched = |selector: String| match namespace {
         Some(namespace) => format!("{selector},{}={namespace}", labels::OWNER_NAMESPACE),
-        None => selector.clone(),
+        None => selector,
     };
+    let volume_selector = of_watched(selector.clone());
     let (volumes, volume_events) = cached(
         Api::<PersistentVolume>::all(client.clone()),
         watcher::Config::default().labels(&volume_selector),
+        drop_managed_fields,
+    );
+    let (volume_preparations, volume_preparation_events) = cached(
+        Api::<Pod>::namespaced(client.clone(), preparation_namespace),
+        watcher::Config::default().labels(&of_watched(volume_preparation::selector())),
         drop_managed_fields,
     );
     let (claims, claim_events) = cached(
@@ -144,6 +161,7 @@ pub fn controller(client: &Client, namespace: Option<&str>) -> (Controller<Flask
         .owns_stream(statefulset_events)
         .owns_stream(network_policy_events)
         .watches_stream(volume_events, |volume| owner_ref(&volume))
+        .watches_stream(volume_preparation_events, |pod| owner_ref(&pod))
         .watches_stream(claims_gone, |claim| claim_owner(&claim));
     let stores = Stores {
         deployments,
@@ -153,6 +171,7 @@ pub fn controller(client: &Client, namespace: Option<&str>) -> (Controller<Flask
         network_policies,
         volumes,
         claims,
+        volume_preparations,
     };
     (controller, stores)
 }

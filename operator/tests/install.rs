@@ -51,6 +51,8 @@ fn install_crd_and_rbac() {
         "--server-side",
         "-f",
         "config/manager/namespace.yaml",
+        "-f",
+        "config/manager/volume_preparation_namespace.yaml",
     ]);
     kubectl(&[
         "apply",
@@ -200,6 +202,23 @@ async fn operator_reconciles_the_sample_with_only_its_own_permissions() {
             "can the operator {verb} {resource}?"
         );
     }
+    // Pods only where its volume preparation pods run, not in a user's namespace.
+    let preparation = format!(
+        "--namespace={}",
+        flaskmongo_operator::DEFAULT_PREPARATION_NAMESPACE
+    );
+    let users = format!("--namespace={}", namespace.name);
+    for (verb, allowed_there) in [("create", true), ("delete", true), ("get", false)] {
+        assert_eq!(
+            can_i(verb, "pods", &preparation),
+            allowed_there,
+            "{verb} pods there"
+        );
+        assert!(
+            !can_i(verb, "pods", &users),
+            "{verb} pods in a user's namespace"
+        );
+    }
 
     // Under the Delete policy, deleting the object removes the claim, the volume and the
     // Secret too: the role must allow that clean-up.
@@ -215,7 +234,7 @@ async fn operator_reconciles_the_sample_with_only_its_own_permissions() {
     apps.delete("flask-app", &Default::default())
         .await
         .expect("delete the sample");
-    let volume = format!("{}-flask-app-mongo", namespace.name);
+    let volume = format!("{}.flask-app.mongo", namespace.name);
     let volumes: Api<PersistentVolume> = Api::all(admin.clone());
     common::wait_for(
         "the sample and its volume to be gone",
@@ -399,25 +418,57 @@ async fn pods_pass_the_pod_security_standards() {
     };
     admit(
         &client,
-        &baseline,
-        statefulset.template.clone(),
-        vec![claim_volume.clone()],
-    )
-    .await
-    .expect("mongo pod admitted under baseline");
-    // The official mongo image starts as root, so `restricted` refuses it: proof that
-    // PodSecurity admission is really judging these pods.
-    let refused = admit(
-        &client,
         &restricted,
         statefulset.template,
         vec![claim_volume],
     )
-    .await;
+    .await
+    .expect("mongo pod admitted under restricted: no root, no capability");
+
+    // The volume preparation pod needs root and a directory of the node: refused wherever
+    // a user's pods are judged, admitted only in the operator's namespace for it.
+    let preparation = children::volume_preparation::build(
+        &instance,
+        &children::persistent_volume::Placement::new(
+            &instance,
+            flaskmongo_operator::DEFAULT_VOLUME_ROOT,
+        ),
+        &flaskmongo_operator::Volumes::default(),
+    );
+    let template = PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            namespace: None,
+            ..preparation.metadata
+        }),
+        spec: preparation.spec,
+    };
+    let refused = admit(&client, &baseline, template.clone(), Vec::new()).await;
     assert!(
-        matches!(&refused, Err(kube::Error::Api(status)) if status.message.contains("violates PodSecurity \"restricted")),
+        matches!(&refused, Err(kube::Error::Api(status)) if status.message.contains("violates PodSecurity \"baseline")
+            && status.message.contains("hostPath")),
         "{refused:?}"
     );
+    let volumes = Api::<Namespace>::all(client.clone())
+        .get(flaskmongo_operator::DEFAULT_PREPARATION_NAMESPACE)
+        .await
+        .expect("the preparation namespace of config/manager");
+    assert_eq!(
+        volumes
+            .metadata
+            .labels
+            .unwrap_or_default()
+            .remove("pod-security.kubernetes.io/enforce")
+            .as_deref(),
+        Some("privileged")
+    );
+    admit(
+        &client,
+        flaskmongo_operator::DEFAULT_PREPARATION_NAMESPACE,
+        template,
+        Vec::new(),
+    )
+    .await
+    .expect("preparation pod admitted in its own namespace");
 
     let namespaces = Api::<Namespace>::all(client);
     for name in [restricted, baseline] {

@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use common::{Env, TEST_MANAGER, wait_for};
 use flaskmongo_crd::FlaskMongoApp;
+use flaskmongo_operator::children::persistent_volume::Placement;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{
-    Namespace, PersistentVolume, PersistentVolumeClaim, Secret, Service,
+    Namespace, PersistentVolume, PersistentVolumeClaim, Pod, Secret, Service,
 };
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::ResourceExt;
@@ -106,6 +107,27 @@ async fn create_makes_every_child_and_becomes_ready() {
     );
     let claim_ref = volume.spec.clone().unwrap().claim_ref.unwrap();
     assert_eq!(claim_ref.name.as_deref(), Some("data-shop-mongo-0"));
+    // Its directory was handed to MongoDB's user on a node, and MongoDB runs there.
+    assert_eq!(volume.annotations()["flaskmongo.dev/data-owner"], "999:999");
+    let node = Placement::of(&volume)
+        .and_then(|placement| placement.node)
+        .expect("the volume is bound to the node its directory was prepared on");
+    let mongo_pod = env.api::<Pod>().get("shop-mongo-0").await.unwrap();
+    assert_eq!(
+        mongo_pod.spec.unwrap().node_name.as_deref(),
+        Some(node.as_str())
+    );
+    let preparations = Api::<Pod>::namespaced(
+        env.client.clone(),
+        flaskmongo_operator::DEFAULT_PREPARATION_NAMESPACE,
+    );
+    let preparation = format!("prepare-volume-{}", app.uid().unwrap());
+    wait_for(
+        "the volume preparation pod to be deleted once done",
+        Duration::from_secs(30),
+        || async { matches!(preparations.get_opt(&preparation).await, Ok(None)).then_some(()) },
+    )
+    .await;
     let claim = env
         .api::<PersistentVolumeClaim>()
         .get("data-shop-mongo-0")

@@ -7,6 +7,7 @@ pub mod network_policy;
 pub mod persistent_volume;
 pub mod secret;
 pub mod statefulset;
+pub mod volume_preparation;
 pub mod web_service;
 
 use std::collections::BTreeMap;
@@ -125,8 +126,10 @@ impl<'a> Instance<'a> {
     /// Labels of a child of the given tier.
     pub fn labels(&self, component: Component) -> BTreeMap<String, String> {
         let image = match component {
-            Component::Web => &self.spec.web.image,
-            Component::Mongo => &self.spec.mongo.image,
+            Component::Web => self.spec.web.image.as_str(),
+            Component::Mongo => self.spec.mongo.image.as_str(),
+            // Runs the operator's image, not the app's: no app version to label it with.
+            Component::VolumePreparation => "",
         };
         labels::labels(self.name, self.namespace, component, image)
     }

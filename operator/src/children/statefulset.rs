@@ -23,9 +23,10 @@ use crate::labels::Component;
 
 /// Name of the MongoDB container.
 pub const CONTAINER: &str = "mongo";
-/// Capabilities the official image's entrypoint needs: it starts as root, hands the data
-/// directory to the `mongodb` user and switches to that user.
-const ENTRYPOINT_CAPABILITIES: [&str; 5] = ["CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID"];
+/// User and group MongoDB runs as: the official image's `mongodb` (999:999). Started as
+/// that user, its entrypoint neither changes owners nor switches users, so it needs no
+/// capability; the volume's directory is handed to this user before MongoDB starts.
+pub const MONGO_USER: i64 = 999;
 
 /// One MongoDB pod with a claim from the template `data`. Claims are retained when the
 /// StatefulSet goes, so the data outlives it; the finalizer removes them under `Delete`.
@@ -87,6 +88,12 @@ fn pod_spec(instance: &Instance<'_>) -> PodSpec {
         automount_service_account_token: Some(false),
         enable_service_links: Some(false),
         security_context: Some(PodSecurityContext {
+            run_as_user: Some(MONGO_USER),
+            run_as_group: Some(MONGO_USER),
+            run_as_non_root: Some(true),
+            // A provisioned volume (`persistentVolume.create: false`) is made writable
+            // through the group; a static volume is prepared instead (hostPath has no fsGroup).
+            fs_group: Some(MONGO_USER),
             seccomp_profile: Some(runtime_default_seccomp()),
             ..PodSecurityContext::default()
         }),
@@ -133,7 +140,7 @@ fn pod_spec(instance: &Instance<'_>) -> PodSpec {
             }]),
             security_context: Some(SecurityContext {
                 allow_privilege_escalation: Some(false),
-                capabilities: Some(capabilities(&ENTRYPOINT_CAPABILITIES)),
+                capabilities: Some(capabilities(&[])),
                 seccomp_profile: Some(runtime_default_seccomp()),
                 ..SecurityContext::default()
             }),

@@ -327,12 +327,116 @@ fn mongo_statefulset_keeps_its_claim_and_reads_the_secret() {
             .type_,
         "RuntimeDefault"
     );
+    let pod_security = pod.security_context.as_ref().unwrap();
+    assert_eq!(
+        (
+            pod_security.run_as_user,
+            pod_security.run_as_group,
+            pod_security.run_as_non_root,
+            pod_security.fs_group
+        ),
+        (Some(999), Some(999), Some(true), Some(999)),
+        "the official image's mongodb user, so its entrypoint switches nothing"
+    );
     let security = mongo.security_context.as_ref().unwrap();
     assert_eq!(security.allow_privilege_escalation, Some(false));
+    let capabilities = security.capabilities.as_ref().unwrap();
+    assert_eq!(capabilities.drop.as_deref(), Some(&["ALL".to_owned()][..]));
+    assert_eq!(capabilities.add, None, "no capability at all");
+}
+
+#[test]
+fn a_volume_is_prepared_by_a_root_pod_that_can_only_change_owners_in_its_directory() {
+    use super::volume_preparation::{self, Progress};
+    let app = app("shop", "team-a", FlaskMongoAppSpec::default());
+    let instance = Instance::new(&app).unwrap();
+    let placement = Placement::new(&instance, "/var/lib/flaskmongo");
+    let volumes = crate::Volumes::default();
+    let pod = volume_preparation::build(&instance, &placement, &volumes);
     assert_eq!(
-        security.run_as_non_root, None,
-        "the image's entrypoint starts as root and drops to mongodb"
+        pod.metadata.namespace.as_deref(),
+        Some("flaskmongo-volumes")
     );
+    assert_eq!(
+        crate::labels::owner(pod.metadata.labels.as_ref().unwrap()),
+        Some(("team-a", "shop")),
+        "its watch leads back to the object"
+    );
+    let spec = pod.spec.as_ref().unwrap();
+    assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
+    assert_eq!(spec.automount_service_account_token, Some(false));
+    assert_eq!(spec.node_selector, None, "a new volume: any node");
+    let volumes_mounted = spec.volumes.as_ref().unwrap();
+    assert_eq!(
+        volumes_mounted.len(),
+        1,
+        "nothing of the node but the directory"
+    );
+    assert_eq!(
+        volumes_mounted[0].host_path.as_ref().unwrap().path,
+        placement.path
+    );
+    let container = &spec.containers[0];
+    assert_eq!(
+        container.image.as_deref(),
+        Some(format!("flaskmongo/operator:{}", env!("CARGO_PKG_VERSION")).as_str())
+    );
+    assert_eq!(
+        container.args.as_deref().unwrap(),
+        ["prepare-volume", "/data", "--owner=999:999"]
+    );
+    let security = container.security_context.as_ref().unwrap();
+    assert_eq!(security.allow_privilege_escalation, Some(false));
+    assert_eq!(security.read_only_root_filesystem, Some(true));
+    let capabilities = security.capabilities.as_ref().unwrap();
+    assert_eq!(capabilities.drop.as_deref(), Some(&["ALL".to_owned()][..]));
+    assert_eq!(
+        capabilities.add.as_deref().unwrap(),
+        ["CHOWN", "DAC_OVERRIDE", "FOWNER"]
+    );
+    assert_eq!(volume_preparation::progress(&pod), Progress::Running);
+
+    // A volume whose node is known is prepared there.
+    let on_node = Placement {
+        node: Some("node-3".to_owned()),
+        ..placement
+    };
+    let pod = volume_preparation::build(&instance, &on_node, &volumes);
+    assert_eq!(
+        pod.spec.unwrap().node_selector.unwrap()["kubernetes.io/hostname"],
+        "node-3"
+    );
+}
+
+#[test]
+fn a_prepared_volume_records_its_owner_and_is_bound_to_its_node() {
+    let app = app("shop", "team-a", FlaskMongoAppSpec::default());
+    let instance = Instance::new(&app).unwrap();
+    let placement = Placement {
+        node: Some("node-3".to_owned()),
+        prepared: true,
+        ..Placement::new(&instance, "/var/lib/flaskmongo")
+    };
+    let volume = persistent_volume::build(&instance, &placement);
+    assert_eq!(
+        volume.metadata.annotations.as_ref().unwrap()["flaskmongo.dev/data-owner"],
+        "999:999"
+    );
+    let affinity = volume
+        .spec
+        .as_ref()
+        .unwrap()
+        .node_affinity
+        .as_ref()
+        .unwrap();
+    let term = &affinity.required.as_ref().unwrap().node_selector_terms[0];
+    let requirement = &term.match_expressions.as_ref().unwrap()[0];
+    assert_eq!(
+        (requirement.key.as_str(), requirement.operator.as_str()),
+        ("kubernetes.io/hostname", "In")
+    );
+    assert_eq!(requirement.values.as_deref().unwrap(), ["node-3"]);
+    assert_eq!(Placement::of(&volume), Some(placement));
 }
 
 #[test]

@@ -1,4 +1,5 @@
 use flaskmongo_crd::{FlaskMongoAppSpec, FlaskMongoAppStatus};
+use k8s_openapi::api::core::v1::{ContainerState, ContainerStateTerminated, ContainerStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::core::PartialObjectMeta;
@@ -10,6 +11,17 @@ use crate::labels::INSTANCE;
 const PASSWORD: &str = "abcdefghijklmnopqrstuvwxyz012345";
 const OTHER_FINALIZER: &str = "example.com/keep";
 const ROOT: &str = "/var/lib/flaskmongo";
+const PREPARATION_NAMESPACE: &str = "flaskmongo-volumes";
+/// The node the preparation pods of these tests run on.
+const NODE: &str = "node-7";
+
+fn volumes() -> Volumes {
+    Volumes {
+        root: ROOT.to_owned(),
+        preparation_namespace: PREPARATION_NAMESPACE.to_owned(),
+        preparation_image: "flaskmongo/operator:test".to_owned(),
+    }
+}
 
 /// A live object `shop` in `team-a` with our finalizer, as after its first reconcile.
 fn shop(spec: FlaskMongoAppSpec) -> FlaskMongoApp {
@@ -35,7 +47,7 @@ fn deleting(mut app: FlaskMongoApp) -> FlaskMongoApp {
 
 fn planned(app: &FlaskMongoApp, snapshot: &Snapshot) -> Plan {
     let instance = Instance::new(app).unwrap();
-    plan(app, &instance, snapshot, ROOT, || PASSWORD.to_owned()).unwrap()
+    plan(app, &instance, snapshot, &volumes(), || PASSWORD.to_owned()).unwrap()
 }
 
 fn converge(app: &FlaskMongoApp, snapshot: &Snapshot) -> Converge {
@@ -59,13 +71,29 @@ fn applied<K: std::fmt::Debug>(step: Step<K>) -> Apply<K> {
     }
 }
 
-/// What the caches hold once every write `app`'s first plan makes has succeeded.
+/// What the caches hold once every write of `app`'s plans has succeeded, round after
+/// round (a preparation pod succeeding on [`NODE`]), until a plan writes nothing.
 fn converged(app: &FlaskMongoApp) -> Snapshot {
-    fn live<K>(step: Step<K>) -> Option<K> {
-        match step {
-            Step::Apply(apply) => Some(apply.object),
-            Step::Leave | Step::Delete(_) => None,
+    let mut snapshot = Snapshot::default();
+    for _round in 0..5 {
+        let writes = converge(app, &snapshot).children;
+        if !settle(&mut snapshot, writes) {
+            snapshot.claim = Some(claim());
+            return snapshot;
         }
+    }
+    panic!("still writing after 5 rounds: {snapshot:?}");
+}
+
+/// `snapshot` after `writes` succeeded; whether they changed anything.
+fn settle(snapshot: &mut Snapshot, writes: Writes) -> bool {
+    fn settled<K>(live: &mut Option<K>, step: Step<K>) -> bool {
+        match step {
+            Step::Leave => return false,
+            Step::Apply(apply) => *live = Some(apply.object),
+            Step::Delete(_) => *live = None,
+        }
+        true
     }
     let Writes {
         mongo_service,
@@ -75,17 +103,33 @@ fn converged(app: &FlaskMongoApp) -> Snapshot {
         deployment,
         hpa,
         network_policy,
-    } = converge(app, &Snapshot::default()).children;
-    Snapshot {
-        deployment: live(deployment).map(owning_replicas),
-        web_service: live(web_service),
-        hpa: live(hpa),
-        network_policy: live(network_policy),
-        statefulset: live(statefulset),
-        mongo_service: live(mongo_service),
-        volumes: live(persistent_volume).into_iter().collect(),
-        claim: Some(claim()),
-    }
+        volume_preparation,
+    } = writes;
+    let mut volume = snapshot.volumes.pop();
+    let changed = [
+        settled(&mut snapshot.deployment, deployment),
+        settled(&mut snapshot.web_service, web_service),
+        settled(&mut snapshot.hpa, hpa),
+        settled(&mut snapshot.network_policy, network_policy),
+        settled(&mut snapshot.statefulset, statefulset),
+        settled(&mut snapshot.mongo_service, mongo_service),
+        settled(&mut volume, persistent_volume),
+        settled(&mut snapshot.volume_preparation, volume_preparation.step),
+    ];
+    snapshot.volumes.extend(volume);
+    snapshot.deployment = snapshot.deployment.take().map(owning_replicas);
+    snapshot.volume_preparation = snapshot
+        .volume_preparation
+        .take()
+        .map(|pod| finished(pod, "Succeeded"));
+    changed.contains(&true)
+}
+
+/// `pod` as the kubelet leaves it, in `phase`, on [`NODE`].
+fn finished(mut pod: Pod, phase: &str) -> Pod {
+    pod.spec.get_or_insert_default().node_name = Some(NODE.to_owned());
+    pod.status.get_or_insert_default().phase = Some(phase.to_owned());
+    pod
 }
 
 /// `deployment` with the managed fields the operator's apply leaves when it sets
@@ -157,11 +201,21 @@ fn a_new_object_gets_every_child_its_secret_and_the_finalizer() {
         deployment,
         hpa,
         network_policy,
+        volume_preparation,
     } = children;
     assert!(!applied(mongo_service).existed);
     assert!(!applied(network_policy).existed);
-    assert!(!applied(persistent_volume).existed);
-    assert!(!applied(statefulset).existed);
+    assert_eq!(
+        persistent_volume,
+        Step::Leave,
+        "the volume waits for its directory"
+    );
+    assert_eq!(volume_preparation.namespace, PREPARATION_NAMESPACE);
+    assert!(!applied(volume_preparation.step).existed);
+    assert!(
+        !applied(statefulset).existed,
+        "no data yet: MongoDB's pod may wait for its volume"
+    );
     assert!(!applied(web_service).existed);
     assert!(!applied(deployment).existed);
     let hpa = applied(hpa);
@@ -190,7 +244,7 @@ fn a_converged_object_plans_no_write() {
     } = converge(&app, &snapshot);
     assert_eq!(finalizers, None);
     assert!(matches!(secret, Once::Leave), "{secret:?}");
-    assert_eq!(children, Writes::none());
+    assert_eq!(children, Writes::none(PREPARATION_NAMESPACE));
 }
 
 #[test]
@@ -204,7 +258,7 @@ fn a_paused_object_plans_no_write_at_all() {
     } = converge(&app, &Snapshot::default());
     assert_eq!(finalizers, None, "not even the finalizer");
     assert!(matches!(secret, Once::Leave), "{secret:?}");
-    assert_eq!(children, Writes::none());
+    assert_eq!(children, Writes::none(PREPARATION_NAMESPACE));
 }
 
 #[test]
@@ -363,7 +417,7 @@ fn a_secret_is_generated_only_where_no_retained_data_needs_the_old_one() {
         };
         let instance = Instance::new(&app).unwrap();
         let creates = matches!(expected, Expect::Create);
-        let planned = plan(&app, &instance, &snapshot, ROOT, || {
+        let planned = plan(&app, &instance, &snapshot, &volumes(), || {
             assert!(creates, "{case}: a password only for a new Secret");
             PASSWORD.to_owned()
         });
@@ -555,12 +609,7 @@ fn an_object_created_again_meets_an_empty_directory_unless_its_data_was_retained
     let mut again = shop(FlaskMongoAppSpec::default());
     again.metadata.uid = Some("7c0ffee0-0000-4000-8000-000000000002".to_owned());
     // Deleted under `Delete`: no volume left, so a new directory for the new password.
-    let fresh = applied(
-        converge(&again, &Snapshot::default())
-            .children
-            .persistent_volume,
-    );
-    assert_ne!(host_path(&fresh.object), host_path(&volume_of(&first)));
+    assert_ne!(host_path(&volume_of(&again)), host_path(&volume_of(&first)));
     // Retained: the old volume, and the Secret that opens it, are reused where they are.
     let retained = Snapshot {
         volumes: vec![volume_of(&first)],
@@ -596,7 +645,10 @@ fn a_volume_of_another_object_is_never_touched() {
         ..Snapshot::default()
     };
     let instance = Instance::new(&app).unwrap();
-    let error = plan(&app, &instance, &snapshot, ROOT, || PASSWORD.to_owned()).unwrap_err();
+    let error = plan(&app, &instance, &snapshot, &volumes(), || {
+        PASSWORD.to_owned()
+    })
+    .unwrap_err();
     assert_eq!(error.reason(), "VolumeTaken");
     assert!(
         error.to_string().contains("team-a/data-other-mongo-0"),
@@ -632,9 +684,13 @@ fn a_volume_of_another_object_is_never_touched() {
         matches!(secret, Once::Create(_)),
         "no data of this object: {secret:?}"
     );
-    let created = applied(children.persistent_volume);
-    assert!(!created.existed);
-    assert_eq!(created.object.name_any(), "team-a.shop.mongo");
+    assert_eq!(children.persistent_volume, Step::Leave);
+    let preparation = applied(children.volume_preparation.step).object;
+    assert_eq!(
+        prepared_directory(&preparation),
+        format!("{ROOT}/team-a/shop-{}", app.uid().unwrap()),
+        "a directory of its own"
+    );
 }
 
 #[test]
@@ -642,6 +698,7 @@ fn a_volume_retained_under_the_old_name_is_found_by_its_owner() {
     let app = shop(spec(|s| {
         s.mongo.storage.deletion_policy = DeletionPolicy::Delete
     }));
+    // Outside today's volume root, and handed to MongoDB's user by its administrator.
     let mut old = volume_as(
         volume_of(&app),
         "team-a-shop-mongo",
@@ -650,6 +707,7 @@ fn a_volume_retained_under_the_old_name_is_found_by_its_owner() {
     );
     old.spec.as_mut().unwrap().host_path.as_mut().unwrap().path =
         "/data/flaskmongo/team-a/shop".to_owned();
+    assert!(Placement::of(&old).unwrap().prepared);
     let snapshot = Snapshot {
         volumes: vec![old.clone()],
         ..Snapshot::default()
@@ -697,4 +755,254 @@ fn the_network_policy_is_kept_and_goes_when_turned_off() {
         "deleted once turned off"
     );
     assert_eq!(step(&off, None), Step::Leave, "none to delete");
+}
+
+/// The node directory a preparation pod mounts.
+fn prepared_directory(pod: &Pod) -> String {
+    let volumes = pod.spec.as_ref().unwrap().volumes.as_ref().unwrap();
+    volumes[0].host_path.as_ref().unwrap().path.clone()
+}
+
+/// `volume` as the operator created it before MongoDB ran without root: no record that its
+/// directory was handed over, no node.
+fn from_before_preparation(mut volume: PersistentVolume) -> PersistentVolume {
+    volume.metadata.annotations = None;
+    volume.spec.as_mut().unwrap().node_affinity = None;
+    volume
+}
+
+/// `statefulset` as its controller reports it once it runs `pods` pods.
+fn running(mut statefulset: StatefulSet, pods: i32) -> StatefulSet {
+    statefulset.metadata.generation = Some(2);
+    let status = statefulset.status.get_or_insert_default();
+    status.observed_generation = Some(2);
+    status.replicas = pods;
+    statefulset
+}
+
+#[test]
+fn a_new_volume_is_created_once_its_directory_is_handed_to_mongodb_on_a_node() {
+    let app = recorded(shop(FlaskMongoAppSpec::default()));
+    let done = converged(&app);
+    let fresh = Snapshot {
+        volumes: Vec::new(),
+        volume_preparation: None,
+        ..done.clone()
+    };
+    // First: the pod that prepares the directory, and no volume yet.
+    let Writes {
+        persistent_volume,
+        volume_preparation,
+        ..
+    } = converge(&app, &fresh).children;
+    assert_eq!(persistent_volume, Step::Leave);
+    let pod = applied(volume_preparation.step).object;
+    assert_eq!(pod.namespace().as_deref(), Some(PREPARATION_NAMESPACE));
+    assert_eq!(
+        pod.name_any(),
+        format!("prepare-volume-{}", app.uid().unwrap())
+    );
+    assert_eq!(
+        prepared_directory(&pod),
+        format!("{ROOT}/team-a/shop-{}", app.uid().unwrap())
+    );
+    // While it runs, nothing more.
+    let running_pod = Snapshot {
+        volume_preparation: Some(pod.clone()),
+        ..fresh.clone()
+    };
+    let writes = converge(&app, &running_pod).children;
+    assert_eq!(writes.persistent_volume, Step::Leave);
+    assert_eq!(writes.volume_preparation.step, Step::Leave);
+    // Done on a node: the volume, on that node, recorded as MongoDB's.
+    let succeeded = Snapshot {
+        volume_preparation: Some(finished(pod.clone(), "Succeeded")),
+        ..fresh.clone()
+    };
+    let volume = applied(converge(&app, &succeeded).children.persistent_volume).object;
+    let placement = Placement::of(&volume).unwrap();
+    assert_eq!(placement.node.as_deref(), Some(NODE));
+    assert!(placement.prepared);
+    assert_eq!(
+        volume.annotations()[persistent_volume::DATA_OWNER_ANNOTATION],
+        "999:999"
+    );
+    // Once the cache shows it, the pod goes.
+    let recorded_volume = Snapshot {
+        volumes: vec![volume],
+        ..succeeded
+    };
+    let writes = converge(&app, &recorded_volume).children;
+    assert_eq!(writes.persistent_volume, Step::Leave);
+    assert_eq!(writes.volume_preparation.step, Step::Delete(pod.name_any()));
+}
+
+#[test]
+fn a_failed_preparation_is_reported_in_the_pods_words_and_tried_again_once_deleted() {
+    let app = recorded(shop(FlaskMongoAppSpec::default()));
+    let first = converge(&app, &Snapshot::default()).children;
+    let mut pod = finished(applied(first.volume_preparation.step).object, "Failed");
+    pod.status.as_mut().unwrap().container_statuses = Some(vec![ContainerStatus {
+        state: Some(ContainerState {
+            terminated: Some(ContainerStateTerminated {
+                exit_code: 1,
+                message: Some(
+                    "error: cannot change the owner of /data: Read-only file system\n".to_owned(),
+                ),
+                ..ContainerStateTerminated::default()
+            }),
+            ..ContainerState::default()
+        }),
+        ..ContainerStatus::default()
+    }]);
+    let snapshot = Snapshot {
+        volume_preparation: Some(pod.clone()),
+        ..Snapshot::default()
+    };
+    let instance = Instance::new(&app).unwrap();
+    let error = plan(&app, &instance, &snapshot, &volumes(), || {
+        PASSWORD.to_owned()
+    })
+    .unwrap_err();
+    assert_eq!(error.reason(), "VolumePreparationFailed");
+    assert!(
+        error.is_permanent(),
+        "retried when the pod is deleted, not before"
+    );
+    let message = error.to_string();
+    for words in [
+        "Read-only file system;",
+        &format!("kubectl logs -n {PREPARATION_NAMESPACE} {}", pod.name_any()),
+        "delete the pod to try again",
+    ] {
+        assert!(message.contains(words), "{words:?} in {message}");
+    }
+    // Deleted: a new pod tries again.
+    let again = converge(&app, &Snapshot::default()).children;
+    assert_eq!(
+        applied(again.volume_preparation.step).object.name_any(),
+        pod.name_any()
+    );
+}
+
+#[test]
+fn a_volume_from_before_is_handed_over_only_while_mongodb_is_stopped() {
+    let app = recorded(shop(FlaskMongoAppSpec::default()));
+    let done = converged(&app);
+    let old_volume = from_before_preparation(done.volumes[0].clone());
+    let statefulset = done.statefulset.clone().unwrap();
+    let mongo_replicas = |writes: &Writes| match &writes.statefulset {
+        Step::Apply(apply) => apply.object.spec.replicas,
+        other => panic!("expected the StatefulSet applied, planned {other:?}"),
+    };
+    // MongoDB runs (as root, from before): stopped first, nothing handed over yet.
+    let serving = Snapshot {
+        volumes: vec![old_volume.clone()],
+        statefulset: Some(running(statefulset.clone(), 1)),
+        ..done.clone()
+    };
+    let writes = converge(&app, &serving).children;
+    assert_eq!(mongo_replicas(&writes), Some(0));
+    assert_eq!(writes.volume_preparation.step, Step::Leave);
+    assert_eq!(writes.persistent_volume, Step::Leave);
+    // Stopped: the directory is prepared where it is, and MongoDB stays stopped.
+    let stopped = applied(writes.statefulset).object;
+    let stopped = Snapshot {
+        statefulset: Some(running(stopped, 0)),
+        ..serving.clone()
+    };
+    let writes = converge(&app, &stopped).children;
+    assert_eq!(writes.statefulset, Step::Leave, "kept at 0");
+    let pod = applied(writes.volume_preparation.step).object;
+    assert_eq!(prepared_directory(&pod), host_path(&old_volume));
+    // Done: recorded on the volume (its node, unknown before, is not invented).
+    let prepared = Snapshot {
+        volume_preparation: Some(finished(pod, "Succeeded")),
+        ..stopped.clone()
+    };
+    let writes = converge(&app, &prepared).children;
+    assert_eq!(writes.statefulset, Step::Leave);
+    let volume = applied(writes.persistent_volume);
+    assert!(volume.existed);
+    let placement = Placement::of(&volume.object).unwrap();
+    assert!(placement.prepared);
+    assert_eq!(placement.node, None);
+    // Recorded: MongoDB starts again, as MongoDB's user, and the pod goes.
+    let ready = Snapshot {
+        volumes: vec![volume.object],
+        ..prepared
+    };
+    let writes = converge(&app, &ready).children;
+    assert_eq!(mongo_replicas(&writes), Some(1));
+    assert!(
+        matches!(writes.volume_preparation.step, Step::Delete(_)),
+        "{:?}",
+        writes.volume_preparation
+    );
+}
+
+#[test]
+fn a_volume_from_before_outside_the_volume_root_is_not_handed_over() {
+    let app = recorded(shop(FlaskMongoAppSpec::default()));
+    let mut outside = from_before_preparation(volume_of(&app));
+    outside
+        .spec
+        .as_mut()
+        .unwrap()
+        .host_path
+        .as_mut()
+        .unwrap()
+        .path = "/etc".to_owned();
+    let snapshot = Snapshot {
+        volumes: vec![outside],
+        ..Snapshot::default()
+    };
+    let instance = Instance::new(&app).unwrap();
+    let error = plan(&app, &instance, &snapshot, &volumes(), || {
+        PASSWORD.to_owned()
+    })
+    .unwrap_err();
+    assert_eq!(error.reason(), "VolumeOutsideRoot");
+    let message = error.to_string();
+    assert!(message.contains("chown -R 999:999 /etc"), "{message}");
+    assert!(
+        message.contains("flaskmongo.dev/data-owner=999:999"),
+        "{message}"
+    );
+    for (path, inside) in [
+        (format!("{ROOT}/team-a/shop"), true),
+        (ROOT.to_owned(), false),
+        (format!("{ROOT}-other/team-a"), false),
+        (format!("{ROOT}/../etc"), false),
+    ] {
+        assert_eq!(within(&path, ROOT), inside, "{path}");
+    }
+}
+
+#[test]
+fn with_a_provisioned_volume_nothing_is_prepared_and_a_leftover_pod_goes() {
+    let app = recorded(shop(spec(|s| {
+        s.mongo.storage.persistent_volume.create = false
+    })));
+    let writes = converge(&app, &Snapshot::default()).children;
+    assert_eq!(writes.persistent_volume, Step::Leave);
+    assert_eq!(writes.volume_preparation.step, Step::Leave);
+    let leftover = applied(
+        converge(
+            &recorded(shop(FlaskMongoAppSpec::default())),
+            &Snapshot::default(),
+        )
+        .children
+        .volume_preparation
+        .step,
+    )
+    .object;
+    let snapshot = Snapshot {
+        volume_preparation: Some(leftover.clone()),
+        ..Snapshot::default()
+    };
+    assert_eq!(
+        converge(&app, &snapshot).children.volume_preparation.step,
+        Step::Delete(leftover.name_any())
+    );
 }

@@ -251,3 +251,40 @@ fn the_credentials_secret_once_recorded_stays_recorded() {
         "a later reconcile that left it keeps the record"
     );
 }
+
+#[test]
+fn a_volume_being_prepared_is_what_mongodb_waits_for() {
+    let app = app("shop", "ns", FlaskMongoAppSpec::default());
+    let instance = crate::children::Instance::new(&app).unwrap();
+    let placement =
+        crate::children::persistent_volume::Placement::new(&instance, crate::DEFAULT_VOLUME_ROOT);
+    let pod = crate::children::volume_preparation::build(
+        &instance,
+        &placement,
+        &crate::Volumes::default(),
+    );
+    let waiting = format!(
+        "MongoDB's volume to be prepared by pod flaskmongo-volumes/prepare-volume-{}",
+        instance.uid()
+    );
+    let (d, s, m) = (deployment(2, 2), service(Some(30080)), statefulset(0));
+    let mut snapshot = crate::observe::Snapshot {
+        deployment: Some(d),
+        web_service: Some(s),
+        statefulset: Some(m),
+        volume_preparation: Some(pod),
+        ..crate::observe::Snapshot::default()
+    };
+    let applied = crate::execute::Applied::default();
+    let status = report(&app, &snapshot, &applied, None).unwrap();
+    assert_eq!(condition(&status, CONDITION_READY).reason, "MongoNotReady");
+    assert!(status.message.contains(&waiting), "{}", status.message);
+
+    // Done: MongoDB's own readiness is what is left.
+    if let Some(pod) = &mut snapshot.volume_preparation {
+        pod.status.get_or_insert_default().phase = Some("Succeeded".to_owned());
+    }
+    let status = report(&app, &snapshot, &applied, None).unwrap();
+    assert!(!status.message.contains("prepared"), "{}", status.message);
+    assert!(status.message.contains("MongoDB"), "{}", status.message);
+}

@@ -1,0 +1,162 @@
+//! The one-shot pod `prepare-volume-<object uid>` that hands a static volume's directory to
+//! MongoDB's user (`operator prepare-volume`), so that MongoDB runs without root. It lives
+//! in the operator's own namespace for such pods, never in the user's: it runs as root and
+//! mounts a directory of the node, which no user of a `FlaskMongoApp` may do.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Container, HostPathVolumeSource, Pod, PodSecurityContext, PodSpec, SecurityContext, Volume,
+    VolumeMount,
+};
+use kube::api::ObjectMeta;
+
+use super::persistent_volume::{HOSTNAME_LABEL, Placement, data_owner};
+use super::{Instance, capabilities, resource_requirements, runtime_default_seccomp};
+use crate::Volumes;
+use crate::labels::{self, Component};
+
+/// Where the pod mounts the volume's directory.
+const MOUNT: &str = "/data";
+/// Capabilities the preparation needs as root: changing owners (CHOWN), entering and
+/// changing what MongoDB's user already owns (DAC_OVERRIDE, FOWNER). Nothing else.
+const PREPARATION_CAPABILITIES: [&str; 3] = ["CHOWN", "DAC_OVERRIDE", "FOWNER"];
+/// Longest a preparation may run; a huge retained database takes a while to walk.
+const DEADLINE_SECONDS: i64 = 600;
+
+/// The pod's name: one per object, and a new object of the same name has a new uid.
+pub fn name(instance: &Instance<'_>) -> String {
+    format!("prepare-volume-{}", instance.uid())
+}
+
+/// The pod that prepares the directory of `placement` on its node (any node for a new
+/// volume: the volume then follows the pod to its node).
+pub fn build(instance: &Instance<'_>, placement: &Placement, volumes: &Volumes) -> Pod {
+    let amounts = |memory: &str| flaskmongo_crd::ResourceAmounts {
+        cpu: Some("10m".to_owned()),
+        memory: Some(memory.to_owned()),
+    };
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(name(instance)),
+            namespace: Some(volumes.preparation_namespace.clone()),
+            labels: Some(instance.labels(Component::VolumePreparation)),
+            ..ObjectMeta::default()
+        },
+        spec: Some(PodSpec {
+            restart_policy: Some("Never".to_owned()),
+            active_deadline_seconds: Some(DEADLINE_SECONDS),
+            automount_service_account_token: Some(false),
+            enable_service_links: Some(false),
+            termination_grace_period_seconds: Some(5),
+            node_selector: placement
+                .node
+                .as_ref()
+                .map(|node| BTreeMap::from([(HOSTNAME_LABEL.to_owned(), node.clone())])),
+            security_context: Some(PodSecurityContext {
+                run_as_user: Some(0),
+                run_as_group: Some(0),
+                seccomp_profile: Some(runtime_default_seccomp()),
+                ..PodSecurityContext::default()
+            }),
+            containers: vec![Container {
+                name: "prepare".to_owned(),
+                image: Some(volumes.preparation_image.clone()),
+                image_pull_policy: Some("IfNotPresent".to_owned()),
+                args: Some(vec![
+                    "prepare-volume".to_owned(),
+                    MOUNT.to_owned(),
+                    format!("--owner={}", data_owner()),
+                ]),
+                // Its error, if any, becomes the pod's termination message, which the
+                // object's status quotes.
+                termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
+                resources: Some(resource_requirements(&flaskmongo_crd::Resources {
+                    requests: amounts("16Mi"),
+                    limits: amounts("64Mi"),
+                })),
+                volume_mounts: Some(vec![VolumeMount {
+                    name: "data".to_owned(),
+                    mount_path: MOUNT.to_owned(),
+                    ..VolumeMount::default()
+                }]),
+                security_context: Some(SecurityContext {
+                    allow_privilege_escalation: Some(false),
+                    read_only_root_filesystem: Some(true),
+                    capabilities: Some(capabilities(&PREPARATION_CAPABILITIES)),
+                    ..SecurityContext::default()
+                }),
+                ..Container::default()
+            }],
+            volumes: Some(vec![Volume {
+                name: "data".to_owned(),
+                host_path: Some(HostPathVolumeSource {
+                    path: placement.path.clone(),
+                    type_: Some("DirectoryOrCreate".to_owned()),
+                }),
+                ..Volume::default()
+            }]),
+            ..PodSpec::default()
+        }),
+        ..Pod::default()
+    }
+}
+
+/// Where a preparation pod stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Progress {
+    /// Not done yet (or going away).
+    Running,
+    /// Done, on this node.
+    Succeeded {
+        /// The node it ran on.
+        node: Option<String>,
+    },
+    /// Failed: why, in the pod's or its container's words.
+    Failed(String),
+}
+
+/// Where `pod` stands.
+pub fn progress(pod: &Pod) -> Progress {
+    let status = pod.status.as_ref();
+    match status.and_then(|s| s.phase.as_deref()) {
+        Some("Succeeded") => Progress::Succeeded {
+            node: pod.spec.as_ref().and_then(|spec| spec.node_name.clone()),
+        },
+        Some("Failed") => {
+            let terminated = status.and_then(|s| {
+                s.container_statuses
+                    .as_ref()?
+                    .first()?
+                    .state
+                    .as_ref()?
+                    .terminated
+                    .as_ref()
+            });
+            let words = [
+                terminated.and_then(|t| t.message.clone()),
+                status.and_then(|s| s.message.clone()),
+                terminated.and_then(|t| t.reason.clone()),
+                status.and_then(|s| s.reason.clone()),
+            ];
+            let why = words
+                .into_iter()
+                .flatten()
+                .map(|text| text.trim().to_owned())
+                .find(|text| !text.is_empty())
+                .unwrap_or_else(|| "no reason given".to_owned());
+            Progress::Failed(why)
+        }
+        _ => Progress::Running,
+    }
+}
+
+/// The label selector of the preparation pods.
+pub fn selector() -> String {
+    format!(
+        "{},{}={}",
+        labels::managed_selector(),
+        labels::COMPONENT,
+        Component::VolumePreparation.as_str()
+    )
+}
