@@ -341,16 +341,28 @@ struct Storage {
     volume: Step<PersistentVolume>,
     /// The pod that prepares its directory.
     preparation: Step<Pod>,
-    /// Whether MongoDB must not run: its volume holds data MongoDB's user cannot write
-    /// until the preparation is done.
-    hold_mongo: bool,
+    /// What MongoDB's StatefulSet may do meanwhile.
+    mongo: Mongo,
+}
+
+/// What MongoDB's StatefulSet may do while its volume is not ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mongo {
+    /// Run as the spec says.
+    Run,
+    /// Not be created before its volume exists (a claim made before its pre-bound volume
+    /// waits for the binder's next resync, 15 s); one that exists runs on.
+    AwaitVolume,
+    /// Run no pod: its volume holds data MongoDB's user cannot write until the
+    /// preparation is done.
+    Stop,
 }
 
 /// The static volume and the preparation of its directory. A new volume is created once
 /// its directory, on whichever node the preparation pod ran, belongs to MongoDB's user;
-/// the volume is then bound to that node. A volume from before MongoDB ran without root
-/// is prepared in place once MongoDB has stopped. A volume the spec does not create, or
-/// one being deleted, is left alone: it holds data.
+/// the volume is then bound to that node, and MongoDB is created once it exists. A volume
+/// from before MongoDB ran without root is prepared in place once MongoDB has stopped. A
+/// volume the spec does not create, or one being deleted, is left alone: it holds data.
 fn storage(
     instance: &Instance<'_>,
     snapshot: &Snapshot,
@@ -360,14 +372,14 @@ fn storage(
     let leave = |preparation| Storage {
         volume: Step::Leave,
         preparation,
-        hold_mongo: false,
+        mongo: Mongo::Run,
     };
     let pod = snapshot.volume_preparation.as_ref();
     if !instance.spec.mongo.storage.persistent_volume.create {
         return Ok(leave(orphan(instance, pod)));
     }
-    let (placement, hold_mongo) = match live {
-        None => (Placement::new(instance, &volumes.root), false),
+    let (placement, mongo) = match live {
+        None => (Placement::new(instance, &volumes.root), Mongo::AwaitVolume),
         Some(live) => match Placement::of(live) {
             Some(placement) if live.metadata.deletion_timestamp.is_none() => {
                 if placement.prepared {
@@ -377,7 +389,7 @@ fn storage(
                             Some(live),
                         )?,
                         preparation: orphan(instance, pod),
-                        hold_mongo: false,
+                        mongo: Mongo::Run,
                     });
                 }
                 if !within(&placement.path, &volumes.root) {
@@ -387,14 +399,14 @@ fn storage(
                         root: volumes.root.clone(),
                     });
                 }
-                (placement, true)
+                (placement, Mongo::Stop)
             }
             _ => return Ok(leave(Step::Leave)),
         },
     };
     let Some(pod) = pod else {
         // Data is handed over only once no MongoDB process of the old image writes it.
-        let mongo_stopped = !hold_mongo || snapshot.statefulset.as_ref().is_none_or(is_stopped);
+        let mongo_stopped = live.is_none() || snapshot.statefulset.as_ref().is_none_or(is_stopped);
         let preparation = if mongo_stopped {
             apply_step(
                 volume_preparation::build(instance, &placement, volumes),
@@ -406,7 +418,7 @@ fn storage(
         return Ok(Storage {
             volume: Step::Leave,
             preparation,
-            hold_mongo,
+            mongo,
         });
     };
     match volume_preparation::progress(pod) {
@@ -423,7 +435,7 @@ fn storage(
                 volume: apply_step(persistent_volume::build(instance, &prepared), live)?,
                 // Deleted once the cache shows the volume prepared.
                 preparation: Step::Leave,
-                hold_mongo,
+                mongo,
             })
         }
         Progress::Failed(why) => Err(Error::VolumePreparationFailed {
@@ -435,7 +447,7 @@ fn storage(
         Progress::Running => Ok(Storage {
             volume: Step::Leave,
             preparation: Step::Leave,
-            hold_mongo,
+            mongo,
         }),
     }
 }
@@ -471,14 +483,14 @@ fn writes(
         network_policy,
     } = children::desired(instance);
     let live_statefulset = snapshot.statefulset.as_ref();
-    let statefulset = match (storage.hold_mongo, live_statefulset) {
+    let statefulset = match (storage.mongo, live_statefulset) {
+        (Mongo::AwaitVolume | Mongo::Stop, None) => Step::Leave,
         // Stopped, not deleted: its pod's claim keeps holding the volume.
-        (true, Some(_)) => {
+        (Mongo::Stop, Some(_)) => {
             statefulset.spec.replicas = Some(0);
             apply_step(statefulset, live_statefulset)?
         }
-        (true, None) => Step::Leave,
-        (false, _) => apply_step(statefulset, live_statefulset)?,
+        (Mongo::Run | Mongo::AwaitVolume, _) => apply_step(statefulset, live_statefulset)?,
     };
     Ok(Writes {
         mongo_service: apply_step(mongo_service, snapshot.mongo_service.as_ref())?,

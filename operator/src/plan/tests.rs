@@ -212,10 +212,7 @@ fn a_new_object_gets_every_child_its_secret_and_the_finalizer() {
     );
     assert_eq!(volume_preparation.namespace, PREPARATION_NAMESPACE);
     assert!(!applied(volume_preparation.step).existed);
-    assert!(
-        !applied(statefulset).existed,
-        "no data yet: MongoDB's pod may wait for its volume"
-    );
+    assert_eq!(statefulset, Step::Leave, "MongoDB waits for its volume");
     assert!(!applied(web_service).existed);
     assert!(!applied(deployment).existed);
     let hpa = applied(hpa);
