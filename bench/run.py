@@ -16,7 +16,6 @@ import os
 import platform
 import select
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,9 @@ import urllib.request
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "hack"))
+from free_ports import free_ports  # noqa: E402  (the scripts' one port finder, in hack/)
 
 BENCH = Path(__file__).resolve().parent
 FLASK_APP = BENCH / "flask_app"
@@ -110,12 +112,6 @@ def memory_mb(root, field):
 
 
 # ---------------------------------------------------------------- processes
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
 def launched(argv, log, **popen):
     """Runs argv in a session of its own, logging to `log`; stops its whole group on exit."""
@@ -251,7 +247,7 @@ class Bench:
         log = self.logs / f"{server}-{workload.key}.log"
         if server == "ceiling":
             return self.run_ceiling(log, workload)
-        port = free_port()
+        [port] = free_ports(1)
         settings = self.settings
         argv = {
             "webapp": [settings.webapp, "--listen-address=127.0.0.1", f"--port={port}"],

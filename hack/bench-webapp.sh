@@ -55,12 +55,7 @@ fi
 mkdir -p "$OUT"
 state=$OUT/ferretdb
 rm -rf "$state" && mkdir -p "$state"
-read -r port debug_port < <(python3 -c '
-import socket
-socks = [socket.socket() for _ in range(2)]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
-print(*(s.getsockname()[1] for s in socks))')
+read -r port debug_port < <(python3 hack/free_ports.py 2)
 log "FerretDB $FERRETDB_VERSION on 127.0.0.1:$port"
 setsid "$FERRETDB_BIN" --listen-addr="127.0.0.1:$port" --handler=sqlite --sqlite-url="file:$state/" \
   --state-dir="$state" --telemetry=disable --debug-addr="127.0.0.1:$debug_port" --log-level=WARN \

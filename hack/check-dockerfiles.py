@@ -15,7 +15,6 @@ Usage: hack/check-dockerfiles.py (as root, for chroot; MONGODB_URI set, as in .l
 import json
 import os
 import shutil
-import socket
 import stat
 import subprocess
 import sys
@@ -25,6 +24,7 @@ import urllib.parse
 import urllib.request
 
 from dockerfile import ROOT, WORK, build_context, build_image, fail
+from free_ports import free_ports
 
 # The devices every container runtime gives a container (the OCI runtime spec's defaults that
 # a server may open): name, major, minor. Only this check adds them: images must not hold them.
@@ -69,12 +69,6 @@ def check_operator(rootfs, entrypoint, user):
     print("operator image: `operator crd` prints config/crd's CRD")
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def http(method, url, body=None):
     request = urllib.request.Request(url, data=body, method=method)
     if body is not None:
@@ -95,7 +89,7 @@ def check_webapp(rootfs, entrypoint, user):
     if not server.hostname.replace(".", "").isdigit():
         fail(f"MONGODB_URI must name its server by IP address, not {server.hostname}")
     (rootfs / "etc/hosts").write_text(f"127.0.0.1 localhost\n{server.hostname} {MONGO_HOST}\n")
-    port = free_port()
+    [port] = free_ports(1)
     env = {
         "MONGODB_URI": f"mongodb://{MONGO_HOST}:{server.port}/{database}",
         "LISTEN_ADDRESS": "127.0.0.1",

@@ -32,17 +32,7 @@ pid_of() { cat "$STATE/pids/$1.pid" 2>/dev/null || true; }
 alive() { local pid; pid=$(pid_of "$1"); [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; }
 
 # free_ports N: N distinct free TCP ports on 127.0.0.1.
-free_ports() {
-  python3 - "$1" <<'PY'
-import socket, sys
-socks = []
-for _ in range(int(sys.argv[1])):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-PY
-}
+free_ports() { python3 "$here/free_ports.py" "$1"; }
 
 # ---------------------------------------------------------------- certificates
 # ECDSA keys: quick to generate, accepted by every component.

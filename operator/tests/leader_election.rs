@@ -4,8 +4,8 @@
 
 mod common;
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -21,70 +21,36 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::DeleteParams;
 use kube::client::Body;
 use serde_json::json;
+use testenv::process::{OperatorProcess, sum_metric};
 use tokio::sync::oneshot;
 
 const LEASE: &str = "flaskmongo-test-leader";
 
-/// An operator process; killed when dropped, so a failed test leaves none behind.
-struct Operator {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start(namespace: &str, identity: &str) -> Operator {
-    let port = free_port();
-    let log =
-        std::fs::File::create(std::env::temp_dir().join(format!("{namespace}-{identity}.log")))
-            .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_operator"))
-        .args([
-            "run",
-            "--namespace",
-            namespace,
+/// An operator process for `namespace` with leader election as `identity`; killed when
+/// dropped, so a failed test leaves none behind. Returns once it serves `/readyz` (a
+/// standby is ready too: it is waiting by design).
+fn start(namespace: &str, identity: &str) -> OperatorProcess {
+    OperatorProcess::start(
+        Path::new(env!("CARGO_BIN_EXE_operator")),
+        &testenv::stack().kubeconfig,
+        namespace,
+        &[
             "--leader-election",
             "--lease-name",
             LEASE,
-        ])
-        .args(["--lease-namespace", namespace, "--identity", identity])
-        .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
-        .env("KUBECONFIG", testenv::stack().kubeconfig)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    Operator { child, port }
+            "--lease-namespace",
+            namespace,
+            "--identity",
+            identity,
+        ],
+        std::env::temp_dir().join(format!("{namespace}-{identity}.log")),
+    )
 }
 
-/// A counter of the process's `/metrics`.
-async fn metric(operator: &Operator, name: &str) -> Option<f64> {
-    let text = reqwest::get(format!("http://127.0.0.1:{}/metrics", operator.port))
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    text.lines().find_map(|line| {
-        line.strip_prefix(name)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse()
-            .ok()
-    })
+/// A counter of the process's `/metrics`, once it answers.
+fn metric(operator: &OperatorProcess, name: &str) -> Option<f64> {
+    let text = operator.metrics().ok()?;
+    Some(sum_metric(&text, &format!("{name} ")))
 }
 
 async fn holder(env: &Env) -> Option<String> {
@@ -100,7 +66,7 @@ async fn holder(env: &Env) -> Option<String> {
 async fn only_the_leader_writes_and_a_standby_takes_over() {
     let env = Env::without_operator("fma-leader").await;
     let ns = env.namespace.clone();
-    let mut first = start(&ns, "first");
+    let first = start(&ns, "first");
     wait_for(
         "the first process to lead",
         Duration::from_secs(30),
@@ -111,27 +77,26 @@ async fn only_the_leader_writes_and_a_standby_takes_over() {
     wait_for(
         "the standby to serve its metrics",
         Duration::from_secs(30),
-        || async { metric(&second, "flaskmongo_reconciles_total").await },
+        || async { metric(&second, "flaskmongo_reconciles_total") },
     )
     .await;
 
     env.apply("shop", json!({})).await.unwrap();
     env.wait_ready("shop").await;
-    assert!(metric(&first, "flaskmongo_reconciles_total").await.unwrap() > 0.0);
+    assert!(metric(&first, "flaskmongo_reconciles_total").unwrap() > 0.0);
     assert_eq!(
-        metric(&second, "flaskmongo_reconciles_total").await,
+        metric(&second, "flaskmongo_reconciles_total"),
         Some(0.0),
         "the standby does not reconcile"
     );
     assert_eq!(
-        metric(&second, "flaskmongo_api_writes_total").await,
+        metric(&second, "flaskmongo_api_writes_total"),
         Some(0.0),
         "the standby does not write"
     );
 
     // Kill the leader without warning: it cannot give the Lease up.
-    first.child.kill().unwrap();
-    first.child.wait().unwrap();
+    first.kill();
     let killed = Instant::now();
     env.patch_spec(
         "shop",
@@ -145,7 +110,7 @@ async fn only_the_leader_writes_and_a_standby_takes_over() {
         Duration::from_secs(20),
         || async {
             let leads = holder(&env).await.as_deref() == Some("second");
-            let reconciled = metric(&second, "flaskmongo_reconciles_total").await? > 0.0;
+            let reconciled = metric(&second, "flaskmongo_reconciles_total")? > 0.0;
             (leads && reconciled).then_some(())
         },
     )
@@ -172,11 +137,11 @@ async fn only_the_leader_writes_and_a_standby_takes_over() {
     wait_for(
         "the third process to serve",
         Duration::from_secs(30),
-        || async { metric(&third, "flaskmongo_reconciles_total").await },
+        || async { metric(&third, "flaskmongo_reconciles_total") },
     )
     .await;
     let status = Command::new("kill")
-        .args(["-TERM", &second.child.id().to_string()])
+        .args(["-TERM", &second.pid().to_string()])
         .status()
         .unwrap();
     assert!(status.success());

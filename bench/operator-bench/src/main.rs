@@ -18,9 +18,8 @@ use flaskmongo_operator::children::{self, Instance, secret};
 use flaskmongo_operator::{apply, labels};
 use futures::{StreamExt, stream};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Patch, PatchParams, PostParams};
-use kube::{Api, Client, CustomResourceExt, ResourceExt};
+use kube::api::PostParams;
+use kube::{Api, Client, CustomResourceExt};
 use serde_json::json;
 use testenv::process::{OperatorProcess, Usage};
 
@@ -390,34 +389,9 @@ async fn create_namespace(client: &Client, name: &str) -> Result<()> {
 }
 
 async fn install_crd(client: &Client) -> Result<()> {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd = FlaskMongoApp::crd();
-    let name = crd.name_any();
-    crds.patch(
-        &name,
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(&crd),
-    )
-    .await?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let established = crds
-            .get(&name)
-            .await?
-            .status
-            .and_then(|status| status.conditions);
-        if established
-            .iter()
-            .flatten()
-            .any(|c| c.type_ == "Established" && c.status == "True")
-        {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("the CRD {name} is not established after 30 s");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    testenv::install_crd(client, &FlaskMongoApp::crd(), MANAGER)
+        .await
+        .map_err(anyhow::Error::msg)
 }
 
 /// Polls `check` every 50 ms until it returns `Some`, failing after `seconds`.

@@ -6,11 +6,13 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, DeleteParams, PostParams};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config};
+use kube::{Client, Config, ResourceExt};
 
 pub mod private;
 pub mod process;
@@ -107,6 +109,44 @@ impl Stack {
             None => authority.to_owned(),
         };
         format!("{authority}/{database}{query}")
+    }
+}
+
+/// Installs (or updates) `crd` by server-side apply as `manager`, then waits (at most
+/// 30 s) until the API server serves it.
+pub async fn install_crd(
+    client: &Client,
+    crd: &CustomResourceDefinition,
+    manager: &str,
+) -> Result<(), String> {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let name = crd.name_any();
+    crds.patch(
+        &name,
+        &PatchParams::apply(manager).force(),
+        &Patch::Apply(crd),
+    )
+    .await
+    .map_err(|e| format!("cannot apply the CRD {name}: {e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let served = crds
+            .get(&name)
+            .await
+            .map_err(|e| format!("cannot read the CRD {name}: {e}"))?;
+        let established = served
+            .status
+            .and_then(|status| status.conditions)
+            .iter()
+            .flatten()
+            .any(|c| c.type_ == "Established" && c.status == "True");
+        if established {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("the CRD {name} is not established after 30 s"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

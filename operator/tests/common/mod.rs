@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use flaskmongo_crd::FlaskMongoApp;
 use flaskmongo_operator::{Config, Metrics};
 use k8s_openapi::api::core::v1::{Event as CoreEvent, PersistentVolume};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Client, CustomResourceExt, ResourceExt};
 use serde_json::{Value, json};
@@ -23,32 +22,11 @@ pub async fn client() -> Client {
     testenv::stack().client().await
 }
 
-/// Installs (or updates) the CRD by server-side apply and waits until it is served.
+/// Installs (or updates) the CRD and waits until it is served.
 pub async fn install_crd(client: &Client) {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd = FlaskMongoApp::crd();
-    let name = crd.name_any();
-    crds.patch(
-        &name,
-        &PatchParams::apply(TEST_MANAGER).force(),
-        &Patch::Apply(&crd),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("cannot apply the CRD: {e}"));
-    wait_for(
-        "the CRD to be established",
-        Duration::from_secs(30),
-        || async {
-            let crd = crds.get(&name).await.ok()?;
-            let established = crd
-                .status?
-                .conditions?
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True");
-            established.then_some(())
-        },
-    )
-    .await;
+    testenv::install_crd(client, &FlaskMongoApp::crd(), TEST_MANAGER)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// Polls `check` every 200 ms until it returns `Some`, or panics after `timeout` naming `what`.

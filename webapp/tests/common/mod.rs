@@ -2,7 +2,7 @@
 //! private FerretDB that a test may stop and restart.
 
 use std::io::{BufRead, BufReader, Read};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -88,7 +88,7 @@ impl FerretDb {
         Self {
             binary: ferretdb_binary(),
             dir,
-            port: free_port(),
+            port: testenv::process::free_addr().port(),
             child: None,
         }
     }
@@ -189,14 +189,6 @@ fn workspace_root() -> PathBuf {
         .parent()
         .expect("workspace root")
         .to_path_buf()
-}
-
-/// A port that was free a moment ago.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port()
 }
 
 /// The `webapp` binary, run with JSON logs on a free port of 127.0.0.1.
