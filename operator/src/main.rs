@@ -1,4 +1,5 @@
-//! `operator`: runs the FlaskMongoApp controller, or prints its CRD.
+//! `operator`: runs the FlaskMongoApp controller, prints its CRD, or prepares a volume's
+//! directory on a node.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

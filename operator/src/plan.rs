@@ -263,6 +263,7 @@ pub fn plan(
         )?,
     })))
 }
+
 fn has_finalizer(app: &FlaskMongoApp) -> bool {
     app.finalizers().iter().any(|f| f == FINALIZER)
 }
