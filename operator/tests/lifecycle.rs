@@ -753,3 +753,100 @@ async fn look_alike_names_in_two_namespaces_get_volumes_of_their_own() {
     let _ = namespaces.delete(&other, &DeleteParams::default()).await;
     env.teardown().await;
 }
+
+/// A volume from before MongoDB ran without root carries no record that its directory was
+/// handed to MongoDB's user: MongoDB is stopped, the directory prepared in place, and
+/// MongoDB started again on the same volume and node.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_volume_from_before_is_prepared_in_place_and_mongodb_restarted() {
+    use futures::StreamExt;
+    use kube::runtime::watcher;
+
+    let env = Env::start("fma-upgrade").await;
+    env.apply("shop", json!({})).await.unwrap();
+    let app = env.wait_ready("shop").await;
+    let volumes = Api::<PersistentVolume>::all(env.client.clone());
+    let volume_name = format!("{}.shop.mongo", env.namespace);
+    let before = volumes.get(&volume_name).await.unwrap();
+    let mongo_pod = env.api::<Pod>().get("shop-mongo-0").await.unwrap();
+
+    // What MongoDB's StatefulSet is asked to run, and the preparation pods' directories, as
+    // they happen.
+    let replicas = watcher(
+        env.api::<StatefulSet>(),
+        watcher::Config::default().fields("metadata.name=shop-mongo"),
+    )
+    .filter_map(|event| async move {
+        match event {
+            Ok(watcher::Event::Apply(statefulset)) => statefulset.spec.replicas,
+            _ => None,
+        }
+    });
+    let preparation = format!("prepare-volume-{}", app.uid().unwrap());
+    let prepared = watcher(
+        Api::<Pod>::namespaced(
+            env.client.clone(),
+            flaskmongo_operator::DEFAULT_PREPARATION_NAMESPACE,
+        ),
+        watcher::Config::default().fields(&format!("metadata.name={preparation}")),
+    )
+    .filter_map(|event| async move {
+        match event {
+            Ok(watcher::Event::Apply(pod)) => {
+                Some(pod.spec?.volumes?.first()?.host_path.as_ref()?.path.clone())
+            }
+            _ => None,
+        }
+    });
+    let (stop_replicas, replicas_stopped) = tokio::sync::oneshot::channel::<()>();
+    let (stop_prepared, prepared_stopped) = tokio::sync::oneshot::channel::<()>();
+    let replicas = tokio::spawn(replicas.take_until(replicas_stopped).collect::<Vec<_>>());
+    let prepared = tokio::spawn(prepared.take_until(prepared_stopped).collect::<Vec<_>>());
+    // Both watches are established before anything changes.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // As a version that ran MongoDB as root left it.
+    volumes
+        .patch(
+            &volume_name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({
+                "metadata": { "annotations": { "flaskmongo.dev/data-owner": null } }
+            })),
+        )
+        .await
+        .unwrap();
+    wait_for(
+        "the volume to be prepared again and MongoDB back",
+        Duration::from_secs(60),
+        || async {
+            let volume = volumes.get(&volume_name).await.ok()?;
+            let recorded = volume
+                .annotations()
+                .contains_key("flaskmongo.dev/data-owner");
+            let pod = env.api::<Pod>().get_opt("shop-mongo-0").await.ok()??;
+            (recorded && pod.uid() != mongo_pod.uid()).then_some(())
+        },
+    )
+    .await;
+    let app = env.wait_ready("shop").await;
+    assert!(app.status.unwrap().mongo_ready);
+
+    let after = volumes.get(&volume_name).await.unwrap();
+    assert_eq!(host_path(&after), host_path(&before), "the same directory");
+    assert_eq!(
+        Placement::of(&after).and_then(|p| p.node),
+        Placement::of(&before).and_then(|p| p.node),
+        "the same node"
+    );
+    let _ = (stop_replicas.send(()), stop_prepared.send(()));
+    let replicas = replicas.await.unwrap();
+    assert!(replicas.contains(&0), "MongoDB was stopped: {replicas:?}");
+    assert_eq!(replicas.last(), Some(&1), "and runs again: {replicas:?}");
+    let prepared = prepared.await.unwrap();
+    assert!(
+        prepared.iter().all(|path| *path == host_path(&before)) && !prepared.is_empty(),
+        "one preparation, of the volume's own directory: {prepared:?}"
+    );
+    env.teardown().await;
+}
