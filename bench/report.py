@@ -1,15 +1,25 @@
-"""Turns the raw figures of `run.py` into the webapp's benchmark targets: writes the results as
-JSON (`{"machine": ..., "results": [{"name", "value", "unit", "target", "better"}, ...]}`) and the
-webapp section of BENCHMARKS.md, between its markers, then prints that section.
+"""The one generator of BENCHMARKS.md, one section at a time, each between its markers (the
+other section stays as it is):
+
+  report.py webapp     the raw figures of run.py (target/bench/webapp-raw.json) become the
+                       webapp's results (target/bench/webapp.json) and its section
+  report.py operator   the results of bench/operator-bench (target/bench/operator.json)
+                       become the operator's section
+
+Every result, in both JSON files, is {"name", "value", "unit", "target", "better", "strict"}: a
+script can check every target from them. The notes under each section are bench/notes/*.md.
 """
 
 import argparse
 import json
+import os
+import platform
 import re
 import sys
 from pathlib import Path
 
-BEGIN, END = "<!-- webapp:begin -->", "<!-- webapp:end -->"
+BENCH = Path(__file__).resolve().parent
+NOTES = BENCH / "notes"
 SERVERS = {
     "webapp": "webapp (release)",
     "flask": "Flask, `python app.py`",
@@ -52,27 +62,27 @@ PEAK_RSS_TARGET_MB = 64.0
 PEAK_RSS_WORKLOAD = "get_100k"
 
 
+PUBLIC_KEYS = ("name", "value", "unit", "target", "better", "strict")
+
+
+def met(result):
+    """Whether `result` meets its target (`None` without one); a target with no value (a server
+    that completed no request, a wait that ran out) counts as missed."""
+    target, value, strict = result["target"], result["value"], result["strict"]
+    if target is None:
+        return None
+    if value is None:
+        return False
+    if result["better"] == "higher":
+        return value > target if strict else value >= target
+    return value < target if strict else value <= target
+
+
 def entry(name, value, unit, better, target=None, strict=False, label=None):
-    """One result. `strict`, `label` and `met` serve the table and are not written to JSON; a
-    target with no value (a server that completed no request) counts as missed."""
-    met = None
-    if target is not None:
-        if value is None:
-            met = False
-        elif better == "higher":
-            met = value > target if strict else value >= target
-        else:
-            met = value < target if strict else value <= target
-    return {
-        "name": name,
-        "value": value,
-        "unit": unit,
-        "target": target,
-        "better": better,
-        "strict": strict,
-        "label": label,
-        "met": met,
-    }
+    """One result; `label` names it in the table of targets and is not written to JSON."""
+    result = {"name": name, "value": value, "unit": unit, "target": target, "better": better}
+    result |= {"strict": strict, "label": label}
+    return result | {"met": met(result)}
 
 
 def ratio(a, b):
@@ -145,7 +155,38 @@ def table(header, rows, align=None):
     return lines
 
 
-def section(raw, entries):
+def machine_line():
+    """This machine, read when the report is written, right after the benchmark on it."""
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+    models = [line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")]
+    meminfo = Path("/proc/meminfo").read_text().split()
+    memory_gib = int(meminfo[meminfo.index("MemTotal:") + 1]) / 2**20
+    model = models[0] if models else "unknown"
+    return f"{os.cpu_count()} cores ({model}), {memory_gib:.1f} GiB, Linux {platform.release()}"
+
+
+def targets_table(results, name_of):
+    """The table of the results that have a target, and how many of them are met."""
+    targets = [result for result in results if result["target"] is not None]
+    rows = [
+        [
+            name_of(result),
+            number(result["value"]),
+            goal(result),
+            "met" if result["met"] else "**missed**",
+        ]
+        for result in targets
+    ]
+    lines = table(["target", "value", "goal", ""], rows, ["---", "---:", "---", "---"])
+    met_count = sum(1 for result in targets if result["met"])
+    return lines + ["", f"{met_count} of {len(targets)} targets met."]
+
+
+def notes(name):
+    return (NOTES / f"{name}.md").read_text().rstrip("\n").split("\n")
+
+
+def webapp_section(raw, entries):
     machine = raw["machine"]
     value = {result["name"]: result["value"] for result in entries}
     versions = ", ".join(
@@ -153,7 +194,6 @@ def section(raw, entries):
         for name, text in machine["versions"].items()
     )
     lines = [
-        BEGIN,
         "## Webapp",
         "",
         (
@@ -162,8 +202,7 @@ def section(raw, entries):
         ),
         "",
         (
-            f"- Machine: {machine['cores']} cores ({machine['cpu_model']}), "
-            f"{machine['memory_gib']} GiB, Linux {machine['kernel']}; "
+            f"- Machine: {machine_line()}; "
             f"load average {machine['load_average_at_start']:.2f} at the start."
         ),
         f"- Versions: {versions}.",
@@ -199,50 +238,90 @@ def section(raw, entries):
             for server, other in RATIOS
         ]
         lines += table(header, rows) + [""]
-    targets = [result for result in entries if result["target"] is not None]
-    rows = [
-        [
-            result["label"],
-            number(result["value"]),
-            goal(result),
-            "met" if result["met"] else "**missed**",
-        ]
-        for result in targets
+    lines += ["### Targets", ""] + targets_table(entries, lambda result: result["label"])
+    return lines + [""] + notes("webapp")
+
+
+def operator_section(document):
+    machine = document["machine"]
+    parallelism = machine["parallelism"]
+    results = [result | {"met": met(result)} for result in document["results"]]
+    lines = [
+        "## Operator",
+        "",
+        (
+            "Generated by `make bench-operator` (`hack/bench-operator.sh`: a stack of its own, "
+            "the release binary, 15 to 25 minutes here, most of it the 1,000-object run and its "
+            "baseline), which also writes the figures to `target/bench/operator.json` and the "
+            "operator's logs to `target/bench/operator-logs/`. Rerun with `make bench-operator`."
+        ),
+        "",
+        (
+            f"- Run: {machine['date']}. Machine: {machine_line()}; load average at the end of "
+            f"the run {machine['load_average_at_end']} (the local stack and the benchmark "
+            "included)."
+        ),
+        (
+            f"- Control plane: the local stack (kube-apiserver {machine['kube_apiserver']}, "
+            f"controller-manager, scheduler, {machine['simulated_nodes']} kwok simulated nodes, "
+            "all on this machine)."
+        ),
+        (
+            f"- Operator: {machine['operator']}, release build built with {machine['rustc']}, "
+            "run as a separate process, one per measurement. Parallelism: "
+            f"{parallelism} requests in flight from the benchmark's client, `--concurrency "
+            f"{parallelism}` in the operator, {parallelism} objects at once in the baseline."
+        ),
+        "",
     ]
-    header = ["target", "value", "goal", ""]
-    lines += ["### Targets", ""] + table(header, rows, ["---", "---:", "---", "---"])
-    met = sum(1 for result in targets if result["met"])
-    lines += ["", f"{met} of {len(targets)} targets met.", END]
-    return "\n".join(lines)
+    rows = [[result["name"], number(result["value"]), result["unit"]] for result in results]
+    lines += table(["figure", "value", "unit"], rows, ["---", "---:", "---"]) + [""]
+    lines += ["### Targets", ""] + targets_table(results, lambda result: result["name"]) + [""]
+    return lines + notes("operator-method") + [""] + notes("operator")
 
 
-def write_section(path, text):
-    """Replaces the webapp section of `path` (between its markers), keeping everything else."""
+def write_section(path, name, lines):
+    """Replaces the section `name` of `path` (between its markers), keeping everything else."""
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    text = "\n".join([begin, *lines, end])
     old = path.read_text() if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.DOTALL)
+    pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.DOTALL)
     if pattern.search(old):
         new = pattern.sub(lambda _: text, old, count=1)
     else:
         new = old.rstrip("\n") + "\n\n" + text + "\n"
     path.write_text(new)
+    print(text)
+
+
+def webapp(bench_dir, markdown):
+    raw = json.loads((bench_dir / "webapp-raw.json").read_text())
+    entries = results(raw)
+    public = [{key: result[key] for key in PUBLIC_KEYS} for result in entries]
+    document = {"machine": raw["machine"], "results": public}
+    (bench_dir / "webapp.json").write_text(json.dumps(document, indent=2) + "\n")
+    write_section(markdown, "webapp", webapp_section(raw, entries))
+    return entries
+
+
+def operator(bench_dir, markdown):
+    document = json.loads((bench_dir / "operator.json").read_text())
+    write_section(markdown, "operator", operator_section(document))
+    return [result | {"met": met(result)} for result in document["results"]]
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("raw", type=Path, help="the raw figures written by run.py")
-    parser.add_argument("--json", type=Path, required=True, help="where to write the results")
-    parser.add_argument("--markdown", type=Path, required=True, help="BENCHMARKS.md to update")
-    args = parser.parse_args()
-    raw = json.loads(args.raw.read_text())
-    entries = results(raw)
-    keys = ("name", "value", "unit", "target", "better")
-    public = [{key: result[key] for key in keys} for result in entries]
-    args.json.write_text(
-        json.dumps({"machine": raw["machine"], "results": public}, indent=2) + "\n"
+    parser.add_argument("section", choices=("webapp", "operator"), help="the section to write")
+    parser.add_argument(
+        "--bench-dir", type=Path, default=Path("target/bench"), help="where the figures are"
     )
-    text = section(raw, entries)
-    write_section(args.markdown, text)
-    print(text)
+    parser.add_argument(
+        "--markdown", type=Path, default=Path("BENCHMARKS.md"), help="the report to update"
+    )
+    args = parser.parse_args()
+    write = {"webapp": webapp, "operator": operator}[args.section]
+    entries = write(args.bench_dir, args.markdown)
     missed = [result["name"] for result in entries if result["met"] is False]
     if missed:
         print(f"\nmissed: {', '.join(missed)}", file=sys.stderr)

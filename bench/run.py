@@ -1,7 +1,7 @@
 """Measures the webapp, the reference Flask app (its own server and gunicorn) and the driver-only
 ceiling against one MongoDB-compatible server, workload by workload, and writes the raw figures
 as JSON. `hack/bench-webapp.sh` builds everything, starts FerretDB and calls this; `report.py`
-turns the figures into targets and tables.
+turns the figures into targets and the webapp's section of BENCHMARKS.md.
 
 Each server is started afresh for each workload, so its CPU time and peak memory belong to that
 workload alone. CPU time and memory are read from /proc for the server's whole process tree
@@ -13,7 +13,6 @@ CPU time over the same window is recorded too, since on one machine it competes 
 import argparse
 import json
 import os
-import platform
 import select
 import signal
 import subprocess
@@ -29,7 +28,6 @@ from free_ports import free_ports  # noqa: E402  (the scripts' one port finder, 
 
 BENCH = Path(__file__).resolve().parent
 FLASK_APP = BENCH / "flask_app"
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 SERVERS = ("webapp", "flask", "gunicorn", "ceiling")
 READY_TIMEOUT = 30.0
 # One request of the 100,000-document workload takes seconds, most of them in the database.
@@ -64,51 +62,15 @@ def progress(message):
 
 
 # ---------------------------------------------------------------- /proc
-def process_tree(root):
-    """The pids of `root` and all its descendants that are alive now."""
-    children = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue  # it exited while the list was read
-        # The command name may contain spaces and parentheses: the fields follow its last ')'.
-        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
-        children.setdefault(ppid, []).append(int(entry.name))
-    tree, pending = [], [root]
-    while pending:
-        pid = pending.pop()
-        tree.append(pid)
-        pending.extend(children.get(pid, []))
-    return tree
-
-
-def cpu_seconds(root):
-    """User plus system CPU time of the process tree of `root`, in seconds."""
-    ticks = 0
-    for pid in process_tree(root):
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        ticks += int(fields[11]) + int(fields[12])  # utime, stime
-    return ticks / CLOCK_TICKS
-
-
-def memory_mb(root, field):
-    """A memory field of /proc/PID/status (VmRSS, VmHWM), summed over the tree, in MB."""
-    kilobytes = 0
-    for pid in process_tree(root):
-        try:
-            status = Path(f"/proc/{pid}/status").read_text()
-        except OSError:
-            continue
-        for line in status.splitlines():
-            if line.startswith(field + ":"):
-                kilobytes += int(line.split()[1])
-    return kilobytes * 1024 / 1e6
+def usage(pid, usage_program):
+    """CPU seconds, RSS and peak RSS of the process tree of `pid` (gunicorn's arbiter and workers
+    summed), read by the harness's `process-usage`, as the Rust tests and benchmarks read it."""
+    done = subprocess.run(
+        [usage_program, str(pid)], capture_output=True, text=True, timeout=30, check=False
+    )
+    if done.returncode != 0:
+        sys.exit(f"process-usage {pid} failed: {done.stderr.strip()}")
+    return json.loads(done.stdout)
 
 
 # ---------------------------------------------------------------- processes
@@ -215,31 +177,33 @@ class Bench:
         gave up on may still run there, and would otherwise load the next server's run."""
         deadline = time.monotonic() + SETTLE_TIMEOUT
         while time.monotonic() < deadline:
-            before = cpu_seconds(self.settings.ferretdb_pid)
+            before = self.database_cpu_seconds()
             time.sleep(1)
-            if cpu_seconds(self.settings.ferretdb_pid) - before < DATABASE_IDLE_SHARE:
+            if self.database_cpu_seconds() - before < DATABASE_IDLE_SHARE:
                 return
         progress(f"the database is still busy after {SETTLE_TIMEOUT:.0f}s: measuring anyway")
+
+    def database_cpu_seconds(self):
+        return usage(self.settings.ferretdb_pid, self.settings.usage)["cpu_seconds"]
 
     def measured(self, proc, drive):
         """Idle memory and CPU time of `proc`, then `drive()`, then CPU time and peak memory."""
         # A moment for start-up and the warm-up request to settle before the idle reading.
         time.sleep(1)
-        idle = memory_mb(proc.pid, "VmRSS")
-        before = cpu_seconds(proc.pid)
-        database_before = cpu_seconds(self.settings.ferretdb_pid)
+        before = usage(proc.pid, self.settings.usage)
+        database_before = self.database_cpu_seconds()
         result = drive()
-        cpu = cpu_seconds(proc.pid) - before
-        database_cpu = cpu_seconds(self.settings.ferretdb_pid) - database_before
-        peak = memory_mb(proc.pid, "VmHWM")
+        after = usage(proc.pid, self.settings.usage)
+        database_cpu = self.database_cpu_seconds() - database_before
+        cpu = after["cpu_seconds"] - before["cpu_seconds"]
         requests = result["requests"]
         return {
             **result,
             "rps": requests / result["seconds"] if result["seconds"] else 0.0,
             "cpu_ms_per_request": cpu * 1000 / requests if requests else None,
             "database_cpu_ms_per_request": database_cpu * 1000 / requests if requests else None,
-            "idle_rss_mb": idle,
-            "peak_rss_mb": peak,
+            "idle_rss_mb": before["rss_bytes"] / 1e6,
+            "peak_rss_mb": after["peak_rss_bytes"] / 1e6,
         }
 
     def run(self, server, workload):
@@ -295,9 +259,7 @@ def command_output(argv):
 
 
 def machine(settings):
-    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
-    models = [line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")]
-    meminfo = Path("/proc/meminfo").read_text().split()
+    """The conditions of the run (the machine itself is described by report.py)."""
     versions_of = (
         "import importlib.metadata as m, sys; print(*(m.version(p) for p in sys.argv[1:]))"
     )
@@ -310,10 +272,6 @@ def machine(settings):
         timeout=30,
     ).stdout.split()
     return {
-        "cores": os.cpu_count(),
-        "memory_gib": round(int(meminfo[meminfo.index("MemTotal:") + 1]) / 2**20, 1),
-        "cpu_model": models[0] if models else "unknown",
-        "kernel": platform.release(),
         "load_average_at_start": os.getloadavg()[0],
         "versions": {
             "webapp": command_output([settings.webapp, "--version"]),
@@ -337,6 +295,7 @@ def arguments():
     add("--ferretdb-pid", type=int, required=True, help="its process, for its CPU time")
     add("--webapp", type=program, required=True, help="the webapp binary (release build)")
     add("--ceiling", type=program, required=True, help="the bench-ceiling binary")
+    add("--usage", type=program, required=True, help="the harness's process-usage binary")
     add(
         "--python",
         type=program,

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # `make bench-operator`: the operator's benchmarks (bench/operator-bench) against a local
 # stack of their own, with the operator as a release build. Writes target/bench/operator.json
-# and the operator section of BENCHMARKS.md. Arguments go to the benchmark program
-# (`--samples`, `--scales`, `--parallelism`, `--steady-seconds`, `--ready-timeout`).
+# and, with bench/report.py, the operator section of BENCHMARKS.md. Arguments go to the
+# benchmark program (`--samples`, `--scales`, `--parallelism`, `--steady-seconds`,
+# `--ready-timeout`).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -19,4 +20,5 @@ trap 'hack/local-stack.sh down' EXIT
 hack/local-stack.sh up
 export LOCAL_STACK_ENV=$LOCAL_STACK_DIR/env
 
-target/release/operator-bench --operator target/release/operator "$@"
+target/release/operator-bench --operator target/release/operator --json target/bench/operator.json "$@"
+python3 bench/report.py operator --bench-dir target/bench --markdown BENCHMARKS.md

@@ -35,8 +35,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-log "building the webapp and the ceiling (release)"
-cargo build --release --locked -p flaskmongo-webapp -p bench-ceiling
+log "building the webapp, the ceiling and process-usage (release)"
+cargo build --release --locked -p flaskmongo-webapp -p bench-ceiling -p testenv --bin process-usage
 
 log "Python environment $VENV (bench/requirements.txt)"
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
@@ -57,9 +57,7 @@ state=$OUT/ferretdb
 rm -rf "$state" && mkdir -p "$state"
 read -r port debug_port < <(python3 hack/free_ports.py 2)
 log "FerretDB $FERRETDB_VERSION on 127.0.0.1:$port"
-setsid "$FERRETDB_BIN" --listen-addr="127.0.0.1:$port" --handler=sqlite --sqlite-url="file:$state/" \
-  --state-dir="$state" --telemetry=disable --debug-addr="127.0.0.1:$debug_port" --log-level=WARN \
-  >"$OUT/ferretdb.log" 2>&1 </dev/null &
+FERRETDB_BIN=$FERRETDB_BIN setsid hack/ferretdb.sh "$port" "$state" "$debug_port" >"$OUT/ferretdb.log" 2>&1 </dev/null &
 ferretdb_pid=$!
 deadline=$((SECONDS + 30))
 until python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 1)" 2>/dev/null; do
@@ -81,7 +79,7 @@ done
 
 # In the background so that the EXIT trap can stop it (and so its servers) on an interrupt.
 python3 bench/run.py --mongodb-uri "mongodb://127.0.0.1:$port/" \
-  --webapp target/release/webapp --ceiling target/release/bench-ceiling \
+  --webapp target/release/webapp --ceiling target/release/bench-ceiling --usage target/release/process-usage \
   --python "$VENV/bin/python" --gunicorn "$VENV/bin/gunicorn" --ferretdb "$FERRETDB_BIN" --ferretdb-pid "$ferretdb_pid" \
   --connections "${BENCH_CONNECTIONS:-4}" --duration "${BENCH_DURATION:-10}" \
   --large-connections "${BENCH_LARGE_CONNECTIONS:-1}" --large-duration "${BENCH_LARGE_DURATION:-60}" \
@@ -90,5 +88,5 @@ runner_pid=$!
 wait "$runner_pid"
 runner_pid=""
 
-python3 bench/report.py "$OUT/webapp-raw.json" --json "$OUT/webapp.json" --markdown BENCHMARKS.md
+python3 bench/report.py webapp --bench-dir "$OUT" --markdown BENCHMARKS.md
 log "results: $OUT/webapp.json and BENCHMARKS.md"

@@ -122,7 +122,7 @@ step "The webapp as a local process against the local MongoDB-wire server"
 if kill -0 "$(cat "$STATE/pids/webapp.pid" 2>/dev/null)" 2>/dev/null; then
   port=$(cat "$STATE/webapp.port")
 else
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  port=$(python3 hack/free_ports.py 1)
   MONGODB_URI=${MONGODB_URI%/}/flask_db setsid "$webapp" --listen-address 127.0.0.1 --port "$port" \
     >>"$STATE/logs/webapp.log" 2>&1 < /dev/null &
   echo $! > "$STATE/pids/webapp.pid"

@@ -243,10 +243,7 @@ EOF
 }
 
 start_ferretdb() {
-  mkdir -p "$STATE/ferretdb"
-  launch ferretdb "$FERRETDB_BIN" --listen-addr="127.0.0.1:$FERRETDB_PORT" \
-    --handler=sqlite --sqlite-url="file:$STATE/ferretdb/" --state-dir="$STATE/ferretdb" \
-    --telemetry=disable --debug-addr="127.0.0.1:$FERRETDB_DEBUG_PORT" --log-level=WARN
+  FERRETDB_BIN=$FERRETDB_BIN launch ferretdb "$here/ferretdb.sh" "$FERRETDB_PORT" "$STATE/ferretdb" "$FERRETDB_DEBUG_PORT"
   wait_until ferretdb 30 python3 -c "import socket; socket.create_connection(('127.0.0.1', $FERRETDB_PORT), 1)"
 }
 

@@ -26,18 +26,6 @@ fn web_image(deployment: &Deployment) -> String {
         .unwrap()
 }
 
-fn host_path(volume: &PersistentVolume) -> String {
-    volume
-        .spec
-        .as_ref()
-        .unwrap()
-        .host_path
-        .as_ref()
-        .unwrap()
-        .path
-        .clone()
-}
-
 fn password(secret: &Secret) -> Vec<u8> {
     secret.data.as_ref().unwrap()["password"].0.clone()
 }
@@ -101,7 +89,7 @@ async fn create_makes_every_child_and_becomes_ready() {
         .await
         .unwrap();
     assert_eq!(
-        host_path(&volume),
+        Placement::of(&volume).unwrap().path,
         format!("/var/lib/flaskmongo/{ns}/shop-{}", app.uid().unwrap()),
         "a directory of its own under the default volume root"
     );
@@ -644,7 +632,9 @@ async fn an_object_created_again_meets_a_new_directory_unless_its_data_was_retai
     let delete = json!({ "mongo": { "storage": { "deletionPolicy": "Delete" } } });
     let ready_path = || async {
         env.wait_ready("shop").await;
-        host_path(&volumes.get(&volume_name).await.unwrap())
+        Placement::of(&volumes.get(&volume_name).await.unwrap())
+            .unwrap()
+            .path
     };
     let remove = || async {
         env.api::<FlaskMongoApp>()
@@ -832,20 +822,19 @@ async fn a_volume_from_before_is_prepared_in_place_and_mongodb_restarted() {
     let app = env.wait_ready("shop").await;
     assert!(app.status.unwrap().mongo_ready);
 
-    let after = volumes.get(&volume_name).await.unwrap();
-    assert_eq!(host_path(&after), host_path(&before), "the same directory");
-    assert_eq!(
-        Placement::of(&after).and_then(|p| p.node),
-        Placement::of(&before).and_then(|p| p.node),
-        "the same node"
+    let (before, after) = (
+        Placement::of(&before).unwrap(),
+        Placement::of(&volumes.get(&volume_name).await.unwrap()).unwrap(),
     );
+    assert_eq!(after.path, before.path, "the same directory");
+    assert_eq!(after.node, before.node, "the same node");
     let _ = (stop_replicas.send(()), stop_prepared.send(()));
     let replicas = replicas.await.unwrap();
     assert!(replicas.contains(&0), "MongoDB was stopped: {replicas:?}");
     assert_eq!(replicas.last(), Some(&1), "and runs again: {replicas:?}");
     let prepared = prepared.await.unwrap();
     assert!(
-        prepared.iter().all(|path| *path == host_path(&before)) && !prepared.is_empty(),
+        prepared.iter().all(|path| *path == before.path) && !prepared.is_empty(),
         "one preparation, of the volume's own directory: {prepared:?}"
     );
     env.teardown().await;

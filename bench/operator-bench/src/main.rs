@@ -1,8 +1,8 @@
 //! The operator's benchmarks against a local control plane: single-object latency,
 //! convergence of 100 and 1,000 objects against a baseline that creates the same children
 //! with no controller, the operator's memory and CPU time, API requests per reconcile and
-//! writes at steady state. Writes `target/bench/operator.json` and the operator section of
-//! `BENCHMARKS.md`.
+//! writes at steady state. Writes `target/bench/operator.json` (`bench/report.py` turns it into
+//! the operator section of `BENCHMARKS.md`).
 
 mod observe;
 mod report;
@@ -51,9 +51,6 @@ struct Args {
     /// Where the JSON results go.
     #[arg(long, default_value = "target/bench/operator.json")]
     json: PathBuf,
-    /// The report whose operator section is rewritten.
-    #[arg(long, default_value = "BENCHMARKS.md")]
-    report: PathBuf,
 }
 
 /// The bench's field manager.
@@ -107,7 +104,7 @@ async fn main() -> Result<()> {
         steady_writes,
         steady_seconds: bench.args.steady_seconds,
     };
-    report::write(&figures, &bench.args.json, &bench.args.report)?;
+    report::write(&figures, &bench.args.json)?;
     Ok(())
 }
 

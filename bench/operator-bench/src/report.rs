@@ -1,5 +1,5 @@
-//! The figures as `target/bench/operator.json` and as the operator section of
-//! `BENCHMARKS.md`.
+//! The figures as `target/bench/operator.json`, from which `bench/report.py` writes the
+//! operator section of `BENCHMARKS.md`.
 
 use std::path::Path;
 use std::process::Command;
@@ -10,9 +10,6 @@ use kube::api::ListParams;
 use kube::{Api, Client};
 use serde_json::{Value, json};
 use testenv::process::Usage;
-
-const BEGIN: &str = "<!-- operator:begin -->";
-const END: &str = "<!-- operator:end -->";
 
 /// One convergence run.
 #[derive(Debug)]
@@ -56,7 +53,7 @@ pub struct Figures {
     pub steady_seconds: u64,
 }
 
-/// The machine, the versions and the settings of the run.
+/// The versions and the settings of the run (`bench/report.py` describes the machine).
 pub async fn machine(client: &Client, operator: &Path, parallelism: usize) -> Value {
     let apiserver = client
         .apiserver_version()
@@ -68,27 +65,14 @@ pub async fn machine(client: &Client, operator: &Path, parallelism: usize) -> Va
         .await
         .map(|list| list.items.len())
         .unwrap_or(0);
-    let cpu = read("/proc/cpuinfo")
-        .lines()
-        .find_map(|line| line.strip_prefix("model name"))
-        .map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_owned())
-        .unwrap_or_default();
-    let memory_kib: u64 = read("/proc/meminfo")
-        .lines()
-        .find_map(|line| line.strip_prefix("MemTotal:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0);
     // The machine is shared: the load from other work is part of the conditions.
-    let load = read("/proc/loadavg")
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
         .split_whitespace()
         .take(3)
         .collect::<Vec<_>>()
         .join(" ");
     json!({
-        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        "memory_gib": (memory_kib as f64 / 1_048_576.0 * 10.0).round() / 10.0,
-        "cpu": cpu,
-        "kernel": read("/proc/sys/kernel/osrelease").trim(),
         "kube_apiserver": apiserver,
         "simulated_nodes": nodes,
         "operator": command_output(operator, "--version"),
@@ -97,10 +81,6 @@ pub async fn machine(client: &Client, operator: &Path, parallelism: usize) -> Va
         "date": command_output(Path::new("date"), "-u"),
         "load_average_at_end": load,
     })
-}
-
-fn read(path: &str) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
 }
 
 fn command_output(program: &Path, arg: &str) -> String {
@@ -113,14 +93,13 @@ fn command_output(program: &Path, arg: &str) -> String {
         .unwrap_or_default()
 }
 
-/// A result as `operator.json` holds it, with whether its target was met.
+/// A result as `operator.json` holds it.
 struct Entry {
     name: String,
     value: Option<f64>,
     unit: &'static str,
     target: Option<(f64, Bound)>,
     better: &'static str,
-    why: Option<&'static str>,
 }
 
 /// How a value is compared with its target.
@@ -140,22 +119,12 @@ impl Entry {
             unit,
             target: None,
             better: "lower",
-            why: None,
         }
     }
 
-    fn target(mut self, target: f64, bound: Bound, why_missed: &'static str) -> Self {
+    fn target(mut self, target: f64, bound: Bound) -> Self {
         self.target = Some((target, bound));
-        self.why = Some(why_missed);
         self
-    }
-
-    fn met(&self) -> Option<bool> {
-        let (target, bound) = self.target?;
-        Some(self.value.is_some_and(|value| match bound {
-            Bound::Under => value < target,
-            Bound::AtMost => value <= target,
-        }))
     }
 }
 
@@ -169,7 +138,7 @@ fn entries(figures: &Figures) -> Vec<Entry> {
             percentile(&figures.children_ms, 50.0),
             "ms",
         )
-        .target(100.0, Bound::Under, WHY_LATENCY),
+        .target(100.0, Bound::Under),
         Entry::new(
             format!(
                 "single object: create → all 7 children, p99, {n} objects one at a time",
@@ -235,12 +204,12 @@ fn entries(figures: &Figures) -> Vec<Entry> {
                 "s",
             ),
             if is_largest {
-                ratio.target(1.5, Bound::AtMost, WHY_RATIO)
+                ratio.target(1.5, Bound::AtMost)
             } else {
                 ratio
             },
             if is_largest {
-                rss.target(64.0, Bound::Under, WHY_RSS)
+                rss.target(64.0, Bound::Under)
             } else {
                 rss
             },
@@ -270,15 +239,10 @@ fn entries(figures: &Figures) -> Vec<Entry> {
             figures.steady_writes,
             "writes/min",
         )
-        .target(0.0, Bound::AtMost, WHY_WRITES),
+        .target(0.0, Bound::AtMost),
     );
     entries
 }
-
-const WHY_LATENCY: &str = "see the notes on latency below";
-const WHY_RATIO: &str = "see the notes on convergence below";
-const WHY_RSS: &str = "see the notes on memory below";
-const WHY_WRITES: &str = "see the notes on steady state below";
 
 fn mb(usage: Usage) -> f64 {
     usage.peak_rss_bytes as f64 / 1_000_000.0
@@ -295,10 +259,10 @@ pub fn percentile(values: &[f64], p: f64) -> Option<f64> {
     Some(sorted[rank.clamp(1, sorted.len()) - 1])
 }
 
-/// Writes the JSON and rewrites the operator section of the report.
-pub fn write(figures: &Figures, json_path: &Path, report: &Path) -> Result<()> {
-    let entries = entries(figures);
-    let results: Vec<Value> = entries
+/// Writes the JSON: every result with its target, and whether a value under the target
+/// (`strict`) or at most the target meets it.
+pub fn write(figures: &Figures, json_path: &Path) -> Result<()> {
+    let results: Vec<Value> = entries(figures)
         .iter()
         .map(|e| {
             json!({
@@ -307,6 +271,7 @@ pub fn write(figures: &Figures, json_path: &Path, report: &Path) -> Result<()> {
                 "unit": e.unit,
                 "target": e.target.map(|(t, _)| t),
                 "better": e.better,
+                "strict": matches!(e.target, Some((_, Bound::Under))),
             })
         })
         .collect();
@@ -316,91 +281,7 @@ pub fn write(figures: &Figures, json_path: &Path, report: &Path) -> Result<()> {
     }
     std::fs::write(json_path, serde_json::to_string_pretty(&document)? + "\n")
         .with_context(|| format!("write {}", json_path.display()))?;
-    let section = section(figures, &entries);
-    splice(report, &section)?;
-    println!("{section}");
-    Ok(())
-}
-
-fn section(figures: &Figures, entries: &[Entry]) -> String {
-    let m = &figures.machine;
-    let mut text = format!(
-        "## Operator\n\n\
-         Latest run: {date}. Machine: {cores} cores ({cpu}), {memory} GiB, Linux {kernel}; \
-         load average at the end of the run {load} (the local stack and the benchmark included). \
-         Control plane: the local stack (kube-apiserver {apiserver}, controller-manager, scheduler, \
-         {nodes} kwok simulated nodes, all on this machine). Operator: {operator}, release build, \
-         run as a separate process, one per measurement. Built with {rustc}. \
-         Parallelism: {parallelism} requests in flight from the benchmark's client, \
-         `--concurrency {parallelism}` in the operator, {parallelism} objects at once in the baseline.\n\n\
-         Rerun: `make bench-operator` (starts a stack of its own, builds the release binary, \
-         15 to 25 minutes here, most of it the 1,000-object run and its baseline); raw figures \
-         in `target/bench/operator.json`, operator logs in `target/bench/operator-logs/`.\n\n\
-         | figure | value | target | met |\n|---|---|---|---|\n",
-        date = m["date"].as_str().unwrap_or(""),
-        load = m["load_average_at_end"].as_str().unwrap_or(""),
-        cores = m["cores"],
-        cpu = m["cpu"].as_str().unwrap_or(""),
-        memory = m["memory_gib"],
-        kernel = m["kernel"].as_str().unwrap_or(""),
-        apiserver = m["kube_apiserver"].as_str().unwrap_or(""),
-        nodes = m["simulated_nodes"],
-        operator = m["operator"].as_str().unwrap_or(""),
-        rustc = m["rustc"].as_str().unwrap_or(""),
-        parallelism = m["parallelism"],
-    );
-    for entry in entries {
-        let value = entry.value.map_or("not reached".to_owned(), |v| {
-            format!("{} {}", trim(v), entry.unit)
-        });
-        let (target, met) = match (entry.target, entry.met()) {
-            (Some((t, bound)), Some(met)) => {
-                let sign = match bound {
-                    Bound::Under => "<",
-                    Bound::AtMost => "≤",
-                };
-                let verdict = if met {
-                    "met".to_owned()
-                } else {
-                    format!("**missed** ({})", entry.why.unwrap_or(""))
-                };
-                (format!("{sign} {} {}", trim(t), entry.unit), verdict)
-            }
-            _ => (String::new(), String::new()),
-        };
-        text.push_str(&format!(
-            "| {} | {value} | {target} | {met} |\n",
-            entry.name
-        ));
-    }
-    text.push_str(&format!("\n{METHOD}\n"));
-    text.push_str(NOTES);
-    text
-}
-
-fn trim(value: f64) -> String {
-    if value.abs() >= 100.0 {
-        format!("{value:.0}")
-    } else {
-        format!("{value:.2}")
-    }
-}
-
-const METHOD: &str = include_str!("method.md");
-const NOTES: &str = include_str!("notes.md");
-
-/// Replaces the text between the operator markers of `report` (adding them at the end if
-/// the report has none).
-fn splice(report: &Path, section: &str) -> Result<()> {
-    let text = std::fs::read_to_string(report).unwrap_or_else(|_| "# Benchmarks\n".to_owned());
-    let block = format!("{BEGIN}\n{section}{END}");
-    let updated = match (text.find(BEGIN), text.find(END)) {
-        (Some(begin), Some(end)) if begin < end => {
-            format!("{}{block}{}", &text[..begin], &text[end + END.len()..])
-        }
-        _ => format!("{}\n\n{block}\n", text.trim_end()),
-    };
-    std::fs::write(report, updated).with_context(|| format!("write {}", report.display()))?;
+    println!("{}", json_path.display());
     Ok(())
 }
 
@@ -415,25 +296,5 @@ mod tests {
         assert_eq!(percentile(&values, 99.0), Some(50.0));
         assert_eq!(percentile(&[7.0], 99.0), Some(7.0));
         assert_eq!(percentile(&[], 50.0), None);
-    }
-
-    #[test]
-    fn splices_between_the_markers_and_keeps_the_rest() {
-        let dir = std::env::temp_dir().join(format!("operator-bench-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let report = dir.join("BENCHMARKS.md");
-        std::fs::write(&report, format!("# B\n{BEGIN}\nold\n{END}\ntail\n")).unwrap();
-        splice(&report, "new\n").unwrap();
-        assert_eq!(
-            std::fs::read_to_string(&report).unwrap(),
-            format!("# B\n{BEGIN}\nnew\n{END}\ntail\n")
-        );
-        std::fs::remove_file(&report).unwrap();
-        splice(&report, "first\n").unwrap();
-        assert_eq!(
-            std::fs::read_to_string(&report).unwrap(),
-            format!("# Benchmarks\n\n{BEGIN}\nfirst\n{END}\n")
-        );
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -16,10 +16,12 @@ pub struct OperatorProcess {
     pub log: PathBuf,
 }
 
-/// Memory and CPU time of a process, from `/proc`.
+/// Memory and CPU time of a process and its descendants, from `/proc`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Usage {
-    /// Peak resident set size (`VmHWM`), in bytes.
+    /// Resident set size now (`VmRSS`), in bytes.
+    pub rss_bytes: u64,
+    /// Peak resident set size (`VmHWM`), in bytes, summed over the processes.
     pub peak_rss_bytes: u64,
     /// User plus system CPU time, in seconds.
     pub cpu_seconds: f64,
@@ -140,26 +142,75 @@ pub fn sum_metric(text: &str, prefix: &str) -> f64 {
         .sum()
 }
 
-/// `VmHWM` and `utime + stime` of process `pid`.
+/// `VmRSS`, `VmHWM` and `utime + stime` of process `pid` and all its descendants alive now
+/// (the workers of a server that forks them count as the server).
 pub fn usage(pid: u32) -> std::io::Result<Usage> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let peak_kib: u64 = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0);
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name (which may hold spaces) start with the state, field 3;
-    // utime and stime are fields 14 and 15.
-    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let ticks =
-        |index: usize| -> u64 { fields.get(index).and_then(|f| f.parse().ok()).unwrap_or(0) };
-    let cpu_ticks = ticks(11) + ticks(12);
-    Ok(Usage {
-        peak_rss_bytes: peak_kib * 1024,
-        cpu_seconds: cpu_ticks as f64 / clock_ticks_per_second(),
-    })
+    let mut total = Usage {
+        rss_bytes: 0,
+        peak_rss_bytes: 0,
+        cpu_seconds: 0.0,
+    };
+    let ticks_per_second = clock_ticks_per_second();
+    for (index, member) in process_tree(pid)?.into_iter().enumerate() {
+        let read = |file: &str| std::fs::read_to_string(format!("/proc/{member}/{file}"));
+        let (status, stat) = match (read("status"), read("stat")) {
+            (Ok(status), Ok(stat)) => (status, stat),
+            // A descendant may exit while it is read; the process itself may not.
+            (Err(error), _) | (_, Err(error)) if index == 0 => return Err(error),
+            _ => continue,
+        };
+        let kib = |field: &str| -> u64 {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(field))
+                .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+                .unwrap_or(0)
+        };
+        total.rss_bytes += kib("VmRSS:") * 1024;
+        total.peak_rss_bytes += kib("VmHWM:") * 1024;
+        let fields = stat_fields(&stat);
+        let ticks =
+            |index: usize| -> u64 { fields.get(index).and_then(|f| f.parse().ok()).unwrap_or(0) };
+        total.cpu_seconds += (ticks(11) + ticks(12)) as f64 / ticks_per_second;
+    }
+    Ok(total)
+}
+
+/// The fields of `/proc/PID/stat` after the command name (which may hold spaces and
+/// parentheses), from the state (field 3) on: the parent is index 1, utime and stime 11 and 12.
+fn stat_fields(stat: &str) -> Vec<&str> {
+    stat.rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect()
+}
+
+/// `root` first, then its descendants, from the parents named in `/proc/*/stat`.
+fn process_tree(root: u32) -> std::io::Result<Vec<u32>> {
+    let mut children: std::collections::HashMap<u32, Vec<u32>> = Default::default();
+    for entry in std::fs::read_dir("/proc")? {
+        let Some(pid) = entry?
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        // Gone since the directory was listed: not part of any tree.
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        if let Some(parent) = stat_fields(&stat).get(1).and_then(|f| f.parse().ok()) {
+            children.entry(parent).or_default().push(pid);
+        }
+    }
+    let mut tree = vec![root];
+    let mut next = 0;
+    while let Some(&pid) = tree.get(next) {
+        tree.extend(children.get(&pid).into_iter().flatten());
+        next += 1;
+    }
+    Ok(tree)
 }
 
 /// `getconf CLK_TCK` (100 on every Linux this runs on, asked rather than assumed).
@@ -214,7 +265,36 @@ mod tests {
     #[test]
     fn reads_its_own_usage() {
         let usage = usage(std::process::id()).expect("/proc of this process");
-        assert!(usage.peak_rss_bytes > 0, "{usage:?}");
+        assert!(usage.rss_bytes > 0, "{usage:?}");
+        assert!(usage.peak_rss_bytes >= usage.rss_bytes, "{usage:?}");
         assert!(usage.cpu_seconds >= 0.0, "{usage:?}");
+    }
+
+    #[test]
+    fn counts_the_children_of_a_process() {
+        let mut child = Command::new("sleep").arg("30").spawn().expect("run sleep");
+        let tree = process_tree(std::process::id()).expect("/proc");
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(tree[0], std::process::id(), "the process itself first");
+        assert!(
+            tree.contains(&child.id()),
+            "{tree:?} lacks sleep's {}",
+            child.id()
+        );
+        let after = process_tree(std::process::id()).expect("/proc");
+        assert!(
+            !after.contains(&child.id()),
+            "{after:?} still has {}",
+            child.id()
+        );
+    }
+
+    #[test]
+    fn a_process_that_is_gone_is_an_error() {
+        let mut child = Command::new("true").spawn().expect("run true");
+        let pid = child.id();
+        child.wait().expect("wait for true");
+        assert!(usage(pid).is_err());
     }
 }

@@ -578,24 +578,13 @@ fn volume_as(
     volume
 }
 
-fn host_path(volume: &PersistentVolume) -> &str {
-    &volume
-        .spec
-        .as_ref()
-        .unwrap()
-        .host_path
-        .as_ref()
-        .unwrap()
-        .path
-}
-
 #[test]
 fn a_new_volume_gets_a_directory_of_its_own_under_the_volume_root() {
     let app = shop(FlaskMongoAppSpec::default());
     let volume = volume_of(&app);
     assert_eq!(volume.name_any(), "team-a.shop.mongo");
     assert_eq!(
-        host_path(&volume),
+        Placement::of(&volume).unwrap().path,
         format!("{ROOT}/team-a/shop-{}", app.uid().unwrap())
     );
 }
@@ -606,7 +595,10 @@ fn an_object_created_again_meets_an_empty_directory_unless_its_data_was_retained
     let mut again = shop(FlaskMongoAppSpec::default());
     again.metadata.uid = Some("7c0ffee0-0000-4000-8000-000000000002".to_owned());
     // Deleted under `Delete`: no volume left, so a new directory for the new password.
-    assert_ne!(host_path(&volume_of(&again)), host_path(&volume_of(&first)));
+    assert_ne!(
+        Placement::of(&volume_of(&again)).unwrap().path,
+        Placement::of(&volume_of(&first)).unwrap().path
+    );
     // Retained: the old volume, and the Secret that opens it, are reused where they are.
     let retained = Snapshot {
         volumes: vec![volume_of(&first)],
@@ -621,7 +613,10 @@ fn an_object_created_again_meets_an_empty_directory_unless_its_data_was_retained
         Step::Apply(apply) => apply.object,
         Step::Delete(name) => panic!("deletes {name}"),
     };
-    assert_eq!(host_path(&kept), host_path(&volume_of(&first)));
+    assert_eq!(
+        Placement::of(&kept).unwrap().path,
+        Placement::of(&volume_of(&first)).unwrap().path
+    );
 }
 
 #[test]
@@ -723,7 +718,10 @@ fn a_volume_retained_under_the_old_name_is_found_by_its_owner() {
     let kept = applied(children.persistent_volume);
     assert!(kept.existed);
     assert_eq!(kept.object.name_any(), "team-a-shop-mongo");
-    assert_eq!(host_path(&kept.object), "/data/flaskmongo/team-a/shop");
+    assert_eq!(
+        Placement::of(&kept.object).unwrap().path,
+        "/data/flaskmongo/team-a/shop"
+    );
     let Finalize::Release { stages, .. } = finalize(&deleting(app), &snapshot) else {
         panic!("expected a release");
     };
@@ -911,7 +909,10 @@ fn a_volume_from_before_is_handed_over_only_while_mongodb_is_stopped() {
     let writes = converge(&app, &stopped).children;
     assert_eq!(writes.statefulset, Step::Leave, "kept at 0");
     let pod = applied(writes.volume_preparation.step).object;
-    assert_eq!(prepared_directory(&pod), host_path(&old_volume));
+    assert_eq!(
+        prepared_directory(&pod),
+        Placement::of(&old_volume).unwrap().path
+    );
     // Done: recorded on the volume (its node, unknown before, is not invented).
     let prepared = Snapshot {
         volume_preparation: Some(finished(pod, "Succeeded")),

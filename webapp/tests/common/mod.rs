@@ -74,7 +74,6 @@ pub async fn wait_for_status(url: &str, status: u16, timeout: Duration) -> bool 
 /// A FerretDB of the test's own on a free port, over SQLite files in a fresh directory.
 /// It can be stopped and started again on the same port and data.
 pub struct FerretDb {
-    binary: PathBuf,
     dir: PathBuf,
     port: u16,
     child: Option<Child>,
@@ -84,9 +83,8 @@ impl FerretDb {
     /// Picks a free port and a fresh directory; nothing runs until [`FerretDb::start`].
     pub fn on_free_port() -> Self {
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(testenv::unique_name("ferretdb"));
-        std::fs::create_dir_all(dir.join("data")).expect("create the FerretDB directory");
+        std::fs::create_dir_all(&dir).expect("create the FerretDB directory");
         Self {
-            binary: ferretdb_binary(),
             dir,
             port: testenv::process::free_addr().port(),
             child: None,
@@ -108,22 +106,16 @@ impl FerretDb {
         assert!(self.child.is_none(), "FerretDB is already running");
         let log =
             std::fs::File::create(self.dir.join("ferretdb.log")).expect("create the FerretDB log");
-        let child = Command::new(&self.binary)
-            .arg(format!("--listen-addr=127.0.0.1:{}", self.port))
-            .arg("--handler=sqlite")
-            .arg(format!(
-                "--sqlite-url=file:{}/",
-                self.dir.join("data").display()
-            ))
-            .arg(format!("--state-dir={}", self.dir.display()))
-            .arg("--debug-addr=127.0.0.1:0")
-            .arg("--telemetry=disable")
-            .arg("--log-level=warn")
+        // The one launcher of FerretDB, which the local stack and the benchmark use too.
+        let launcher = workspace_root().join("hack/ferretdb.sh");
+        let child = Command::new(&launcher)
+            .arg(self.port.to_string())
+            .arg(&self.dir)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file handle"))
             .stderr(log)
             .spawn()
-            .unwrap_or_else(|err| panic!("cannot run {}: {err}", self.binary.display()));
+            .unwrap_or_else(|err| panic!("cannot run {}: {err}", launcher.display()));
         let child = self.child.insert(child);
         let deadline = Instant::now() + PROCESS_TIMEOUT;
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
@@ -154,34 +146,6 @@ impl Drop for FerretDb {
         self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-/// `$FERRETDB_BIN`, else the FerretDB that `make tools` builds under the `TOOLS_DIR` of
-/// hack/versions.env (read by bash, so the path is the one the scripts use).
-fn ferretdb_binary() -> PathBuf {
-    let binary = std::env::var_os("FERRETDB_BIN").map_or_else(
-        || {
-            let output = Command::new("bash")
-                .arg("-c")
-                .arg(r#"source hack/versions.env && printf %s "$TOOLS_DIR/ferretdb-$FERRETDB_VERSION/ferretdb""#)
-                .current_dir(workspace_root())
-                .output()
-                .expect("run bash");
-            assert!(
-                output.status.success(),
-                "cannot read hack/versions.env: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-            PathBuf::from(String::from_utf8(output.stdout).expect("a UTF-8 path"))
-        },
-        PathBuf::from,
-    );
-    assert!(
-        binary.is_file(),
-        "no FerretDB binary at {}: build it with `make tools` (or set FERRETDB_BIN to one)",
-        binary.display()
-    );
-    binary
 }
 
 fn workspace_root() -> PathBuf {
