@@ -3,11 +3,13 @@ ceiling against one MongoDB-compatible server, workload by workload, and writes 
 as JSON. `hack/bench-webapp.sh` builds everything, starts FerretDB and calls this; `report.py`
 turns the figures into targets and the webapp's section of BENCHMARKS.md.
 
-Each server is started afresh for each workload, so its CPU time and peak memory belong to that
-workload alone. CPU time and memory are read from /proc for the server's whole process tree
-(gunicorn's arbiter and workers summed): CPU time just before and just after the load, idle
-memory after one request of the workload, peak memory (VmHWM) after the load. The database's
-CPU time over the same window is recorded too, since on one machine it competes with the server.
+Each server is started afresh for each run, so its CPU time and peak memory belong to that run
+alone. Flask and gunicorn run once per workload; the webapp and the ceiling alternate, `--pairs`
+times, so that their ratios are taken pair by pair. CPU time and memory are read from /proc for
+the server's whole process tree (gunicorn's arbiter and workers summed): CPU time just before
+and just after the load, idle memory after one request of the workload, peak memory (VmHWM)
+after the load. The database's CPU time over the same window is recorded too, since on one
+machine it competes with the server.
 """
 
 import argparse
@@ -28,7 +30,8 @@ from free_ports import free_ports  # noqa: E402  (the scripts' one port finder, 
 
 BENCH = Path(__file__).resolve().parent
 FLASK_APP = BENCH / "flask_app"
-SERVERS = ("webapp", "flask", "gunicorn", "ceiling")
+# Measured in alternation, pair after pair: the webapp and its driver-only ceiling.
+PAIRED = ("webapp", "ceiling")
 READY_TIMEOUT = 30.0
 # One request of the 100,000-document workload takes seconds, most of them in the database.
 REQUEST_TIMEOUT = 120.0
@@ -284,6 +287,13 @@ def machine(settings):
     }
 
 
+def positive(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
+    return value
+
+
 def arguments():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add = parser.add_argument
@@ -307,6 +317,8 @@ def arguments():
     add("--duration", type=float, default=10.0, help="seconds of load per small workload")
     add("--large-connections", type=int, default=1, help="connections, 100,000 documents")
     add("--large-duration", type=float, default=60.0, help="seconds of load, 100,000 documents")
+    add("--pairs", type=positive, default=3, help="webapp and ceiling runs, alternating")
+    add("--workloads", type=lambda text: text.split(","), help="e.g. post,get_100 (default all)")
     add("--out", type=Path, required=True, help="where to write the raw figures (JSON)")
     return parser.parse_args()
 
@@ -330,22 +342,34 @@ def main():
             large,
         ),
     ]
+    chosen = set(settings.workloads or [workload.key for workload in workloads])
+    unknown = chosen - {workload.key for workload in workloads}
+    if unknown:
+        names = ", ".join(workload.key for workload in workloads)
+        sys.exit(f"unknown workload(s) {', '.join(sorted(unknown))}: choose among {names}")
     bench = Bench(settings)
     info = machine(settings)
     runs = []
-    for workload in workloads:
+    for workload in (workload for workload in workloads if workload.key in chosen):
         progress(f"{workload.title}: seeding {workload.documents} documents")
         bench.seed(workload)
-        for server in SERVERS:
+        # Flask's two servers once, as the reference users know; the webapp and the ceiling
+        # alternate, pair after pair, so that a change of conditions during the run moves
+        # both sides of their ratio alike.
+        order = [("flask", None), ("gunicorn", None)]
+        order += [(server, pair) for pair in range(settings.pairs) for server in PAIRED]
+        for server, pair in order:
             load = f"{workload.duration:g}s at {workload.connections} connections"
-            progress(f"{workload.title}: {server}, {load}")
+            round_name = "" if pair is None else f", pair {pair + 1} of {settings.pairs}"
+            progress(f"{workload.title}: {server}{round_name}, {load}")
             figures = bench.run(server, workload)
             progress(
                 f"  {figures['rps']:.1f} req/s, p99 {figures['p99_ms']} ms, "
                 f"{figures['errors']} errors, peak RSS {figures['peak_rss_mb']:.1f} MB"
             )
             run = {"workload": workload.key, "title": workload.title, "server": server}
-            run |= {"duration": workload.duration, "connections": workload.connections}
+            run |= {"pair": pair, "duration": workload.duration}
+            run |= {"connections": workload.connections, "pairs": settings.pairs}
             runs.append(run | figures)
     settings.out.write_text(json.dumps({"machine": info, "runs": runs}, indent=2) + "\n")
     progress(f"raw figures in {settings.out}")

@@ -2,7 +2,7 @@
 # `make bench-operator`: the operator's benchmarks (bench/operator-bench) against a local
 # stack of their own, with the operator as a release build. Writes target/bench/operator.json
 # and, with bench/report.py, the operator section of BENCHMARKS.md. Arguments go to the
-# benchmark program (`--samples`, `--scales`, `--parallelism`, `--steady-seconds`,
+# benchmark program (`--samples`, `--scales`, `--pairs`, `--parallelism`, `--steady-seconds`,
 # `--ready-timeout`).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -10,10 +10,11 @@ cd "$root"
 
 cargo build --release --locked -p flaskmongo-operator -p operator-bench
 
-# 1,000 objects make 3,000 pods (2 web and 1 MongoDB each), and the single-object and
-# 100-object runs 450 more; a simulated node takes 1,000 pods, so 6 nodes hold them all.
+# Each object makes 3 pods (2 web and 1 MongoDB), with the operator and with the baseline
+# alike: 3 pairs of runs at 100 and 1,000 objects and 50 single objects make 19,950 pods. A
+# simulated node takes 1,000 pods, so 21 nodes hold them all.
 export LOCAL_STACK_DIR=$root/target/bench-stack
-export LOCAL_STACK_NODES=${LOCAL_STACK_NODES:-6}
+export LOCAL_STACK_NODES=${LOCAL_STACK_NODES:-21}
 # Every run starts from an empty cluster: the benchmark's namespaces must not exist yet.
 hack/local-stack.sh down >/dev/null 2>&1 || true
 trap 'hack/local-stack.sh down' EXIT

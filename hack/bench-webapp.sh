@@ -6,8 +6,10 @@
 #
 # Settings (environment), defaults in brackets: BENCH_CONNECTIONS [4] and BENCH_DURATION [10 s]
 # for the small workloads, BENCH_LARGE_CONNECTIONS [1] and BENCH_LARGE_DURATION [60 s] for the
-# 100,000-document GET; BENCH_MAX_LOAD [1.5], the load average to wait for before measuring,
-# for at most BENCH_QUIET_WAIT [300] seconds, so that other work skews the figures less.
+# 100,000-document GET; BENCH_PAIRS [3], the alternating runs of the webapp and the ceiling;
+# BENCH_WORKLOADS [get_100,post,get_100k], to rerun some alone; BENCH_MAX_LOAD [1.5], the load
+# average to wait for before measuring, for at most BENCH_QUIET_WAIT [300] seconds, so that
+# other work skews the figures less.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
@@ -83,6 +85,7 @@ python3 bench/run.py --mongodb-uri "mongodb://127.0.0.1:$port/" \
   --python "$VENV/bin/python" --gunicorn "$VENV/bin/gunicorn" --ferretdb "$FERRETDB_BIN" --ferretdb-pid "$ferretdb_pid" \
   --connections "${BENCH_CONNECTIONS:-4}" --duration "${BENCH_DURATION:-10}" \
   --large-connections "${BENCH_LARGE_CONNECTIONS:-1}" --large-duration "${BENCH_LARGE_DURATION:-60}" \
+  --pairs "${BENCH_PAIRS:-3}" --workloads "${BENCH_WORKLOADS:-get_100,post,get_100k}" \
   --out "$OUT/webapp-raw.json" &
 runner_pid=$!
 wait "$runner_pid"

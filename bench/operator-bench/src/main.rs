@@ -1,7 +1,7 @@
-//! The operator's benchmarks against a local control plane: single-object latency,
-//! convergence of 100 and 1,000 objects against a baseline that creates the same children
-//! with no controller, the operator's memory and CPU time, API requests per reconcile and
-//! writes at steady state. Writes `target/bench/operator.json` (`bench/report.py` turns it into
+//! The operator's benchmarks against a local control plane: single-object latency and the
+//! API requests it takes, convergence of 100 and 1,000 objects in runs that alternate with a
+//! baseline creating the same children with no controller, the operator's memory and CPU
+//! time, and writes at steady state. Writes `target/bench/operator.json` (`bench/report.py` turns it into
 //! the operator section of `BENCHMARKS.md`).
 
 mod observe;
@@ -21,10 +21,10 @@ use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::PostParams;
 use kube::{Api, Client, CustomResourceExt};
 use serde_json::json;
-use testenv::process::{OperatorProcess, Usage};
+use testenv::process::{OperatorProcess, Usage, metric_series};
 
 use crate::observe::Observer;
-use crate::report::{Figures, Scale};
+use crate::report::{Figures, Latency, Requests, Run, Scale};
 
 /// Operator benchmarks; the stack is the one of `$LOCAL_STACK_ENV` (or `.local/env`).
 #[derive(Parser, Debug)]
@@ -38,6 +38,9 @@ struct Args {
     /// Object counts of the convergence runs.
     #[arg(long, value_delimiter = ',', default_value = "100,1000")]
     scales: Vec<usize>,
+    /// Runs of the operator at each scale, each followed by one of the baseline.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pairs: u32,
     /// Requests in flight from the benchmark's client, reconciles at once in the operator
     /// and in the baseline.
     #[arg(long, default_value_t = 8)]
@@ -77,28 +80,32 @@ async fn main() -> Result<()> {
 
     let idle = bench.idle().await?;
     eprintln!("[bench] idle: {idle:?}");
-    let (children_ms, ready_ms) = bench.latency().await?;
+    let latency = bench.latency().await?;
     let mut scales = Vec::new();
     let mut steady_writes = None;
+    let pairs = bench.args.pairs;
     let last = bench.args.scales.last().copied();
     for &count in &bench.args.scales {
-        let (scale, writes) = bench.scale(count, Some(count) == last).await?;
-        eprintln!("[bench] {count} objects: {scale:?}");
-        scales.push(scale);
-        steady_writes = writes.or(steady_writes);
-    }
-    for scale in &mut scales {
-        scale.baseline_seconds = bench.baseline(scale.objects).await?;
-        eprintln!(
-            "[bench] baseline of {}: {:.2} s",
-            scale.objects, scale.baseline_seconds
-        );
+        let mut runs = Vec::new();
+        // Operator, baseline, operator, baseline, ...: a change of conditions during the
+        // benchmark moves both sides of the ratio alike.
+        for pair in 1..=pairs {
+            let steady = Some(count) == last && pair == pairs;
+            let (mut run, writes) = bench.scale(count, pair, steady).await?;
+            run.baseline_seconds = bench.baseline(count, pair).await?;
+            eprintln!("[bench] {count} objects, pair {pair} of {pairs}: {run:?}");
+            runs.push(run);
+            steady_writes = writes.or(steady_writes);
+        }
+        scales.push(Scale {
+            objects: count,
+            runs,
+        });
     }
     let figures = Figures {
         machine: report::machine(&bench.client, &bench.args.operator, bench.args.parallelism).await,
         samples: bench.args.samples,
-        children_ms,
-        ready_ms,
+        latency,
         idle,
         scales,
         steady_writes,
@@ -119,7 +126,7 @@ struct Bench {
 struct Footprint {
     usage: Usage,
     reconciles: f64,
-    requests: f64,
+    requests: Requests,
 }
 
 impl Bench {
@@ -145,13 +152,15 @@ impl Bench {
     }
 
     /// `samples` objects, each created once the previous one is Ready: milliseconds from
-    /// the create call returning to all seven children, and to `Ready=True`.
-    async fn latency(&self) -> Result<(Vec<f64>, Vec<f64>)> {
+    /// the create call returning to all eight children, and to `Ready=True`, and the API
+    /// requests the operator sent for them.
+    async fn latency(&self) -> Result<Latency> {
         let namespace = "bench-latency";
-        let _operator = self.operator_for(namespace).await?;
+        let operator = self.operator_for(namespace).await?;
         let observer = Observer::start(&self.client, namespace).await;
         let api: Api<FlaskMongoApp> = Api::namespaced(self.client.clone(), namespace);
         let (mut children_ms, mut ready_ms) = (Vec::new(), Vec::new());
+        let before = footprint(&operator);
         for index in 0..self.args.samples {
             let name = format!("latency-{index:03}");
             create_app(&api, &name).await?;
@@ -167,13 +176,17 @@ impl Bench {
             children_ms.push(millis(children.saturating_duration_since(created)));
             ready_ms.push(millis(ready.saturating_duration_since(created)));
         }
-        Ok((children_ms, ready_ms))
+        Ok(Latency {
+            children_ms,
+            ready_ms,
+            requests: delta(&before.requests, &footprint(&operator).requests),
+        })
     }
 
-    /// `count` objects created as fast as the client can; with `steady`, then the writes
-    /// of the operator over the steady-state window.
-    async fn scale(&self, count: usize, steady: bool) -> Result<(Scale, Option<f64>)> {
-        let namespace = format!("bench-scale-{count}");
+    /// `count` objects created as fast as the client can, in a namespace of run `pair`;
+    /// with `steady`, then the writes of the operator over the steady-state window.
+    async fn scale(&self, count: usize, pair: u32, steady: bool) -> Result<(Run, Option<f64>)> {
+        let namespace = format!("bench-scale-{count}-{pair}");
         let operator = self.operator_for(&namespace).await?;
         let observer = Observer::start(&self.client, &namespace).await;
         let api: Api<FlaskMongoApp> = Api::namespaced(self.client.clone(), &namespace);
@@ -229,8 +242,7 @@ impl Bench {
         } else {
             None
         };
-        let scale = Scale {
-            objects: count,
+        let run = Run {
             converged_seconds: converged
                 .ok()
                 .map(|at| at.duration_since(started).as_secs_f64()),
@@ -241,9 +253,9 @@ impl Bench {
             baseline_seconds: 0.0,
             usage: after.usage,
             reconciles: after.reconciles - before.reconciles,
-            requests: after.requests - before.requests,
+            requests: delta(&before.requests, &after.requests),
         };
-        Ok((scale, steady_writes))
+        Ok((run, steady_writes))
     }
 
     /// Writes the operator sends over the steady-state window (Lease renewals aside, and
@@ -258,11 +270,11 @@ impl Bench {
     }
 
     /// Seconds the same client, at the same parallelism, takes to create `count` objects
-    /// and their seven children straight through the API, with no controller: the
+    /// and their eight children straight through the API, with no controller: the
     /// `FlaskMongoApp` (for the owner references), the Secret, then the operator's own
     /// desired children by server-side apply, as one reconcile would.
-    async fn baseline(&self, count: usize) -> Result<f64> {
-        let namespace = format!("bench-baseline-{count}");
+    async fn baseline(&self, count: usize, pair: u32) -> Result<f64> {
+        let namespace = format!("bench-baseline-{count}-{pair}");
         create_namespace(&self.client, &namespace).await?;
         let api: Api<FlaskMongoApp> = Api::namespaced(self.client.clone(), &namespace);
         let names: Vec<String> = (0..count).map(|i| format!("baseline-{i:04}")).collect();
@@ -327,6 +339,14 @@ async fn create_children(client: &Client, app: &FlaskMongoApp) -> Result<()> {
                 None => Ok(()),
             }
         },
+        async {
+            match desired.network_policy {
+                Some(policy) => {
+                    apply_child(Api::namespaced(client.clone(), namespace), policy).await
+                }
+                None => Ok(()),
+            }
+        },
     )?;
     Ok(())
 }
@@ -345,11 +365,36 @@ where
 }
 
 fn footprint(operator: &OperatorProcess) -> Footprint {
+    let metrics = operator
+        .metrics()
+        .unwrap_or_else(|e| panic!("cannot read the operator's /metrics: {e}"));
+    let requests = metric_series(&metrics, "flaskmongo_api_requests_total")
+        .into_iter()
+        .map(|(labels, value)| {
+            let label = |name: &str| {
+                labels
+                    .iter()
+                    .find(|(label, _)| label == name)
+                    .map_or("?", |(_, value)| value.as_str())
+                    .to_owned()
+            };
+            (format!("{} {}", label("method"), label("resource")), value)
+        })
+        .collect();
     Footprint {
         usage: operator.usage(),
         reconciles: operator.metric("flaskmongo_reconciles_total"),
-        requests: operator.metric("flaskmongo_api_requests_total"),
+        requests,
     }
+}
+
+/// The requests of `after` that `before` had not counted yet, by method and resource.
+fn delta(before: &Requests, after: &Requests) -> Requests {
+    after
+        .iter()
+        .map(|(key, value)| (key.clone(), value - before.get(key).unwrap_or(&0.0)))
+        .filter(|(_, sent)| *sent > 0.0)
+        .collect()
 }
 
 /// A `FlaskMongoApp` as the benchmark measures it: autoscaling on, a created hostPath

@@ -14,6 +14,7 @@ use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{PersistentVolume, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::core::PartialObjectMeta;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event, watcher};
@@ -44,8 +45,9 @@ pub struct Observer {
     tasks: Vec<JoinHandle<()>>,
 }
 
-/// Kinds watched for children: the six namespaced ones and the cluster-scoped volume.
-const WATCHES: usize = 7;
+/// Watches that list before the clock starts: one per kind of child (six namespaced kinds and
+/// the cluster-scoped volume) and the objects' own.
+const WATCHES: usize = 8;
 
 impl Observer {
     /// Starts the watches and returns once each has listed what exists.
@@ -64,6 +66,7 @@ impl Observer {
                 &listed,
             ),
             children::<Secret>(client, Some(namespace), "Secret", &seen, &listed),
+            children::<NetworkPolicy>(client, Some(namespace), "NetworkPolicy", &seen, &listed),
             children::<PersistentVolume>(client, None, "PersistentVolume", &seen, &listed),
         ];
         let apps_seen = seen.clone();
@@ -94,7 +97,7 @@ impl Observer {
         }
     }
 
-    /// When the last of the seven children of `app` appeared, if all have.
+    /// When the last of the eight children of `app` appeared, if all have.
     pub fn children_done(&self, app: &str) -> Option<Instant> {
         let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         child_keys(&self.namespace, app)
@@ -120,8 +123,8 @@ impl Drop for Observer {
     }
 }
 
-/// The watch-cache keys of the seven children of `app` in `namespace`.
-fn child_keys(namespace: &str, app: &str) -> [String; 7] {
+/// The watch-cache keys of the eight children of `app` in `namespace`.
+fn child_keys(namespace: &str, app: &str) -> [String; 8] {
     [
         format!("Deployment/{app}-web"),
         format!("Service/{app}-web"),
@@ -129,6 +132,7 @@ fn child_keys(namespace: &str, app: &str) -> [String; 7] {
         format!("StatefulSet/{app}-mongo"),
         format!("Service/{app}-mongo"),
         format!("Secret/{app}-mongo-credentials"),
+        format!("NetworkPolicy/{app}-network"),
         format!("PersistentVolume/{namespace}.{app}.mongo"),
     ]
 }

@@ -142,6 +142,25 @@ pub fn sum_metric(text: &str, prefix: &str) -> f64 {
         .sum()
 }
 
+/// The series of the metric `name` in the text format `text`: each one's labels, as
+/// `(label, value)` pairs in the order written, and its value.
+pub fn metric_series(text: &str, name: &str) -> Vec<(Vec<(String, String)>, f64)> {
+    text.lines()
+        .filter_map(|line| line.strip_prefix(name)?.strip_prefix('{'))
+        .filter_map(|rest| {
+            let (labels, value) = rest.rsplit_once("} ")?;
+            let labels = labels
+                .split(',')
+                .filter_map(|pair| {
+                    let (label, value) = pair.split_once('=')?;
+                    Some((label.to_owned(), value.trim_matches('"').to_owned()))
+                })
+                .collect();
+            Some((labels, value.trim().parse().ok()?))
+        })
+        .collect()
+}
+
 /// `VmRSS`, `VmHWM` and `utime + stime` of process `pid` and all its descendants alive now
 /// (the workers of a server that forks them count as the server).
 pub fn usage(pid: u32) -> std::io::Result<Usage> {
@@ -260,6 +279,29 @@ mod tests {
         assert_eq!(sum_metric(text, "x_total"), 7.0);
         assert_eq!(sum_metric(text, "x_total{method=\"PATCH\"}"), 4.0);
         assert_eq!(sum_metric(text, "absent"), 0.0);
+    }
+
+    #[test]
+    fn splits_a_metric_by_its_labels() {
+        let text = "# HELP x_total X\n\
+                    x_total{method=\"GET\",resource=\"pods\"} 3\n\
+                    x_total{method=\"PATCH\",resource=\"deployments/status\"} 4\n\
+                    xy_total{method=\"GET\"} 100\n";
+        let pair = |label: &str, value: &str| (label.to_owned(), value.to_owned());
+        assert_eq!(
+            metric_series(text, "x_total"),
+            vec![
+                (vec![pair("method", "GET"), pair("resource", "pods")], 3.0),
+                (
+                    vec![
+                        pair("method", "PATCH"),
+                        pair("resource", "deployments/status")
+                    ],
+                    4.0
+                ),
+            ]
+        );
+        assert!(metric_series(text, "absent").is_empty());
     }
 
     #[test]
