@@ -38,7 +38,8 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 log "building the webapp, the ceiling and process-usage (release)"
-cargo build --release --locked -p flaskmongo-webapp -p bench-ceiling -p testenv --bin process-usage
+cargo build --release --locked -p flaskmongo-webapp -p bench-ceiling
+cargo build --release --locked -p testenv --bin process-usage
 
 log "Python environment $VENV (bench/requirements.txt)"
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"

@@ -2,6 +2,7 @@
 //! reconcile observes (one snapshot of the caches), plans (a pure function of the object
 //! and the snapshot), executes the plan, and reports the status.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -11,7 +12,7 @@ use futures::StreamExt;
 use kube::runtime::controller::{Action, Config as ControllerConfig};
 use kube::runtime::events::{Event, EventType, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::{Client, Resource};
+use kube::{Client, Resource, ResourceExt};
 
 use crate::children::{Instance, secret};
 use crate::error::{Error, Result};
@@ -49,6 +50,54 @@ pub struct Context {
     apps: Store<FlaskMongoApp>,
     /// Consecutive transient failures of each object, for its backoff.
     failures: Mutex<Failures>,
+    /// Credentials Secrets whose record in the status is still on its way to the cache.
+    secrets: Mutex<RecordedSecrets>,
+}
+
+/// The credentials Secret this process created or found for each object (by uid), kept
+/// until the cached object's status records it. The operator may not read Secrets: it
+/// knows of one only from the status, and a reconcile that starts before its own status
+/// write reaches the cache would otherwise ask the API server for the Secret again.
+#[derive(Debug, Default)]
+struct RecordedSecrets(HashMap<String, String>);
+
+impl RecordedSecrets {
+    /// `app` with the Secret recorded in its status as this process last wrote it.
+    fn complete<'a>(&mut self, app: &'a FlaskMongoApp) -> Cow<'a, FlaskMongoApp> {
+        let Some(uid) = app.uid() else {
+            return Cow::Borrowed(app);
+        };
+        let cached = app
+            .status
+            .as_ref()
+            .and_then(|s| s.credentials_secret.as_ref());
+        match (cached, self.0.get(&uid)) {
+            (Some(_), Some(_)) => {
+                self.0.remove(&uid);
+                Cow::Borrowed(app)
+            }
+            (None, Some(name)) => {
+                let mut app = app.clone();
+                app.status.get_or_insert_default().credentials_secret = Some(name.clone());
+                Cow::Owned(app)
+            }
+            (_, None) => Cow::Borrowed(app),
+        }
+    }
+
+    /// Remembers that `app`'s Secret is `name`.
+    fn record(&mut self, app: &FlaskMongoApp, name: &str) {
+        if let Some(uid) = app.uid() {
+            self.0.insert(uid, name.to_owned());
+        }
+    }
+
+    /// Forgets `app`'s Secret.
+    fn forget(&mut self, app: &FlaskMongoApp) {
+        if let Some(uid) = app.uid() {
+            self.0.remove(&uid);
+        }
+    }
 }
 
 /// Consecutive transient failures of each object.
@@ -143,6 +192,7 @@ pub async fn run(
         volumes: settings.volumes.clone(),
         apps: controller.store(),
         failures: Mutex::default(),
+        secrets: Mutex::default(),
     });
     controller
         .with_config(ControllerConfig::default().concurrency(settings.concurrency))
@@ -162,6 +212,11 @@ pub async fn reconcile(app: Arc<FlaskMongoApp>, ctx: Arc<Context>) -> Result<Act
     let _timer = ctx.metrics.reconcile_started();
     tracing::debug!(object = %ObjectRef::from(app.as_ref()), "reconcile starts");
     ctx.stores.wait_until_ready().await;
+    let app = ctx
+        .secrets
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .complete(&app);
     let instance = Instance::new(&app)?;
     let snapshot = observe::observe(&ctx.stores, &instance, &ctx.volumes.preparation_namespace)?;
     let changes = Changes::default();
@@ -173,20 +228,32 @@ pub async fn reconcile(app: Arc<FlaskMongoApp>, ctx: Arc<Context>) -> Result<Act
         secret::generate_password,
     ) {
         Ok(Plan::Finalize(cleanup)) => {
-            let done = execute::finalize(&ctx.client, app.as_ref(), cleanup, &changes).await;
+            let done = execute::finalize(&ctx.client, &*app, cleanup, &changes).await;
             ctx.report(&app, changes);
             return Ok(match done? {
-                Cleanup::Done => Action::await_change(),
+                Cleanup::Done => {
+                    ctx.secrets
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .forget(&app);
+                    Action::await_change()
+                }
                 Cleanup::Pending => Action::requeue(CLEANUP_POLL),
             });
         }
         Ok(Plan::Converge(converge)) => {
-            execute::converge(&ctx.client, app.as_ref(), *converge, &changes).await
+            execute::converge(&ctx.client, &*app, *converge, &changes).await
         }
         // Reported in the status like a failed write.
         Err(error) => (Applied::default(), Err(error)),
     };
     ctx.report(&app, changes);
+    if let Some(name) = &applied.secret {
+        ctx.secrets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .record(&app, name);
+    }
     // The object changed while it was being read: the retry soon after sees the new
     // version, so this is not worth reporting.
     if let Err(error) = &result
@@ -203,7 +270,7 @@ pub async fn reconcile(app: Arc<FlaskMongoApp>, ctx: Arc<Context>) -> Result<Act
         ctx.warn(&app, &failure.reason, failure.message.clone());
     }
     if let Some(status) = status::report(&app, &snapshot, &applied, failure) {
-        execute::patch_status(&ctx.client, app.as_ref(), &status).await?;
+        execute::patch_status(&ctx.client, &*app, &status).await?;
     }
     result?;
     ctx.reset_backoff(&app);
@@ -256,6 +323,43 @@ mod tests {
         assert_eq!(failures.record(&b, |_| true), 1, "b starts afresh");
         failures.reset(&a);
         assert!(!failures.0.contains_key(&a));
+    }
+
+    #[test]
+    fn a_secret_created_counts_as_recorded_until_the_cached_status_records_it() {
+        let shop = || crate::children::tests::app("shop", "team-a", Default::default());
+        let mut app = shop();
+        let mut secrets = RecordedSecrets::default();
+        let recorded = |app: &FlaskMongoApp| {
+            app.status
+                .as_ref()
+                .and_then(|s| s.credentials_secret.clone())
+        };
+        assert_eq!(
+            recorded(&secrets.complete(&app)),
+            None,
+            "nothing created yet"
+        );
+        secrets.record(&app, "shop-mongo-credentials");
+        let completed = secrets.complete(&app);
+        assert!(matches!(completed, Cow::Owned(_)));
+        assert_eq!(
+            recorded(&completed).as_deref(),
+            Some("shop-mongo-credentials"),
+            "the status write is on its way: the Secret is not asked for again"
+        );
+        // The cache caught up: the record is the status's again, and forgotten here.
+        app.status.get_or_insert_default().credentials_secret =
+            Some("shop-mongo-credentials".to_owned());
+        assert!(matches!(secrets.complete(&app), Cow::Borrowed(_)));
+        assert!(secrets.0.is_empty());
+        // An object created again under the same name has another uid: not its Secret.
+        secrets.record(&app, "shop-mongo-credentials");
+        let mut again = shop();
+        again.metadata.uid = Some("another-uid".to_owned());
+        assert_eq!(recorded(&secrets.complete(&again)), None);
+        secrets.forget(&app);
+        assert!(secrets.0.is_empty());
     }
 
     #[test]

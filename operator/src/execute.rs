@@ -77,9 +77,10 @@ pub struct Applied {
 
 /// Converges `owner`'s children: the finalizer (and, at the same time, the confirmation
 /// of the Secret), then the Secret (once the finalizer is there to clean it up), then
-/// every child concurrently. Every child is tried even when one fails, so one refused
-/// object (say, a taken node port) does not hold the others back; the first failure is
-/// returned, with what the others' applies returned.
+/// every child concurrently, the volume before the StatefulSet and the preparation pod.
+/// Every child is tried even when one fails (but for those two when the volume fails), so
+/// one refused object (say, a taken node port) does not hold the others back; the first
+/// failure is returned, with what the others' applies returned.
 pub async fn converge<K: Owner>(
     client: &Client,
     owner: &K,
@@ -187,7 +188,8 @@ pub async fn patch_status<K: Owner>(
     })
 }
 
-/// Every step of `writes`, concurrently; the first failure is returned.
+/// Every step of `writes`, concurrently but for the volume's dependents, written after it;
+/// the first failure is returned.
 async fn write_all(
     client: &Client,
     namespace: &str,
@@ -208,26 +210,40 @@ async fn write_all(
                 step: volume_preparation,
             },
     } = writes;
+    // The volume before what mounts or prepares it: MongoDB is not started, nor the record
+    // of a volume's preparation removed, before the volume itself is written.
+    let volume_first = async {
+        let persistent_volume = write(changes, Api::all(client.clone()), persistent_volume).await;
+        if persistent_volume.is_err() {
+            return (persistent_volume, Ok(None), Ok(None));
+        }
+        let (statefulset, volume_preparation) = futures::join!(
+            write(
+                changes,
+                Api::namespaced(client.clone(), namespace),
+                statefulset
+            ),
+            write(
+                changes,
+                Api::namespaced(client.clone(), &preparation_namespace),
+                volume_preparation
+            ),
+        );
+        (persistent_volume, statefulset, volume_preparation)
+    };
     let (
+        (persistent_volume, statefulset, volume_preparation),
         mongo_service,
-        persistent_volume,
-        statefulset,
         web_service,
         deployment,
         hpa,
         network_policy,
-        volume_preparation,
     ) = futures::join!(
+        volume_first,
         write(
             changes,
             Api::namespaced(client.clone(), namespace),
             mongo_service
-        ),
-        write(changes, Api::all(client.clone()), persistent_volume),
-        write(
-            changes,
-            Api::namespaced(client.clone(), namespace),
-            statefulset
         ),
         write(
             changes,
@@ -244,11 +260,6 @@ async fn write_all(
             changes,
             Api::namespaced(client.clone(), namespace),
             network_policy
-        ),
-        write(
-            changes,
-            Api::namespaced(client.clone(), &preparation_namespace),
-            volume_preparation
         ),
     );
     let mut failure = None;

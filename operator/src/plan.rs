@@ -78,7 +78,8 @@ pub enum Once<K> {
 pub struct Writes {
     /// MongoDB headless Service.
     pub mongo_service: Step<Service>,
-    /// Static volume (cluster-scoped).
+    /// Static volume (cluster-scoped). Written first: the StatefulSet and the
+    /// preparation pod, which may depend on it, are written only once it succeeded.
     pub persistent_volume: Step<PersistentVolume>,
     /// MongoDB StatefulSet.
     pub statefulset: Step<StatefulSet>,
@@ -361,7 +362,7 @@ enum Mongo {
 
 /// The static volume and the preparation of its directory. A new volume is created once
 /// its directory, on whichever node the preparation pod ran, belongs to MongoDB's user;
-/// the volume is then bound to that node, and MongoDB is created once it exists. A volume
+/// the volume is then bound to that node, and MongoDB is created right after it. A volume
 /// from before MongoDB ran without root is prepared in place once MongoDB has stopped. A
 /// volume the spec does not create, or one being deleted, is left alone: it holds data.
 fn storage(
@@ -432,11 +433,12 @@ fn storage(
                 prepared: true,
                 ..placement
             };
+            // All in one pass: the executor writes the volume first, and MongoDB and the
+            // pod's removal only once the volume records where its data is.
             Ok(Storage {
                 volume: apply_step(persistent_volume::build(instance, &prepared), live)?,
-                // Deleted once the cache shows the volume prepared.
-                preparation: Step::Leave,
-                mongo,
+                preparation: orphan(instance, Some(pod)),
+                mongo: Mongo::Run,
             })
         }
         Progress::Failed(why) => Err(Error::VolumePreparationFailed {

@@ -809,12 +809,15 @@ fn a_new_volume_is_created_once_its_directory_is_handed_to_mongodb_on_a_node() {
     let writes = converge(&app, &running_pod).children;
     assert_eq!(writes.persistent_volume, Step::Leave);
     assert_eq!(writes.volume_preparation.step, Step::Leave);
-    // Done on a node: the volume, on that node, recorded as MongoDB's.
+    // Done on a node: the volume, on that node, recorded as MongoDB's; in the same pass
+    // (the executor writes the volume first) MongoDB is created and the pod goes.
     let succeeded = Snapshot {
         volume_preparation: Some(finished(pod.clone(), "Succeeded")),
+        statefulset: None,
         ..fresh.clone()
     };
-    let volume = applied(converge(&app, &succeeded).children.persistent_volume).object;
+    let writes = converge(&app, &succeeded).children;
+    let volume = applied(writes.persistent_volume).object;
     let placement = Placement::of(&volume).unwrap();
     assert_eq!(placement.node.as_deref(), Some(NODE));
     assert!(placement.prepared);
@@ -822,13 +825,7 @@ fn a_new_volume_is_created_once_its_directory_is_handed_to_mongodb_on_a_node() {
         volume.annotations()[persistent_volume::DATA_OWNER_ANNOTATION],
         "999:999"
     );
-    // Once the cache shows it, the pod goes.
-    let recorded_volume = Snapshot {
-        volumes: vec![volume],
-        ..succeeded
-    };
-    let writes = converge(&app, &recorded_volume).children;
-    assert_eq!(writes.persistent_volume, Step::Leave);
+    assert!(!applied(writes.statefulset).existed, "MongoDB created");
     assert_eq!(writes.volume_preparation.step, Step::Delete(pod.name_any()));
 }
 
@@ -913,30 +910,20 @@ fn a_volume_from_before_is_handed_over_only_while_mongodb_is_stopped() {
         prepared_directory(&pod),
         Placement::of(&old_volume).unwrap().path
     );
-    // Done: recorded on the volume (its node, unknown before, is not invented).
+    // Done: recorded on the volume (its node, unknown before, is not invented); in the
+    // same pass, after the volume, MongoDB starts again as MongoDB's user and the pod goes.
     let prepared = Snapshot {
-        volume_preparation: Some(finished(pod, "Succeeded")),
+        volume_preparation: Some(finished(pod.clone(), "Succeeded")),
         ..stopped.clone()
     };
     let writes = converge(&app, &prepared).children;
-    assert_eq!(writes.statefulset, Step::Leave);
+    assert_eq!(mongo_replicas(&writes), Some(1));
+    assert_eq!(writes.volume_preparation.step, Step::Delete(pod.name_any()));
     let volume = applied(writes.persistent_volume);
     assert!(volume.existed);
     let placement = Placement::of(&volume.object).unwrap();
     assert!(placement.prepared);
     assert_eq!(placement.node, None);
-    // Recorded: MongoDB starts again, as MongoDB's user, and the pod goes.
-    let ready = Snapshot {
-        volumes: vec![volume.object],
-        ..prepared
-    };
-    let writes = converge(&app, &ready).children;
-    assert_eq!(mongo_replicas(&writes), Some(1));
-    assert!(
-        matches!(writes.volume_preparation.step, Step::Delete(_)),
-        "{:?}",
-        writes.volume_preparation
-    );
 }
 
 #[test]
