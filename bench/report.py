@@ -240,10 +240,12 @@ def webapp_section(raw, entries):
         ),
         f"- Versions: {versions}.",
         (
-            "- Load: wrk (one thread) on 127.0.0.1, the same number of connections for every "
-            "server; the ceiling runs the webapp's queries from as many tasks straight through "
-            "the mongodb driver, with no HTTP. One FerretDB (SQLite) serves everyone, on the "
-            "same two cores."
+            "- Load: `bench-load` (bench/load) on 127.0.0.1, one closed loop for every side: "
+            "as many tasks as connections, each sending one request after another over its "
+            "keep-alive connection and reading every response to its end; for the ceiling the "
+            "same tasks run the webapp's queries straight through the mongodb driver, with no "
+            "HTTP. Latency is timed per request by the same code on both sides. One FerretDB "
+            "(SQLite) serves everyone, on the same two cores."
         ),
         (
             "- Method: Flask and gunicorn run once per workload; the webapp and the ceiling "

@@ -143,19 +143,23 @@ def wait_ready(proc, port, log):
     sys.exit(f"{proc.args[0]} did not answer GET / within {READY_TIMEOUT:.0f}s; see {log}")
 
 
-def wrk(port, workload):
-    """Loads the server for the workload's duration; wrk.lua reports as one JSON line."""
-    env = {**os.environ, "WRK_METHOD": workload.method, "WRK_BODY": workload.body or ""}
-    argv = ["wrk", "--threads=1", f"--connections={workload.connections}"]
-    argv += [f"--duration={workload.duration:g}s", f"--timeout={REQUEST_TIMEOUT:g}s"]
-    argv += [f"--script={BENCH / 'wrk.lua'}", f"http://127.0.0.1:{port}/data"]
+def http_load(load, port, workload):
+    """Loads the server for the workload's duration from `bench-load http`, the same closed
+    loop that loads the ceiling; it reports as one JSON line."""
+    argv = [load, "http", f"--address=127.0.0.1:{port}", *load_args(workload)]
     timeout = workload.duration + REQUEST_TIMEOUT
-    done = subprocess.run(
-        argv, env=env, capture_output=True, text=True, timeout=timeout, check=False
-    )
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
     if done.returncode != 0:
-        sys.exit(f"wrk failed ({done.returncode}): {done.stderr.strip()}")
+        sys.exit(f"bench-load http failed ({done.returncode}): {done.stderr.strip()}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def load_args(workload):
+    return [
+        f"--workload={workload.method.lower()}",
+        f"--concurrency={workload.connections}",
+        f"--duration-secs={workload.duration:g}",
+    ]
 
 
 # ---------------------------------------------------------------- the run
@@ -170,7 +174,7 @@ class Bench:
         return f"{self.settings.mongodb_uri.rstrip('/')}/{workload.database}"
 
     def seed(self, workload):
-        argv = [self.settings.ceiling, f"--mongodb-uri={self.uri(workload)}", "seed"]
+        argv = [self.settings.load, "seed", f"--mongodb-uri={self.uri(workload)}"]
         argv.append(f"--count={workload.documents}")
         if subprocess.run(argv, timeout=600, check=False).returncode != 0:
             sys.exit(f"seeding {workload.database} failed (the error is above)")
@@ -228,14 +232,13 @@ class Bench:
         with launched(argv, log, cwd=FLASK_APP, env=env) as proc:
             wait_ready(proc, port, log)
             request(port, workload)
-            return self.measured(proc, lambda: wrk(port, workload))
+            return self.measured(proc, lambda: http_load(settings.load, port, workload))
 
     def run_ceiling(self, log, workload):
         """The ceiling connects and warms up, says `ready`, runs on a line from stdin, prints its
         results and exits when stdin closes: so it is measured like the servers."""
-        argv = [self.settings.ceiling, f"--mongodb-uri={self.uri(workload)}", "load"]
-        argv += [f"--workload={workload.method.lower()}", f"--concurrency={workload.connections}"]
-        argv += [f"--duration-secs={workload.duration:g}"]
+        argv = [self.settings.load, "ceiling", f"--mongodb-uri={self.uri(workload)}"]
+        argv += load_args(workload)
         pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "text": True}
         with launched(argv, log, **pipes) as proc:
             if read_line(proc, REQUEST_TIMEOUT, log) != "ready":
@@ -281,7 +284,6 @@ def machine(settings):
             "rustc": command_output(["rustc", "--version"]),
             "python": command_output([settings.python, "--version"]),
             **dict(zip(packages, package_versions)),
-            "wrk": command_output(["wrk", "--version"]).split(" Copyright")[0],
             "ferretdb": command_output([settings.ferretdb, "--version"]).removeprefix("version: "),
         },
     }
@@ -304,7 +306,7 @@ def arguments():
     add("--ferretdb", type=program, required=True, help="the FerretDB binary (for its version)")
     add("--ferretdb-pid", type=int, required=True, help="its process, for its CPU time")
     add("--webapp", type=program, required=True, help="the webapp binary (release build)")
-    add("--ceiling", type=program, required=True, help="the bench-ceiling binary")
+    add("--load", type=program, required=True, help="the bench-load binary (load and ceiling)")
     add("--usage", type=program, required=True, help="the harness's process-usage binary")
     add(
         "--python",

@@ -12,9 +12,11 @@ cargo build --release --locked -p flaskmongo-operator -p operator-bench
 
 # Each object makes 3 pods (2 web and 1 MongoDB), with the operator and with the baseline
 # alike: 3 pairs of runs at 100 and 1,000 objects and 50 single objects make 19,950 pods. A
-# simulated node takes 1,000 pods, so 21 nodes hold them all.
+# simulated node takes 1,000 pods, so 21 nodes hold them all. Each object has one NodePort
+# Service too: 6,650 of them, more than Kubernetes' default range of 2,768 ports.
 export LOCAL_STACK_DIR=$root/target/bench-stack
 export LOCAL_STACK_NODES=${LOCAL_STACK_NODES:-21}
+export LOCAL_STACK_NODE_PORT_RANGE=${LOCAL_STACK_NODE_PORT_RANGE:-30000-39999}
 # Every run starts from an empty cluster: the benchmark's namespaces must not exist yet.
 hack/local-stack.sh down >/dev/null 2>&1 || true
 trap 'hack/local-stack.sh down' EXIT

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make bench-webapp`: the webapp (release build) side by side with the Flask app it replaces
-# (`python app.py` and gunicorn with 4 workers, from bench/flask_app) and a driver-only ceiling
-# (bench/ceiling), all against one FerretDB of its own on 127.0.0.1, loaded by wrk.
+# (`python app.py` and gunicorn with 4 workers, from bench/flask_app) and a driver-only ceiling,
+# all against one FerretDB of its own on 127.0.0.1, all loaded by bench/load.
 # Writes target/bench/webapp.json and the webapp section of BENCHMARKS.md.
 #
 # Settings (environment), defaults in brackets: BENCH_CONNECTIONS [4] and BENCH_DURATION [10 s]
@@ -37,20 +37,13 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-log "building the webapp, the ceiling and process-usage (release)"
-cargo build --release --locked -p flaskmongo-webapp -p bench-ceiling
+log "building the webapp, the load (and ceiling) and process-usage (release)"
+cargo build --release --locked -p flaskmongo-webapp -p bench-load
 cargo build --release --locked -p testenv --bin process-usage
 
 log "Python environment $VENV (bench/requirements.txt)"
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 "$VENV/bin/pip" install --quiet --disable-pip-version-check -r bench/requirements.txt
-
-if ! command -v wrk >/dev/null; then
-  command -v apt-get >/dev/null || die "wrk is missing and there is no apt-get to install it: install wrk"
-  log "installing wrk (Debian package)"
-  # A fresh machine may have no package lists yet: update once, only when the install needs it.
-  apt-get install -y -qq wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
-fi
 
 [ -x "$FERRETDB_BIN" ] || hack/tools.sh ferretdb
 [ -x "$FERRETDB_BIN" ] || die "no FerretDB at $FERRETDB_BIN after hack/tools.sh ferretdb"
@@ -82,7 +75,7 @@ done
 
 # In the background so that the EXIT trap can stop it (and so its servers) on an interrupt.
 python3 bench/run.py --mongodb-uri "mongodb://127.0.0.1:$port/" \
-  --webapp target/release/webapp --ceiling target/release/bench-ceiling --usage target/release/process-usage \
+  --webapp target/release/webapp --load target/release/bench-load --usage target/release/process-usage \
   --python "$VENV/bin/python" --gunicorn "$VENV/bin/gunicorn" --ferretdb "$FERRETDB_BIN" --ferretdb-pid "$ferretdb_pid" \
   --connections "${BENCH_CONNECTIONS:-4}" --duration "${BENCH_DURATION:-10}" \
   --large-connections "${BENCH_LARGE_CONNECTIONS:-1}" --large-duration "${BENCH_LARGE_DURATION:-60}" \

@@ -19,6 +19,8 @@ NODES=${LOCAL_STACK_NODES:-2}
 SERVICE_CIDR=10.96.0.0/16
 SERVICE_IP=10.96.0.1
 POD_CIDR=10.244.0.0/16
+# Kubernetes' default range; the operator benchmark keeps every run's NodePort Services and needs more.
+NODE_PORT_RANGE=${LOCAL_STACK_NODE_PORT_RANGE:-30000-32767}
 CONTROL_PLANE=(etcd kube-apiserver kube-controller-manager kube-scheduler ferretdb)
 PAUSE_IMAGE=docker.io/flaskmongo/pause:$KUBERNETES_VERSION
 MONGO_STANDIN_IMAGE=docker.io/flaskmongo/mongo-standin:$FERRETDB_VERSION
@@ -147,7 +149,7 @@ start_kube_apiserver() {
     --etcd-servers="http://127.0.0.1:$ETCD_PORT" --secure-port="$API_PORT" "${node_flags[@]}" \
     --tls-cert-file="$pki/apiserver.crt" --tls-private-key-file="$pki/apiserver.key" --cert-dir="$pki/serving" \
     --client-ca-file="$pki/ca.crt" --authorization-mode=Node,RBAC \
-    --service-cluster-ip-range="$SERVICE_CIDR" \
+    --service-cluster-ip-range="$SERVICE_CIDR" --service-node-port-range="$NODE_PORT_RANGE" \
     --service-account-issuer=https://kubernetes.default.svc.cluster.local \
     --service-account-signing-key-file="$pki/sa.key" --service-account-key-file="$pki/sa.pub" \
     --allow-privileged=true \

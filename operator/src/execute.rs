@@ -210,8 +210,8 @@ async fn write_all(
                 step: volume_preparation,
             },
     } = writes;
-    // The volume before what mounts or prepares it: MongoDB is not started, nor the record
-    // of a volume's preparation removed, before the volume itself is written.
+    // The volume before what mounts or prepares it: no workload starts on it, and no
+    // record of its preparation goes, before the volume itself is written.
     let volume_first = async {
         let persistent_volume = write(changes, Api::all(client.clone()), persistent_volume).await;
         if persistent_volume.is_err() {

@@ -21,7 +21,7 @@ use tokio::net::TcpListener;
 pub use config::{Config, LogFormat};
 pub use error::Error;
 pub use routes::{MAX_LIMIT, NEXT_CURSOR_HEADER};
-pub use store::{COLLECTION, DEFAULT_DATABASE};
+pub use store::{BATCH_SIZE, COLLECTION, DEFAULT_DATABASE};
 pub use validate::MAX_DEPTH;
 
 use limit::Limits;

@@ -1,0 +1,378 @@
+//! `bench-load`: the load of `make bench-webapp`, one closed loop for every side.
+//!
+//! `http` sends the workload's request (`GET /data` or `POST /data` of a small object) to a
+//! server from as many concurrent tasks as it is given connections, one keep-alive connection
+//! each, every response read to its end; `ceiling` issues the webapp's own queries (the same
+//! find in `_id` order with the same batch size, the same insert and write concern) straight
+//! through the mongodb driver, with no HTTP: what it reaches is the most any server over the
+//! same driver and database could serve on this machine. Both time each request the same way
+//! and report the same JSON line, so that every ratio compares like with like.
+//!
+//! `ceiling` talks to the benchmark runner over stdin and stdout so that the runner can read
+//! this process's CPU time and memory from `/proc` exactly as it does for the HTTP servers: it
+//! connects and warms up, prints `ready`, waits for a line on stdin, runs the load, prints one
+//! JSON line of results, then waits for stdin to close before it exits.
+
+use std::future::Future;
+use std::io::{BufRead, Write};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use flaskmongo_webapp::{BATCH_SIZE, COLLECTION, DEFAULT_DATABASE};
+use futures::TryStreamExt;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::{CONTENT_TYPE, HOST};
+use hyper::{Method, Request};
+use hyper_util::rt::TokioIo;
+use mongodb::bson::oid::ObjectId;
+use mongodb::bson::{Document, RawDocumentBuf, doc};
+use mongodb::options::{Acknowledgment, ClientOptions, CollectionOptions, WriteConcern};
+use mongodb::{Client, Collection};
+use tokio::net::TcpStream;
+
+/// Documents per `insert_many` when seeding: large enough to be quick, well under 48 MB.
+const SEED_BATCH: u32 = 10_000;
+/// The body of `POST /data`, as the Flask app's README posts it.
+const POST_BODY: &str = r#"{"sampleKey": "sampleValue"}"#;
+
+#[derive(Parser)]
+#[command(name = "bench-load", about = "The load of the webapp benchmark.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Replaces the collection with COUNT small documents in insertion order.
+    Seed {
+        /// MongoDB connection string; its path names the database (default `flask_db`).
+        #[arg(long, env = "MONGODB_URI")]
+        mongodb_uri: String,
+        /// How many documents to store.
+        #[arg(long)]
+        count: u32,
+    },
+    /// The webapp's queries through the driver alone, started by the runner (see above).
+    Ceiling {
+        /// MongoDB connection string; its path names the database (default `flask_db`).
+        #[arg(long, env = "MONGODB_URI")]
+        mongodb_uri: String,
+        #[command(flatten)]
+        load: LoadArgs,
+    },
+    /// The workload's request to the server at ADDRESS (`127.0.0.1:PORT`) over HTTP/1.1.
+    Http {
+        /// The server's address.
+        #[arg(long)]
+        address: String,
+        #[command(flatten)]
+        load: LoadArgs,
+    },
+}
+
+/// What to load, how hard and how long; the results are one JSON line on stdout.
+#[derive(Args)]
+struct LoadArgs {
+    /// Which request of the webapp to issue or mirror.
+    #[arg(long, value_enum)]
+    workload: Workload,
+    /// Concurrent tasks (connections), each issuing one request after another.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    concurrency: u16,
+    /// How long to issue requests, in seconds.
+    #[arg(long)]
+    duration_secs: f64,
+}
+
+impl LoadArgs {
+    fn duration(&self) -> anyhow::Result<Duration> {
+        Duration::try_from_secs_f64(self.duration_secs)
+            .context("--duration-secs must be a positive number of seconds")
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Workload {
+    /// `GET /data`: every document in `_id` order, streamed in batches.
+    Get,
+    /// `POST /data` of a small object.
+    Post,
+}
+
+/// One request's worth of work, issued again and again by one task.
+trait Operation: Send + 'static {
+    fn run(&mut self) -> impl Future<Output = anyhow::Result<()>> + Send;
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    match cli.command {
+        Command::Seed { mongodb_uri, count } => runtime.block_on(async {
+            let collection = connect(&mongodb_uri).await?;
+            seed(&collection, count).await
+        }),
+        Command::Ceiling { mongodb_uri, load } => {
+            let duration = load.duration()?;
+            let collection = runtime.block_on(connect(&mongodb_uri))?;
+            let operations = (0..load.concurrency)
+                .map(|_| DriverQuery {
+                    collection: collection.clone(),
+                    workload: load.workload,
+                })
+                .collect::<Vec<_>>();
+            // One query first: connects the pool and fails early on an empty collection.
+            runtime.block_on(operations[0].clone().run())?;
+            handshake("ready")?;
+            let outcome = runtime.block_on(run_load(operations, duration));
+            handshake(&outcome.to_json().to_string())
+        }
+        Command::Http { address, load } => {
+            let duration = load.duration()?;
+            let outcome = runtime.block_on(async {
+                let mut operations = Vec::new();
+                for _ in 0..load.concurrency {
+                    operations.push(HttpRequest::connect(&address, load.workload).await?);
+                }
+                anyhow::Ok(run_load(operations, duration).await)
+            })?;
+            println!("{}", outcome.to_json());
+            Ok(())
+        }
+    }
+}
+
+/// Prints `line` to the runner, then waits for its answer (a line, or stdin closing).
+fn handshake(line: &str) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{line}")?;
+    stdout.flush()?;
+    std::io::stdin()
+        .lock()
+        .read_line(&mut String::new())
+        .context("reading the runner's go-ahead from stdin")?;
+    Ok(())
+}
+
+/// The `data` collection of the URI's database, with the webapp's client settings.
+async fn connect(uri: &str) -> anyhow::Result<Collection<RawDocumentBuf>> {
+    let options = ClientOptions::parse(uri)
+        .await
+        .context("parsing MONGODB_URI")?;
+    let database = options
+        .default_database
+        .clone()
+        .unwrap_or_else(|| DEFAULT_DATABASE.to_owned());
+    // The webapp's write concern, unless the URI chooses another.
+    let write_concern = options.write_concern.clone().unwrap_or_else(|| {
+        WriteConcern::builder()
+            .w(Acknowledgment::Majority)
+            .journal(true)
+            .build()
+    });
+    let client = Client::with_options(options)?;
+    Ok(client.database(&database).collection_with_options(
+        COLLECTION,
+        CollectionOptions::builder()
+            .write_concern(write_concern)
+            .build(),
+    ))
+}
+
+async fn seed(collection: &Collection<RawDocumentBuf>, count: u32) -> anyhow::Result<()> {
+    let collection = collection.clone_with_type::<Document>();
+    collection.drop().await.context("dropping the collection")?;
+    let mut stored = 0;
+    while stored < count {
+        let batch = (stored..count.min(stored + SEED_BATCH))
+            .map(|n| doc! { "_id": ObjectId::new(), "sampleKey": "sampleValue", "n": n });
+        collection
+            .insert_many(batch)
+            .await
+            .with_context(|| format!("inserting documents after the first {stored}"))?;
+        stored = count.min(stored + SEED_BATCH);
+    }
+    Ok(())
+}
+
+/// The webapp's query of the workload, straight through the driver.
+#[derive(Clone)]
+struct DriverQuery {
+    collection: Collection<RawDocumentBuf>,
+    workload: Workload,
+}
+
+impl Operation for DriverQuery {
+    async fn run(&mut self) -> anyhow::Result<()> {
+        match self.workload {
+            Workload::Get => {
+                let cursor = self
+                    .collection
+                    .find(doc! {})
+                    .sort(doc! { "_id": 1 })
+                    .batch_size(BATCH_SIZE)
+                    .await?;
+                let read = cursor.try_fold(0, |n, _| async move { Ok(n + 1) }).await?;
+                if read == 0 {
+                    bail!("the collection is empty: seed it first");
+                }
+                Ok(())
+            }
+            Workload::Post => {
+                self.collection
+                    .clone_with_type::<Document>()
+                    .insert_one(doc! { "_id": ObjectId::new(), "sampleKey": "sampleValue" })
+                    .await?;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The workload's request over one keep-alive HTTP/1.1 connection, opened again after an
+/// error so that one failure does not end the task's load.
+struct HttpRequest {
+    address: String,
+    workload: Workload,
+    sender: Option<SendRequest<Full<Bytes>>>,
+}
+
+impl HttpRequest {
+    /// A connection to `address`, tried once now so that a wrong address fails the run.
+    async fn connect(address: &str, workload: Workload) -> anyhow::Result<Self> {
+        let mut request = Self {
+            address: address.to_owned(),
+            workload,
+            sender: None,
+        };
+        request.sender = Some(request.open().await?);
+        Ok(request)
+    }
+
+    async fn open(&self) -> anyhow::Result<SendRequest<Full<Bytes>>> {
+        let stream = TcpStream::connect(&self.address)
+            .await
+            .with_context(|| format!("connecting to {}", self.address))?;
+        // As a browser or curl does: a request goes out at once, not after the last ACK.
+        stream.set_nodelay(true)?;
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .context("HTTP/1.1 handshake")?;
+        // It ends when the connection closes or its sender is dropped.
+        tokio::spawn(connection);
+        Ok(sender)
+    }
+
+    fn request(&self) -> anyhow::Result<Request<Full<Bytes>>> {
+        let (method, body) = match self.workload {
+            Workload::Get => (Method::GET, ""),
+            Workload::Post => (Method::POST, POST_BODY),
+        };
+        let mut request = Request::builder()
+            .method(method)
+            .uri("/data")
+            .header(HOST, &self.address);
+        if !body.is_empty() {
+            request = request.header(CONTENT_TYPE, "application/json");
+        }
+        Ok(request.body(Full::new(Bytes::from_static(body.as_bytes())))?)
+    }
+
+    async fn exchange(&self, sender: &mut SendRequest<Full<Bytes>>) -> anyhow::Result<()> {
+        sender.ready().await?;
+        let response = sender.send_request(self.request()?).await?;
+        let status = response.status();
+        let mut body = response.into_body();
+        // Read to the end, keeping nothing: the whole response counts, as for a client.
+        while let Some(frame) = body.frame().await {
+            frame?;
+        }
+        if !status.is_success() {
+            bail!("{status}");
+        }
+        Ok(())
+    }
+}
+
+impl Operation for HttpRequest {
+    async fn run(&mut self) -> anyhow::Result<()> {
+        let mut sender = match self.sender.take() {
+            Some(sender) => sender,
+            None => self.open().await?,
+        };
+        let result = self.exchange(&mut sender).await;
+        if result.is_ok() {
+            self.sender = Some(sender);
+        }
+        result
+    }
+}
+
+/// What a load run measured.
+struct Outcome {
+    latencies: Vec<Duration>,
+    errors: u64,
+    elapsed: Duration,
+}
+
+impl Outcome {
+    /// The same fields the load generator's report has.
+    fn to_json(&self) -> serde_json::Value {
+        let mut sorted = self.latencies.clone();
+        sorted.sort_unstable();
+        serde_json::json!({
+            "requests": sorted.len(),
+            "errors": self.errors,
+            "seconds": self.elapsed.as_secs_f64(),
+            "p50_ms": percentile_ms(&sorted, 50.0),
+            "p99_ms": percentile_ms(&sorted, 99.0),
+        })
+    }
+}
+
+/// The nearest-rank percentile of sorted latencies, in milliseconds (none when empty).
+fn percentile_ms(sorted: &[Duration], percent: f64) -> Option<f64> {
+    let rank = (percent / 100.0 * sorted.len() as f64).ceil() as usize;
+    let index = rank.clamp(1, sorted.len().max(1)) - 1;
+    sorted.get(index).map(|d| d.as_secs_f64() * 1000.0)
+}
+
+/// Each operation in a task of its own, one request after another until `duration` is over.
+async fn run_load<O: Operation>(operations: Vec<O>, duration: Duration) -> Outcome {
+    let started = Instant::now();
+    let deadline = started + duration;
+    let tasks: Vec<_> = operations
+        .into_iter()
+        .map(|mut operation| {
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                let mut errors = 0;
+                while Instant::now() < deadline {
+                    let begun = Instant::now();
+                    match operation.run().await {
+                        Ok(()) => latencies.push(begun.elapsed()),
+                        Err(_) => errors += 1,
+                    }
+                }
+                (latencies, errors)
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for task in tasks {
+        // A task only ends by its loop finishing; a panic would be a bug in this program.
+        let (latencies, failed) = task.await.expect("load task panicked");
+        all.extend(latencies);
+        errors += failed;
+    }
+    Outcome {
+        latencies: all,
+        errors,
+        elapsed: started.elapsed(),
+    }
+}
