@@ -283,7 +283,6 @@ impl HttpRequest {
     }
 
     async fn exchange(&self, sender: &mut SendRequest<Full<Bytes>>) -> anyhow::Result<()> {
-        sender.ready().await?;
         let response = sender.send_request(self.request()?).await?;
         let status = response.status();
         let mut body = response.into_body();
@@ -300,7 +299,10 @@ impl HttpRequest {
 
 impl Operation for HttpRequest {
     async fn run(&mut self) -> anyhow::Result<()> {
-        let mut sender = match self.sender.take() {
+        // The connection is gone when the server closed it after its last response (Flask's
+        // server and gunicorn's workers close every one) or after an error: a new one, as any
+        // client would open, in the time of this request.
+        let mut sender = match still_open(self.sender.take()).await {
             Some(sender) => sender,
             None => self.open().await?,
         };
@@ -339,6 +341,13 @@ fn percentile_ms(sorted: &[Duration], percent: f64) -> Option<f64> {
     let rank = (percent / 100.0 * sorted.len() as f64).ceil() as usize;
     let index = rank.clamp(1, sorted.len().max(1)) - 1;
     sorted.get(index).map(|d| d.as_secs_f64() * 1000.0)
+}
+
+/// The connection of the last request, if the server kept it open.
+async fn still_open(sender: Option<SendRequest<Full<Bytes>>>) -> Option<SendRequest<Full<Bytes>>> {
+    let mut sender = sender?;
+    sender.ready().await.ok()?;
+    Some(sender)
 }
 
 /// Each operation in a task of its own, one request after another until `duration` is over.
