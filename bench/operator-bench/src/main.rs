@@ -7,6 +7,7 @@
 mod observe;
 mod report;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -21,10 +22,11 @@ use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::PostParams;
 use kube::{Api, Client, CustomResourceExt};
 use serde_json::json;
-use testenv::process::{OperatorProcess, Usage, metric_series};
+use testenv::Stack;
+use testenv::process::{OperatorProcess, Usage, metric_series, usage};
 
 use crate::observe::Observer;
-use crate::report::{Figures, Latency, Requests, Run, Scale};
+use crate::report::{Figures, Latency, Requests, Run, Scale, StackCpu};
 
 /// Operator benchmarks; the stack is the one of `$LOCAL_STACK_ENV` (or `.local/env`).
 #[derive(Parser, Debug)]
@@ -73,7 +75,7 @@ async fn main() -> Result<()> {
     std::fs::create_dir_all(&logs)?;
     let bench = Bench {
         client,
-        kubeconfig: stack.kubeconfig.clone(),
+        stack,
         args,
         logs,
     };
@@ -117,7 +119,7 @@ async fn main() -> Result<()> {
 
 struct Bench {
     client: Client,
-    kubeconfig: PathBuf,
+    stack: Stack,
     args: Args,
     logs: PathBuf,
 }
@@ -137,7 +139,7 @@ impl Bench {
         let concurrency = self.args.parallelism.to_string();
         Ok(OperatorProcess::start(
             &self.args.operator,
-            &self.kubeconfig,
+            &self.stack.kubeconfig,
             namespace,
             &["--leader-election=false", "--concurrency", &concurrency],
             self.logs.join(format!("{namespace}.log")),
@@ -192,6 +194,7 @@ impl Bench {
         let api: Api<FlaskMongoApp> = Api::namespaced(self.client.clone(), &namespace);
         let names: Vec<String> = (0..count).map(|i| format!("scale-{i:04}")).collect();
         let before = footprint(&operator);
+        let stack_before = self.stack_cpu()?;
         let started = Instant::now();
         let created: Vec<Result<FlaskMongoApp>> = stream::iter(&names)
             .map(|name| create_app(&api, name))
@@ -237,6 +240,7 @@ impl Bench {
             .filter(|name| observer.app(name).ready.is_some())
             .count();
         let after = footprint(&operator);
+        let stack_cpu = delta(&stack_before, &self.stack_cpu()?);
         let steady_writes = if steady {
             Some(self.steady_writes(&operator).await)
         } else {
@@ -254,6 +258,7 @@ impl Bench {
             usage: after.usage,
             reconciles: after.reconciles - before.reconciles,
             requests: delta(&before.requests, &after.requests),
+            stack_cpu,
         };
         Ok((run, steady_writes))
     }
@@ -273,6 +278,16 @@ impl Bench {
     /// and their eight children straight through the API, with no controller: the
     /// `FlaskMongoApp` (for the owner references), the Secret, then the operator's own
     /// desired children by server-side apply, as one reconcile would.
+    /// CPU seconds each process of the stack has used so far.
+    fn stack_cpu(&self) -> Result<StackCpu> {
+        let mut cpu = StackCpu::new();
+        for (name, pid) in self.stack.components()? {
+            let used = usage(pid).with_context(|| format!("reading /proc of {name} ({pid})"))?;
+            cpu.insert(name, used.cpu_seconds);
+        }
+        Ok(cpu)
+    }
+
     async fn baseline(&self, count: usize, pair: u32) -> Result<f64> {
         let namespace = format!("bench-baseline-{count}-{pair}");
         create_namespace(&self.client, &namespace).await?;
@@ -388,8 +403,8 @@ fn footprint(operator: &OperatorProcess) -> Footprint {
     }
 }
 
-/// The requests of `after` that `before` had not counted yet, by method and resource.
-fn delta(before: &Requests, after: &Requests) -> Requests {
+/// What `after` counts beyond `before`, key by key (requests, CPU seconds), zeros left out.
+fn delta(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
     after
         .iter()
         .map(|(key, value)| (key.clone(), value - before.get(key).unwrap_or(&0.0)))

@@ -15,6 +15,9 @@ use testenv::process::Usage;
 /// API requests by method and resource (`PATCH deployments`).
 pub type Requests = BTreeMap<String, f64>;
 
+/// CPU seconds by process of the local stack (`etcd`, `kube-apiserver`, ...).
+pub type StackCpu = BTreeMap<String, f64>;
+
 /// The single-object runs: objects created one at a time.
 pub struct Latency {
     /// Create → all children, per object, in ms.
@@ -51,6 +54,9 @@ pub struct Run {
     pub reconciles: f64,
     /// API requests the operator sent during the run.
     pub requests: Requests,
+    /// CPU time of each process of the stack during the operator's run (create to all Ready):
+    /// where the machine's time went besides the operator.
+    pub stack_cpu: StackCpu,
 }
 
 /// Everything one benchmark run measured.
@@ -281,6 +287,16 @@ fn entries(figures: &Figures) -> Vec<Entry> {
                 "count",
             ),
         ]);
+        let components: std::collections::BTreeSet<&String> =
+            runs.iter().flat_map(|run| run.stack_cpu.keys()).collect();
+        entries.extend(components.into_iter().map(|component| {
+            Entry::of_runs(
+                format!("{n} objects: {component} CPU time during the operator's run"),
+                runs.iter()
+                    .map(|run| run.stack_cpu.get(component).copied().unwrap_or(0.0)),
+                "s",
+            )
+        }));
     }
     if let Some(slope) = memory_slope(figures) {
         entries.push(Entry::new(

@@ -94,6 +94,28 @@ impl Stack {
         command
     }
 
+    /// The stack's processes by name (`etcd`, `kube-apiserver`, ...), from the pid files that
+    /// `hack/local-stack.sh up` writes, sorted by name.
+    pub fn components(&self) -> std::io::Result<Vec<(String, u32)>> {
+        let dir = self.vars.get("LOCAL_STACK_DIR").ok_or_else(|| {
+            std::io::Error::other("the stack's env file has no LOCAL_STACK_DIR: restart the stack")
+        })?;
+        let mut components = Vec::new();
+        for entry in std::fs::read_dir(Path::new(dir).join("pids"))? {
+            let path = entry?.path();
+            let Some(name) = path.file_stem().and_then(|stem| stem.to_str()) else {
+                continue;
+            };
+            let text = std::fs::read_to_string(&path)?;
+            let pid = text.trim().parse().map_err(|err| {
+                std::io::Error::other(format!("{}: not a pid: {err}", path.display()))
+            })?;
+            components.push((name.to_owned(), pid));
+        }
+        components.sort();
+        Ok(components)
+    }
+
     /// A `mongodb://` URI for a database of its own, so tests do not see each other's data.
     pub fn mongodb_uri_for(&self, database: &str) -> String {
         let (base, query) = match self.mongodb_uri.split_once('?') {
