@@ -202,7 +202,9 @@ async fn seed(collection: &Collection<RawDocumentBuf>, count: u32) -> anyhow::Re
 /// The webapp's query of the workload, straight through the driver.
 #[derive(Clone)]
 struct DriverQuery {
+    /// The webapp's collection, with its write concern.
     collection: Collection<RawDocumentBuf>,
+    /// Which request's query to run.
     workload: Workload,
 }
 
@@ -236,8 +238,11 @@ impl Operation for DriverQuery {
 /// The workload's request over one keep-alive HTTP/1.1 connection, opened again after an
 /// error so that one failure does not end the task's load.
 struct HttpRequest {
+    /// The server, `127.0.0.1:PORT`.
     address: String,
+    /// Which request to send.
     workload: Workload,
+    /// The connection of the last request, unless it failed.
     sender: Option<SendRequest<Full<Bytes>>>,
 }
 
@@ -316,13 +321,16 @@ impl Operation for HttpRequest {
 
 /// What a load run measured.
 struct Outcome {
+    /// Each successful request's time, from its start to the end of its response.
     latencies: Vec<Duration>,
+    /// Requests that failed.
     errors: u64,
+    /// From the start of the load until every task had finished its last request.
     elapsed: Duration,
 }
 
 impl Outcome {
-    /// The same fields the load generator's report has.
+    /// The line the runner reads: requests, errors, seconds, p50 and p99 in milliseconds.
     fn to_json(&self) -> serde_json::Value {
         let mut sorted = self.latencies.clone();
         sorted.sort_unstable();
