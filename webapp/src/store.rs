@@ -16,7 +16,7 @@ pub const DEFAULT_DATABASE: &str = "flask_db";
 pub const COLLECTION: &str = "data";
 /// Documents per batch of a streamed read: a stream holds one batch while its reader is slow,
 /// which bounds its memory (`tests/memory.rs`: four slow readers of 4 kB documents). 250
-/// rather than 100 still holds 1 MB of such documents per reader, and a page or collection of
+/// rather than 100 still holds 1 MB of such documents per reader, and a whole collection of
 /// 100 documents comes in one round trip instead of two (the first batch fills up exactly, and
 /// a second is asked for to learn that none follows), 100,000 documents in 400 instead of 1,000.
 pub const BATCH_SIZE: u32 = 250;

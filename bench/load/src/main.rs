@@ -249,27 +249,11 @@ struct HttpRequest {
 impl HttpRequest {
     /// A connection to `address`, tried once now so that a wrong address fails the run.
     async fn connect(address: &str, workload: Workload) -> anyhow::Result<Self> {
-        let mut request = Self {
+        Ok(Self {
             address: address.to_owned(),
             workload,
-            sender: None,
-        };
-        request.sender = Some(request.open().await?);
-        Ok(request)
-    }
-
-    async fn open(&self) -> anyhow::Result<SendRequest<Full<Bytes>>> {
-        let stream = TcpStream::connect(&self.address)
-            .await
-            .with_context(|| format!("connecting to {}", self.address))?;
-        // As a browser or curl does: a request goes out at once, not after the last ACK.
-        stream.set_nodelay(true)?;
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .context("HTTP/1.1 handshake")?;
-        // It ends when the connection closes or its sender is dropped.
-        tokio::spawn(connection);
-        Ok(sender)
+            sender: Some(open(address).await?),
+        })
     }
 
     fn request(&self) -> anyhow::Result<Request<Full<Bytes>>> {
@@ -309,7 +293,7 @@ impl Operation for HttpRequest {
         // client would open, in the time of this request.
         let mut sender = match still_open(self.sender.take()).await {
             Some(sender) => sender,
-            None => self.open().await?,
+            None => open(&self.address).await?,
         };
         let result = self.exchange(&mut sender).await;
         if result.is_ok() {
@@ -349,6 +333,21 @@ fn percentile_ms(sorted: &[Duration], percent: f64) -> Option<f64> {
     let rank = (percent / 100.0 * sorted.len() as f64).ceil() as usize;
     let index = rank.clamp(1, sorted.len().max(1)) - 1;
     sorted.get(index).map(|d| d.as_secs_f64() * 1000.0)
+}
+
+/// A new HTTP/1.1 connection to `address`.
+async fn open(address: &str) -> anyhow::Result<SendRequest<Full<Bytes>>> {
+    let stream = TcpStream::connect(address)
+        .await
+        .with_context(|| format!("connecting to {address}"))?;
+    // As a browser or curl does: a request goes out at once, not after the last ACK.
+    stream.set_nodelay(true)?;
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .context("HTTP/1.1 handshake")?;
+    // It ends when the connection closes or its sender is dropped.
+    tokio::spawn(connection);
+    Ok(sender)
 }
 
 /// The connection of the last request, if the server kept it open.

@@ -274,10 +274,6 @@ impl Bench {
         (writes() - before) * 60.0 / self.args.steady_seconds as f64
     }
 
-    /// Seconds the same client, at the same parallelism, takes to create `count` objects
-    /// and their eight children straight through the API, with no controller: the
-    /// `FlaskMongoApp` (for the owner references), the Secret, then the operator's own
-    /// desired children by server-side apply, as one reconcile would.
     /// CPU seconds each process of the stack has used so far.
     fn stack_cpu(&self) -> Result<StackCpu> {
         let mut cpu = StackCpu::new();
@@ -288,6 +284,10 @@ impl Bench {
         Ok(cpu)
     }
 
+    /// Seconds the same client, at the same parallelism, takes to create `count` objects
+    /// and their eight children straight through the API, with no controller: the
+    /// `FlaskMongoApp` (for the owner references), the Secret, then the operator's own
+    /// desired children by server-side apply, as one reconcile would.
     async fn baseline(&self, count: usize, pair: u32) -> Result<f64> {
         let namespace = format!("bench-baseline-{count}-{pair}");
         create_namespace(&self.client, &namespace).await?;

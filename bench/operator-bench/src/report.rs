@@ -1,7 +1,7 @@
 //! The figures as `target/bench/operator.json`, from which `bench/report.py` writes the
 //! operator section of `BENCHMARKS.md`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Command;
 
@@ -287,7 +287,7 @@ fn entries(figures: &Figures) -> Vec<Entry> {
                 "count",
             ),
         ]);
-        let components: std::collections::BTreeSet<&String> =
+        let components: BTreeSet<&String> =
             runs.iter().flat_map(|run| run.stack_cpu.keys()).collect();
         entries.extend(components.into_iter().map(|component| {
             Entry::of_runs(
