@@ -41,11 +41,14 @@ local-up: tools $(if $(filter real,$(NODE)),images) ## start the local stack (co
 local-down: ## stop the local stack and remove its state
 	$(STACK) down
 
-.PHONY: bench bench-webapp bench-operator chaos demo
-bench: bench-webapp bench-operator ## every benchmark; results in BENCHMARKS.md and target/bench/
+.PHONY: bench bench-webapp bench-operator bench-node chaos demo
+bench: bench-webapp bench-operator bench-node ## every benchmark; results in BENCHMARKS.md and target/bench/
 
 bench-operator: tools ## operator latency, convergence at scale, footprint (BENCHMARKS.md)
 	hack/bench-operator.sh
+
+bench-node: tools images ## on a real node: the webapp behind its NodePort vs a plain process, the autoscaler (root)
+	hack/bench-node.sh
 
 chaos: tools ## the long fault tests: operator kills, API server and FerretDB outages, churn
 	hack/chaos.sh

@@ -3,10 +3,13 @@ other section stays as it is):
 
   report.py webapp     the raw figures of run.py (target/bench/webapp-raw.json) become the
                        webapp's results (target/bench/webapp.json) and its section
-  report.py operator   the results of bench/operator-bench (target/bench/operator.json)
-                       become the operator's section
+  report.py operator   the results of bench/operator-bench (target/bench/operator.json,
+                       and further runs in target/bench/operator-NAME.json) become the
+                       operator's section
+  report.py node       the raw figures of node.py (target/bench/node-raw.json) become the
+                       real node's results (target/bench/node.json) and its section
 
-Every result, in both JSON files, is {"name", "value", "unit", "target", "better", "strict"}: a
+Every result, in every JSON file, is {"name", "value", "unit", "target", "better", "strict"}: a
 script can check every target from them. The notes under each section are bench/notes/*.md.
 """
 
@@ -214,6 +217,14 @@ def targets_table(results, name_of):
     return lines + ["", f"{met_count} of {len(targets)} targets met."]
 
 
+def versions_line(versions):
+    """Each program's version, named once where its version string names it already."""
+    return ", ".join(
+        text if text.lower().startswith(name.lower()) else f"{name} {text}"
+        for name, text in versions.items()
+    )
+
+
 def notes(name):
     return (NOTES / f"{name}.md").read_text().rstrip("\n").split("\n")
 
@@ -221,10 +232,7 @@ def notes(name):
 def webapp_section(raw, entries):
     machine = raw["machine"]
     by_name = {result["name"]: result for result in entries}
-    versions = ", ".join(
-        text if text.lower().startswith(name) else f"{name} {text}"
-        for name, text in machine["versions"].items()
-    )
+    versions = versions_line(machine["versions"])
     lines = [
         "## Webapp",
         "",
@@ -286,7 +294,9 @@ def webapp_section(raw, entries):
     return lines + [""] + notes("webapp")
 
 
-def operator_section(document):
+def operator_section(document, further):
+    """The main run, then the further runs (each at other settings) and the memory slope over
+    all of them."""
     machine = document["machine"]
     parallelism = machine["parallelism"]
     results = [result | {"met": met(result)} for result in document["results"]]
@@ -319,10 +329,192 @@ def operator_section(document):
         ),
         "",
     ]
-    rows = [[result["name"], figure(result), result["unit"]] for result in results]
-    lines += table(["figure", "value", "unit"], rows, ["---", "---:", "---"]) + [""]
-    lines += ["### Targets", ""] + targets_table(results, lambda result: result["name"]) + [""]
+    lines += operator_results(results, "###") + [""]
+    for run in further:
+        run_machine = run["machine"]
+        lines += [
+            f"### Further run: `hack/bench-operator.sh {run_machine['arguments']}`",
+            "",
+            (
+                f"Run: {run_machine['date']}, {run_machine['simulated_nodes']} kwok simulated "
+                f"nodes, load average at the end {run_machine['load_average_at_end']}."
+            ),
+            "",
+        ]
+        run_results = [result | {"met": met(result)} for result in run["results"]]
+        lines += operator_results(run_results, "####") + [""]
+    slope = memory_slope([document, *further])
+    if further and slope is not None:
+        lines += [
+            (
+                f"Peak RSS per 1,000 objects over the main and the further runs (least squares "
+                f"through the idle process and each scale's median): {number(slope)} MB."
+            ),
+            "",
+        ]
     return lines + notes("operator-method") + [""] + notes("operator")
+
+
+def operator_results(results, level):
+    """The table of a run's figures, and that of its targets under a heading of `level`."""
+    rows = [[result["name"], figure(result), result["unit"]] for result in results]
+    lines = table(["figure", "value", "unit"], rows, ["---", "---:", "---"]) + [""]
+    return lines + [f"{level} Targets", ""] + targets_table(results, lambda result: result["name"])
+
+
+PEAK_RSS = re.compile(r"^(\d+) objects: peak RSS$")
+
+
+def memory_slope(documents):
+    """MB per 1,000 objects: the least-squares slope through every `N objects: peak RSS`."""
+    points = [
+        (int(match[1]), result["value"])
+        for document in documents
+        for result in document["results"]
+        if (match := PEAK_RSS.match(result["name"])) and result["value"] is not None
+    ]
+    if len({objects for objects, _ in points}) < 2:
+        return None
+    mean_x = sum(x for x, _ in points) / len(points)
+    mean_y = sum(y for _, y in points) / len(points)
+    spread = sum((x - mean_x) ** 2 for x, _ in points)
+    together = sum((x - mean_x) * (y - mean_y) for x, y in points)
+    return together / spread * 1000
+
+
+
+
+
+# The real node's sides of the network part, and the ratios between them: what the pod network
+# adds (pod / process), and what kube-proxy adds on top (NodePort / pod).
+NODE_SIDES = {
+    "process": "the image's webapp binary as a process of this machine",
+    "pod": "the web pod, at its pod address",
+    "nodeport": "the web pod behind its NodePort (kube-proxy)",
+}
+NODE_METRICS = ("rps", "p50_ms", "p99_ms", "errors")
+NODE_RATIOS = (("pod", "process"), ("nodeport", "process"), ("nodeport", "pod"))
+NODE_RATIO_METRICS = ("rps", "p99_ms")
+# key: (what it measures, unit)
+AUTOSCALER_FIGURES = {
+    "first_added_ready_s": ("start of load → first added web pod Ready", "s"),
+    "settled_s": ("start of load → Ready replicas stop changing", "s"),
+    "settled_replicas": ("Ready replicas once settled", "count"),
+    "back_to_minimum_s": ("end of load → back at minReplicas", "s"),
+}
+
+
+def node_results(raw):
+    runs = {}
+    for run in raw["runs"]:
+        runs.setdefault((run["workload"], run["server"]), []).append(run)
+    out = []
+    for workload in dict.fromkeys(run["workload"] for run in raw["runs"]):
+        for side in NODE_SIDES:
+            for metric in NODE_METRICS:
+                _, unit, better = METRICS[metric]
+                values = [run[metric] for run in runs[workload, side]]
+                out.append(entry(f"node.{workload}.{side}.{metric}", values, unit, better))
+        for side, other in NODE_RATIOS:
+            for metric in NODE_RATIO_METRICS:
+                values = ratios(runs[workload, side], runs[workload, other], metric)
+                name = f"node.{workload}.{side}_over_{other}.{metric}"
+                out.append(entry(name, values, "ratio", METRICS[metric][2]))
+    for key, (_, unit) in AUTOSCALER_FIGURES.items() if "autoscaler" in raw else ():
+        values = [run[key] for run in raw["autoscaler"]["runs"]]
+        out.append(entry(f"node.autoscaler.{key}", values, unit, "lower"))
+    return out
+
+
+def node_section(raw, entries):
+    """The real node's section: the network part and the autoscaler part, each if it ran."""
+    machine = raw["machine"]
+    versions = versions_line(machine["versions"])
+    lines = [
+        "## Real node",
+        "",
+        (
+            "Generated by `make bench-node` (`hack/bench-node.sh`: a real-node stack of its own, "
+            "the operator installed with `kubectl apply -k config/default`, one `FlaskMongoApp` "
+            "with the MongoDB stand-in), which also writes the figures to "
+            "`target/bench/node.json`. These figures have no targets: they measure what the pod "
+            "network, kube-proxy and the autoscaler cost."
+        ),
+        "",
+        (
+            f"- Run: {machine['date']}. Machine: {machine_line()}; load average "
+            f"{machine['load_average_at_start']:.2f} at the start. Versions: {versions}."
+        ),
+    ]
+    by_name = {result["name"]: result for result in entries}
+    if raw["runs"]:
+        lines += node_network_lines(raw["runs"], by_name)
+    if "autoscaler" in raw:
+        lines += node_autoscaler_lines(raw["autoscaler"], by_name)
+    return lines + [""] + notes("node")
+
+
+def node_network_lines(runs, by_name):
+    first = runs[0]
+    lines = [
+        (
+            "- Network: one web pod (no autoscaler; a CPU limit of 2 on the web and MongoDB "
+            "pods, so that no limit throttles either), loaded by `bench-load` on this machine "
+            f"in rounds of one run per side, {first['pairs']} rounds of {first['duration']:g} s "
+            f"at {first['connections']} connections; every side uses the app's own MongoDB "
+            "pod. Ratios are taken round by round and given as their median "
+            "(minimum–maximum). Rerun: `BENCH_NODE_PARTS=network make bench-node`."
+        ),
+        "",
+    ]
+    sides = [[side, what] for side, what in NODE_SIDES.items()]
+    lines += table(["side", "what"], sides, ["---", "---"]) + [""]
+    for workload, title in dict.fromkeys((run["workload"], run["title"]) for run in runs):
+        lines += [f"### {title}", ""]
+        header = ["side"] + [METRICS[metric][0] for metric in NODE_METRICS]
+        rows = [
+            [side] + [figure(by_name[f"node.{workload}.{side}.{m}"]) for m in NODE_METRICS]
+            for side in NODE_SIDES
+        ]
+        lines += table(header, rows) + [""]
+        header = ["ratio"] + [METRICS[metric][0] for metric in NODE_RATIO_METRICS]
+        rows = [
+            [f"{side} / {other}"]
+            + [figure(by_name[f"node.{workload}.{side}_over_{other}.{metric}"])
+               for metric in NODE_RATIO_METRICS]
+            for side, other in NODE_RATIOS
+        ]
+        lines += table(header, rows) + [""]
+    return lines
+
+
+def node_autoscaler_lines(scaling, by_name):
+    settings = scaling["settings"]
+    runs = scaling["runs"]
+    lines = [
+        "### Autoscaler",
+        "",
+        (
+            f"{len(runs)} runs, each from a calm start (the replicas at the minimum for "
+            f"{scaling['calm_hold_seconds']} s): {runs[0]['load_seconds']:.0f} s of `GET /data` "
+            f"(100 documents) through the NodePort at {scaling['connections']} connections, "
+            "the web Deployment's replicas read every second. Autoscaling "
+            f"{settings['minReplicas']}–{settings['maxReplicas']} replicas at "
+            f"{settings['targetCPUUtilizationPercentage']} % of a CPU request of "
+            f"{settings['cpuRequest']}, scale-down stabilization window "
+            f"{settings['scaleDownStabilizationWindowSeconds']} s; the stack's controller-manager "
+            "syncs autoscalers every 5 s and metrics-server scrapes every 10 s. The replicas "
+            f"count as settled when they held for {scaling['settled_hold_seconds']} s before the "
+            "load ended. Median (minimum–maximum). Rerun: "
+            "`BENCH_NODE_PARTS=autoscaler make bench-node`."
+        ),
+        "",
+    ]
+    rows = [
+        [what, figure(by_name[f"node.autoscaler.{key}"]), unit]
+        for key, (what, unit) in AUTOSCALER_FIGURES.items()
+    ]
+    return lines + table(["figure", "value", "unit"], rows, ["---", "---:", "---"])
 
 
 def write_section(path, name, lines):
@@ -349,14 +541,27 @@ def webapp(bench_dir, markdown):
 
 
 def operator(bench_dir, markdown):
+    """The main run (operator.json) and the further runs (operator-NAME.json)."""
     document = json.loads((bench_dir / "operator.json").read_text())
-    write_section(markdown, "operator", operator_section(document))
-    return [result | {"met": met(result)} for result in document["results"]]
+    further = [json.loads(path.read_text()) for path in sorted(bench_dir.glob("operator-*.json"))]
+    write_section(markdown, "operator", operator_section(document, further))
+    runs = [document, *further]
+    return [result | {"met": met(result)} for run in runs for result in run["results"]]
+
+
+def node(bench_dir, markdown):
+    raw = json.loads((bench_dir / "node-raw.json").read_text())
+    entries = node_results(raw)
+    document = {"machine": raw["machine"], "results": [public(result) for result in entries]}
+    (bench_dir / "node.json").write_text(json.dumps(document, indent=2) + "\n")
+    write_section(markdown, "node", node_section(raw, entries))
+    return entries
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("section", choices=("webapp", "operator"), help="the section to write")
+    sections = ("webapp", "operator", "node")
+    parser.add_argument("section", choices=sections, help="the section to write")
     parser.add_argument(
         "--bench-dir", type=Path, default=Path("target/bench"), help="where the figures are"
     )
@@ -364,7 +569,7 @@ def main():
         "--markdown", type=Path, default=Path("BENCHMARKS.md"), help="the report to update"
     )
     args = parser.parse_args()
-    write = {"webapp": webapp, "operator": operator}[args.section]
+    write = {"webapp": webapp, "operator": operator, "node": node}[args.section]
     entries = write(args.bench_dir, args.markdown)
     missed = [result["name"] for result in entries if result["met"] is False]
     if missed:

@@ -118,10 +118,10 @@ def read_line(proc, timeout, log):
 
 
 # ---------------------------------------------------------------- HTTP
-def request(port, workload):
-    """One request of the workload, which must succeed."""
+def request(address, workload):
+    """One request of the workload to `address` (HOST:PORT), which must succeed."""
     req = urllib.request.Request(
-        f"http://127.0.0.1:{port}/data",
+        f"http://{address}/data",
         method=workload.method,
         data=workload.body.encode() if workload.body else None,
         headers={"Content-Type": "application/json"} if workload.body else {},
@@ -143,10 +143,10 @@ def wait_ready(proc, port, log):
     sys.exit(f"{proc.args[0]} did not answer GET / within {READY_TIMEOUT:.0f}s; see {log}")
 
 
-def http_load(load, port, workload):
-    """Loads the server for the workload's duration from `bench-load http`, the same closed
-    loop that loads the ceiling; it reports as one JSON line."""
-    argv = [load, "http", f"--address=127.0.0.1:{port}", *load_args(workload)]
+def http_load(load, address, workload):
+    """Loads the server at `address` (HOST:PORT) for the workload's duration from `bench-load
+    http`, the same closed loop that loads the ceiling; it reports as one JSON line."""
+    argv = [load, "http", f"--address={address}", *load_args(workload)]
     timeout = workload.duration + REQUEST_TIMEOUT
     done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
     if done.returncode != 0:
@@ -231,8 +231,9 @@ class Bench:
         env["PORT"] = str(port)
         with launched(argv, log, cwd=FLASK_APP, env=env) as proc:
             wait_ready(proc, port, log)
-            request(port, workload)
-            return self.measured(proc, lambda: http_load(settings.load, port, workload))
+            address = f"127.0.0.1:{port}"
+            request(address, workload)
+            return self.measured(proc, lambda: http_load(settings.load, address, workload))
 
     def run_ceiling(self, log, workload):
         """The ceiling connects and warms up, says `ready`, runs on a line from stdin, prints its

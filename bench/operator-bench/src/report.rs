@@ -104,6 +104,8 @@ pub async fn machine(client: &Client, operator: &Path, parallelism: usize) -> Va
         "parallelism": parallelism,
         "date": command_output(Path::new("date"), "-u"),
         "load_average_at_end": load,
+        // What `hack/bench-operator.sh` was given, so that the report can say how to rerun it.
+        "arguments": std::env::args().skip(1).collect::<Vec<_>>().join(" "),
     })
 }
 
