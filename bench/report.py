@@ -341,7 +341,9 @@ def operator_section(document, further):
             ),
             "",
         ]
-        run_results = [result | {"met": met(result)} for result in run["results"]]
+        # A further run skips parts (`--samples 0`): their empty figures are left out.
+        measured = [result for result in run["results"] if result["value"] is not None]
+        run_results = [result | {"met": met(result)} for result in measured]
         lines += operator_results(run_results, "####") + [""]
     slope = memory_slope([document, *further])
     if further and slope is not None:
