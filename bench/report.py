@@ -116,10 +116,16 @@ def quotient(a, b):
     return a / b if a is not None and b else None
 
 
-def results(raw):
+def by_workload_and_server(raw):
+    """The runs of `raw`, grouped by workload and server (or side)."""
     runs = {}
     for run in raw["runs"]:
         runs.setdefault((run["workload"], run["server"]), []).append(run)
+    return runs
+
+
+def results(raw):
+    runs = by_workload_and_server(raw)
     workloads = list(dict.fromkeys(run["workload"] for run in raw["runs"]))
     titles = {run["workload"]: run["title"] for run in raw["runs"]}
     out = []
@@ -407,9 +413,7 @@ AUTOSCALER_FIGURES = {
 
 
 def node_results(raw):
-    runs = {}
-    for run in raw["runs"]:
-        runs.setdefault((run["workload"], run["server"]), []).append(run)
+    runs = by_workload_and_server(raw)
     out = []
     for workload in dict.fromkeys(run["workload"] for run in raw["runs"]):
         for side in NODE_SIDES:
@@ -533,13 +537,19 @@ def write_section(path, name, lines):
     print(text)
 
 
-def webapp(bench_dir, markdown):
-    raw = json.loads((bench_dir / "webapp-raw.json").read_text())
-    entries = results(raw)
+def from_raw(bench_dir, markdown, name, results_of, section_of):
+    """A section whose results are computed here from the raw figures `NAME-raw.json`: they
+    are written to `NAME.json`, the section to `markdown`."""
+    raw = json.loads((bench_dir / f"{name}-raw.json").read_text())
+    entries = results_of(raw)
     document = {"machine": raw["machine"], "results": [public(result) for result in entries]}
-    (bench_dir / "webapp.json").write_text(json.dumps(document, indent=2) + "\n")
-    write_section(markdown, "webapp", webapp_section(raw, entries))
+    (bench_dir / f"{name}.json").write_text(json.dumps(document, indent=2) + "\n")
+    write_section(markdown, name, section_of(raw, entries))
     return entries
+
+
+def webapp(bench_dir, markdown):
+    return from_raw(bench_dir, markdown, "webapp", results, webapp_section)
 
 
 def operator(bench_dir, markdown):
@@ -552,12 +562,7 @@ def operator(bench_dir, markdown):
 
 
 def node(bench_dir, markdown):
-    raw = json.loads((bench_dir / "node-raw.json").read_text())
-    entries = node_results(raw)
-    document = {"machine": raw["machine"], "results": [public(result) for result in entries]}
-    (bench_dir / "node.json").write_text(json.dumps(document, indent=2) + "\n")
-    write_section(markdown, "node", node_section(raw, entries))
-    return entries
+    return from_raw(bench_dir, markdown, "node", node_results, node_section)
 
 
 def main():
