@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use flaskmongo_crd::FlaskMongoApp;
 use futures::StreamExt;
@@ -22,7 +22,7 @@ use crate::labels::MANAGER;
 use crate::metrics::Metrics;
 use crate::observe;
 use crate::plan::{self, Plan};
-use crate::status::{self, Failure};
+use crate::status::{self, Failure, Write};
 use crate::watches::{self, Stores};
 
 pub use crate::plan::FINALIZER;
@@ -52,6 +52,8 @@ pub struct Context {
     failures: Mutex<Failures>,
     /// Credentials Secrets whose record in the status is still on its way to the cache.
     secrets: Mutex<RecordedSecrets>,
+    /// The status writes of the last moments.
+    statuses: Mutex<status::Writes>,
 }
 
 /// The credentials Secret this process created or found for each object (by uid), kept
@@ -193,6 +195,7 @@ pub async fn run(
         apps: controller.store(),
         failures: Mutex::default(),
         secrets: Mutex::default(),
+        statuses: Mutex::default(),
     });
     controller
         .with_config(ControllerConfig::default().concurrency(settings.concurrency))
@@ -269,12 +272,28 @@ pub async fn reconcile(app: Arc<FlaskMongoApp>, ctx: Arc<Context>) -> Result<Act
     if let Some(failure) = &failure {
         ctx.warn(&app, &failure.reason, failure.message.clone());
     }
-    if let Some(status) = status::report(&app, &snapshot, &applied, failure) {
-        execute::patch_status(&ctx.client, &*app, &status).await?;
+    let status = status::report(&app, &snapshot, &applied, failure);
+    let now = Instant::now();
+    let write = ctx
+        .statuses
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .decide(&app, &status, now);
+    let mut next = ctx.requeue;
+    match write {
+        Write::Skip => {}
+        Write::After(delay) => next = next.min(delay),
+        Write::Now => {
+            execute::patch_status(&ctx.client, &*app, &status).await?;
+            ctx.statuses
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .record(&app, status, now);
+        }
     }
     result?;
     ctx.reset_backoff(&app);
-    Ok(Action::requeue(ctx.requeue))
+    Ok(Action::requeue(next))
 }
 
 /// After a permanent failure, waits for the object to change; after a transient one,

@@ -2,6 +2,9 @@
 //! from and the outcome of executing that plan (what the applies returned, and the
 //! failure if any).
 
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
 use flaskmongo_crd::{
     CONDITION_DEGRADED, CONDITION_PROGRESSING, CONDITION_READY, FlaskMongoApp, FlaskMongoAppStatus,
     WebStatus,
@@ -41,15 +44,14 @@ pub struct Observed<'a> {
     pub credentials_secret: Option<&'a str>,
 }
 
-/// The status to write for `app`, from `snapshot` updated with what the reconcile's
-/// applies returned, and its `failure`; `None` when the stored status already says the
-/// same, so a steady state writes nothing.
+/// The status of `app`, from `snapshot` updated with what the reconcile's applies
+/// returned, and its `failure`. [`Writes::decide`] tells whether it is worth a write.
 pub fn report(
     app: &FlaskMongoApp,
     snapshot: &Snapshot,
     applied: &Applied,
     failure: Option<Failure>,
-) -> Option<FlaskMongoAppStatus> {
+) -> FlaskMongoAppStatus {
     let observed = Observed {
         deployment: applied.deployment.as_ref().or(snapshot.deployment.as_ref()),
         web_service: applied
@@ -71,8 +73,100 @@ pub fn report(
     // Whole seconds, as the API server stores them.
     let now =
         Timestamp::from_second(Timestamp::now().as_second()).unwrap_or_else(|_| Timestamp::now());
-    let status = compute(app, &observed, &Time(now));
-    (app.status.as_ref() != Some(&status)).then_some(status)
+    compute(app, &observed, &Time(now))
+}
+
+/// Shortest time between two status writes of one object that differ only in progress:
+/// pods counted one by one as they start would otherwise cost a write each.
+pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
+/// How long this process trusts its own last status write over the cached object: the
+/// watch brings the write back within milliseconds, this only bounds the memory.
+pub const OWN_WRITE_MEMORY: Duration = Duration::from_secs(10);
+
+/// What to do with a computed status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Write {
+    /// The API server already holds it.
+    Skip,
+    /// Write it now.
+    Now,
+    /// Only progress changed, and the last write was a moment ago: reconcile again after
+    /// this long, and write what is true then.
+    After(Duration),
+}
+
+/// The status this process last wrote for each object (by uid), and when.
+#[derive(Debug, Default)]
+pub struct Writes(HashMap<String, (FlaskMongoAppStatus, Instant)>);
+
+impl Writes {
+    /// Whether to write `status` for `app` at `now`. A change of a condition's status, the
+    /// observed generation, a failure, the node port or the Secret is written at once;
+    /// a change of progress alone (counts, messages) at most once per
+    /// [`PROGRESS_INTERVAL`]. A status equal to this process's own recent write is not
+    /// written again while the cache still shows the one before it.
+    pub fn decide(&self, app: &FlaskMongoApp, status: &FlaskMongoAppStatus, now: Instant) -> Write {
+        let recent = app
+            .metadata
+            .uid
+            .as_ref()
+            .and_then(|uid| self.0.get(uid))
+            .map(|(written, at)| (written, now.saturating_duration_since(*at)))
+            .filter(|(_, age)| *age < OWN_WRITE_MEMORY);
+        let stored = recent.map(|(written, _)| written).or(app.status.as_ref());
+        let Some(stored) = stored else {
+            return Write::Now;
+        };
+        if stored == status {
+            return Write::Skip;
+        }
+        match recent {
+            Some((_, age))
+                if age < PROGRESS_INTERVAL && milestones(stored) == milestones(status) =>
+            {
+                Write::After(PROGRESS_INTERVAL - age)
+            }
+            _ => Write::Now,
+        }
+    }
+
+    /// Remembers that `status` was written for `app` at `now`; forgets writes older than
+    /// [`OWN_WRITE_MEMORY`].
+    pub fn record(&mut self, app: &FlaskMongoApp, status: FlaskMongoAppStatus, now: Instant) {
+        self.0
+            .retain(|_, (_, at)| now.saturating_duration_since(*at) < OWN_WRITE_MEMORY);
+        if let Some(uid) = &app.metadata.uid {
+            self.0.insert(uid.clone(), (status, now));
+        }
+    }
+}
+
+/// What a user acts on: the generation described, each condition's status, the failure,
+/// the node port and the Secret.
+#[derive(PartialEq)]
+struct Milestones<'a> {
+    observed_generation: Option<i64>,
+    conditions: Vec<(&'a str, &'a str)>,
+    failure: Option<&'a Condition>,
+    node_port: Option<i32>,
+    credentials_secret: Option<&'a str>,
+}
+
+fn milestones(status: &FlaskMongoAppStatus) -> Milestones<'_> {
+    Milestones {
+        observed_generation: status.observed_generation,
+        conditions: status
+            .conditions
+            .iter()
+            .map(|c| (c.type_.as_str(), c.status.as_str()))
+            .collect(),
+        failure: status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == CONDITION_DEGRADED && c.status == "True"),
+        node_port: status.node_port,
+        credentials_secret: status.credentials_secret.as_deref(),
+    }
 }
 
 /// The status for `app` given its observed children; conditions whose status did not

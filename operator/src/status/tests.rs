@@ -5,6 +5,7 @@ use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus, StatefulSet, Stat
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
+use std::time::{Duration, Instant};
 
 use super::*;
 use crate::children::tests::app;
@@ -200,7 +201,7 @@ fn transition_times_move_only_on_transitions() {
 }
 
 #[test]
-fn the_report_prefers_what_the_applies_returned_and_is_none_when_unchanged() {
+fn the_report_prefers_what_the_applies_returned_and_an_unchanged_one_is_not_written() {
     let mut app = app("shop", "ns", FlaskMongoAppSpec::default());
     let snapshot = crate::observe::Snapshot {
         deployment: Some(deployment(2, 2)),
@@ -213,22 +214,31 @@ fn the_report_prefers_what_the_applies_returned_and_is_none_when_unchanged() {
         web_service: Some(service(Some(30080))),
         ..crate::execute::Applied::default()
     };
-    let status = report(&app, &snapshot, &applied, None).expect("a first status");
+    let status = report(&app, &snapshot, &applied, None);
     assert_eq!(status.node_port, Some(30080));
     assert_eq!(condition(&status, CONDITION_READY).status, "True");
+    let writes = Writes::default();
+    let now = Instant::now();
+    assert_eq!(
+        writes.decide(&app, &status, now),
+        Write::Now,
+        "a first status"
+    );
 
     app.status = Some(status);
+    let again = report(&app, &snapshot, &applied, None);
     assert_eq!(
-        report(&app, &snapshot, &applied, None),
-        None,
+        writes.decide(&app, &again, now),
+        Write::Skip,
         "the same state writes nothing"
     );
     let failure = Failure {
         reason: "Invalid".to_owned(),
         message: "refused".to_owned(),
     };
-    let degraded = report(&app, &snapshot, &applied, Some(failure)).expect("a change");
+    let degraded = report(&app, &snapshot, &applied, Some(failure));
     assert_eq!(condition(&degraded, CONDITION_DEGRADED).status, "True");
+    assert_eq!(writes.decide(&app, &degraded, now), Write::Now);
 }
 
 #[test]
@@ -239,17 +249,90 @@ fn the_credentials_secret_once_recorded_stays_recorded() {
         secret: Some("shop-mongo-credentials".to_owned()),
         ..crate::execute::Applied::default()
     };
-    let status = report(&app, &snapshot, &found, None).expect("a first status");
+    let status = report(&app, &snapshot, &found, None);
     assert_eq!(
         status.credentials_secret.as_deref(),
         Some("shop-mongo-credentials")
     );
-    app.status = Some(status);
+    app.status = Some(status.clone());
     let later = report(&app, &snapshot, &crate::execute::Applied::default(), None);
     assert_eq!(
-        later, None,
+        later, status,
         "a later reconcile that left it keeps the record"
     );
+}
+
+/// The status of `app` with `ready` of `wanted` web pods ready, MongoDB and the Service
+/// ready.
+fn web_progress(app: &FlaskMongoApp, wanted: i32, ready: i32) -> FlaskMongoAppStatus {
+    let (d, s, m) = (
+        deployment(wanted, ready),
+        service(Some(30080)),
+        statefulset(1),
+    );
+    compute(app, &all(&d, &s, &m), &time(100))
+}
+
+#[test]
+fn progress_alone_is_written_at_most_once_per_interval_and_milestones_at_once() {
+    let app = app("shop", "ns", FlaskMongoAppSpec::default());
+    let start = Instant::now();
+    let mut writes = Writes::default();
+    let none_ready = web_progress(&app, 3, 0);
+    writes.record(&app, none_ready.clone(), start);
+
+    let one_ready = web_progress(&app, 3, 1);
+    assert_eq!(
+        condition(&one_ready, CONDITION_READY).status,
+        condition(&none_ready, CONDITION_READY).status
+    );
+    let soon = start + Duration::from_millis(300);
+    assert_eq!(
+        writes.decide(&app, &one_ready, soon),
+        Write::After(Duration::from_millis(700)),
+        "a count a moment after the last write waits for the rest of the interval"
+    );
+    assert_eq!(
+        writes.decide(&app, &one_ready, start + PROGRESS_INTERVAL),
+        Write::Now
+    );
+    let all_ready = web_progress(&app, 3, 3);
+    assert_eq!(condition(&all_ready, CONDITION_READY).status, "True");
+    assert_eq!(
+        writes.decide(&app, &all_ready, soon),
+        Write::Now,
+        "Ready turning True is written at once"
+    );
+}
+
+#[test]
+fn an_own_write_not_yet_cached_is_not_repeated() {
+    let mut app = app("shop", "ns", FlaskMongoAppSpec::default());
+    let start = Instant::now();
+    let mut writes = Writes::default();
+    let before = web_progress(&app, 2, 0);
+    app.status = Some(before.clone());
+    let ready = web_progress(&app, 2, 2);
+    writes.record(&app, ready.clone(), start);
+
+    // The cached object still shows the status from before the write.
+    let later = start + Duration::from_secs(2);
+    assert_eq!(writes.decide(&app, &ready, later), Write::Skip);
+    assert_eq!(
+        writes.decide(&app, &before, later),
+        Write::Now,
+        "going back to what the cache shows is a change of what the API server holds"
+    );
+    // Long after, the cache is trusted again.
+    let much_later = start + OWN_WRITE_MEMORY;
+    assert_eq!(writes.decide(&app, &ready, much_later), Write::Now);
+    // Another object created under the same name has another uid.
+    let mut again = app.clone();
+    again.metadata.uid = Some("another-uid".to_owned());
+    assert_eq!(writes.decide(&again, &ready, later), Write::Now);
+    // Old writes are forgotten when the next is recorded.
+    writes.record(&again, ready, much_later);
+    assert_eq!(writes.0.len(), 1);
 }
 
 #[test]
@@ -276,7 +359,7 @@ fn a_volume_being_prepared_is_what_mongodb_waits_for() {
         ..crate::observe::Snapshot::default()
     };
     let applied = crate::execute::Applied::default();
-    let status = report(&app, &snapshot, &applied, None).unwrap();
+    let status = report(&app, &snapshot, &applied, None);
     assert_eq!(condition(&status, CONDITION_READY).reason, "MongoNotReady");
     assert!(status.message.contains(&waiting), "{}", status.message);
 
@@ -284,7 +367,7 @@ fn a_volume_being_prepared_is_what_mongodb_waits_for() {
     if let Some(pod) = &mut snapshot.volume_preparation {
         pod.status.get_or_insert_default().phase = Some("Succeeded".to_owned());
     }
-    let status = report(&app, &snapshot, &applied, None).unwrap();
+    let status = report(&app, &snapshot, &applied, None);
     assert!(!status.message.contains("prepared"), "{}", status.message);
     assert!(status.message.contains("MongoDB"), "{}", status.message);
 }
