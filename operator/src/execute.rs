@@ -4,6 +4,7 @@
 
 use std::fmt::Debug;
 
+use futures::channel::oneshot;
 use futures::future;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
@@ -75,12 +76,14 @@ pub struct Applied {
     pub secret: Option<String>,
 }
 
-/// Converges `owner`'s children: the finalizer (and, at the same time, the confirmation
-/// of the Secret), then the Secret (once the finalizer is there to clean it up), then
-/// every child concurrently, the volume before the StatefulSet and the preparation pod.
-/// Every child is tried even when one fails (but for those two when the volume fails), so
-/// one refused object (say, a taken node port) does not hold the others back; the first
-/// failure is returned, with what the others' applies returned.
+/// Converges `owner`'s children: the finalizer first (and, at the same time, the
+/// confirmation of a Secret that must exist), so that nothing is written before it can be
+/// cleaned up; then every child concurrently, but for what depends on another: the
+/// workloads, which read the Secret, once it is created, and the StatefulSet and the
+/// preparation pod once the volume is written. Every child is tried even when one fails
+/// (but for those dependents), so one refused object (say, a taken node port) does not
+/// hold the others back; the first failure is returned, with what the others' applies
+/// returned.
 pub async fn converge<K: Owner>(
     client: &Client,
     owner: &K,
@@ -93,39 +96,39 @@ pub async fn converge<K: Owner>(
         children,
     } = plan;
     let namespace = owner.namespace().unwrap_or_default();
-    let secret = match prepare(client, owner, &namespace, finalizers, secret, changes).await {
-        Ok(secret) => secret,
+    let (create, confirm) = match secret {
+        Once::Leave => (None, None),
+        Once::Create(object) => (Some(object), None),
+        Once::Confirm { name, missing } => (None, Some((name, missing))),
+    };
+    let confirmed = match prepare(client, owner, &namespace, finalizers, confirm).await {
+        Ok(confirmed) => confirmed,
         Err(error) => return (Applied::default(), Err(error)),
     };
-    let (applied, result) = write_all(client, &namespace, children, changes).await;
+    let (applied, result) = write_all(client, &namespace, create, children, changes).await;
+    let secret = applied.secret.or(confirmed);
     (Applied { secret, ..applied }, result)
 }
 
-/// The finalizer and the Secret, before any other child; returns the Secret's name when
-/// it was created or found.
+/// The finalizer, and the confirmation that a Secret that must exist does; returns the
+/// Secret's name when it was found. Nothing else is written until both are done.
 async fn prepare<K: Owner>(
     client: &Client,
     owner: &K,
     namespace: &str,
     finalizers: Option<Vec<String>>,
-    secret: Once<Secret>,
-    changes: &Changes,
+    confirm: Option<(String, Error)>,
 ) -> Result<Option<String>> {
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let finalizer = async {
         match finalizers {
             Some(finalizers) => set_finalizers(client, owner, finalizers).await,
             None => Ok(()),
         }
     };
-    match secret {
-        Once::Leave => finalizer.await.map(|()| None),
-        Once::Create(object) => {
-            finalizer.await?;
-            create_once(changes, &secrets, &object).await?;
-            Ok(Some(object.name_any()))
-        }
-        Once::Confirm { name, missing } => {
+    match confirm {
+        None => finalizer.await.map(|()| None),
+        Some((name, missing)) => {
+            let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
             let (finalized, found) = futures::join!(finalizer, exists(&secrets, &name));
             finalized?;
             if found? { Ok(Some(name)) } else { Err(missing) }
@@ -188,11 +191,13 @@ pub async fn patch_status<K: Owner>(
     })
 }
 
-/// Every step of `writes`, concurrently but for the volume's dependents, written after it;
-/// the first failure is returned.
+/// `secret` to create and every step of `writes`, concurrently but for the dependents of
+/// the Secret and of the volume, each written once what it depends on is; the first
+/// failure is returned.
 async fn write_all(
     client: &Client,
     namespace: &str,
+    secret: Option<Secret>,
     writes: Writes,
     changes: &Changes,
 ) -> (Applied, Result<()>) {
@@ -212,34 +217,66 @@ async fn write_all(
     } = writes;
     // The volume before what mounts or prepares it: no workload starts on it, and no
     // record of its preparation goes, before the volume itself is written.
-    let volume_first = async {
+    let (volume_written, volume_outcome) = oneshot::channel();
+    let volume_then_preparation = async {
         let persistent_volume = write(changes, Api::all(client.clone()), persistent_volume).await;
-        if persistent_volume.is_err() {
-            return (persistent_volume, Ok(None), Ok(None));
+        let written = persistent_volume.is_ok();
+        // The receiver is gone only if the Secret failed: nobody waits for the volume then.
+        let _ = volume_written.send(written);
+        if !written {
+            return (persistent_volume, Ok(None));
         }
-        let (statefulset, volume_preparation) = futures::join!(
+        let volume_preparation = write(
+            changes,
+            Api::namespaced(client.clone(), &preparation_namespace),
+            volume_preparation,
+        )
+        .await;
+        (persistent_volume, volume_preparation)
+    };
+    // The workloads read the Secret: none starts before it exists.
+    let secret_then_workloads = async {
+        let secret_name = match &secret {
+            Some(object) => {
+                let secrets = Api::namespaced(client.clone(), namespace);
+                match create_once(changes, &secrets, object).await {
+                    Ok(()) => Some(object.name_any()),
+                    Err(error) => return (Err(error), Ok(None), Ok(None)),
+                }
+            }
+            None => None,
+        };
+        let statefulset = async {
+            if volume_outcome.await != Ok(true) {
+                return Ok(None);
+            }
             write(
                 changes,
                 Api::namespaced(client.clone(), namespace),
-                statefulset
-            ),
+                statefulset,
+            )
+            .await
+        };
+        let (deployment, statefulset) = futures::join!(
             write(
                 changes,
-                Api::namespaced(client.clone(), &preparation_namespace),
-                volume_preparation
+                Api::namespaced(client.clone(), namespace),
+                deployment
             ),
+            statefulset,
         );
-        (persistent_volume, statefulset, volume_preparation)
+        (Ok(secret_name), deployment, statefulset)
     };
     let (
-        (persistent_volume, statefulset, volume_preparation),
+        (persistent_volume, volume_preparation),
+        (secret, deployment, statefulset),
         mongo_service,
         web_service,
-        deployment,
         hpa,
         network_policy,
     ) = futures::join!(
-        volume_first,
+        volume_then_preparation,
+        secret_then_workloads,
         write(
             changes,
             Api::namespaced(client.clone(), namespace),
@@ -250,11 +287,6 @@ async fn write_all(
             Api::namespaced(client.clone(), namespace),
             web_service
         ),
-        write(
-            changes,
-            Api::namespaced(client.clone(), namespace),
-            deployment
-        ),
         write(changes, Api::namespaced(client.clone(), namespace), hpa),
         write(
             changes,
@@ -264,6 +296,7 @@ async fn write_all(
     );
     let mut failure = None;
     let applied = Applied {
+        secret: keep(secret, &mut failure),
         mongo_service: keep(mongo_service, &mut failure),
         persistent_volume: keep(persistent_volume, &mut failure),
         statefulset: keep(statefulset, &mut failure),
@@ -272,7 +305,6 @@ async fn write_all(
         hpa: keep(hpa, &mut failure),
         network_policy: keep(network_policy, &mut failure),
         volume_preparation: keep(volume_preparation, &mut failure),
-        secret: None,
     };
     (applied, failure.map_or(Ok(()), Err))
 }

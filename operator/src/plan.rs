@@ -43,8 +43,8 @@ pub enum Plan {
 }
 
 /// The writes that bring a live object's children to its spec, in this order: the
-/// finalizer (and any confirmation of the Secret, at the same time), the Secret, then
-/// every child at once.
+/// finalizer (and any confirmation of the Secret, at the same time), then the Secret and
+/// every child at once, but for the workloads, written once the Secret is.
 #[derive(Debug)]
 pub struct Converge {
     /// The object's finalizers with ours added, when it lacks ours; `None` leaves them.

@@ -12,7 +12,7 @@ use flaskmongo_operator::children::persistent_volume::Placement;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{
-    Namespace, PersistentVolume, PersistentVolumeClaim, Pod, Secret, Service,
+    Namespace, PersistentVolume, PersistentVolumeClaim, Pod, ResourceQuota, Secret, Service,
 };
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::ResourceExt;
@@ -486,6 +486,58 @@ async fn a_taken_node_port_is_degraded_then_recovers() {
         .await;
     assert_eq!(app.status.unwrap().node_port, Some(port));
     env.wait_ready("shop").await;
+    env.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_secret_holds_back_only_the_workloads_that_read_it() {
+    let env = Env::start("fma-quota").await;
+    let quota: ResourceQuota = serde_json::from_value(json!({
+        "metadata": { "name": "no-secrets" },
+        "spec": { "hard": { "secrets": "0" } },
+    }))
+    .unwrap();
+    let quotas = env.api::<ResourceQuota>();
+    quotas.create(&PostParams::default(), &quota).await.unwrap();
+
+    env.apply("shop", json!({})).await.unwrap();
+    let app = env
+        .wait_condition("shop", "Degraded", "True", Duration::from_secs(60))
+        .await;
+    let degraded = app.condition("Degraded").unwrap();
+    assert!(
+        degraded.message.contains("shop-mongo-credentials") && degraded.message.contains("quota"),
+        "names the Secret and the server's refusal: {}",
+        degraded.message
+    );
+    // What does not read the Secret is written all the same.
+    env.wait_child::<Service>("shop-web", "the web Service", |_| true)
+        .await;
+    env.wait_child::<Service>("shop-mongo", "the MongoDB Service", |_| true)
+        .await;
+    env.wait_child::<HorizontalPodAutoscaler>("shop-web", "the autoscaler", |_| true)
+        .await;
+    // The volume is written once its directory is prepared, the pass that would also
+    // write MongoDB's StatefulSet.
+    let volumes = Api::<PersistentVolume>::all(env.client.clone());
+    let volume_name = format!("{}.shop.mongo", env.namespace);
+    wait_for("the prepared volume", Duration::from_secs(60), || async {
+        volumes.get_opt(&volume_name).await.ok().flatten()
+    })
+    .await;
+    let deployment = env.api::<Deployment>().get_opt("shop-web").await.unwrap();
+    let statefulset = env
+        .api::<StatefulSet>()
+        .get_opt("shop-mongo")
+        .await
+        .unwrap();
+    assert!(
+        deployment.is_none() && statefulset.is_none(),
+        "no workload runs before its credentials exist: Deployment {:?}, StatefulSet {:?}",
+        deployment.map(|d| d.name_any()),
+        statefulset.map(|s| s.name_any()),
+    );
+
     env.teardown().await;
 }
 
