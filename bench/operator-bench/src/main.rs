@@ -161,7 +161,8 @@ impl Bench {
         let operator = self.operator_for(namespace).await?;
         let observer = Observer::start(&self.client, namespace).await;
         let api: Api<FlaskMongoApp> = Api::namespaced(self.client.clone(), namespace);
-        let (mut children_ms, mut ready_ms) = (Vec::new(), Vec::new());
+        let (mut children_ms, mut ready_ms, mut preparation_ms) =
+            (Vec::new(), Vec::new(), Vec::new());
         let before = footprint(&operator);
         for index in 0..self.args.samples {
             let name = format!("latency-{index:03}");
@@ -177,10 +178,15 @@ impl Bench {
             .await?;
             children_ms.push(millis(children.saturating_duration_since(created)));
             ready_ms.push(millis(ready.saturating_duration_since(created)));
+            let preparation = observer
+                .preparation(&name)
+                .with_context(|| format!("no preparation pod of {name} was seen to succeed"))?;
+            preparation_ms.push(millis(preparation));
         }
         Ok(Latency {
             children_ms,
             ready_ms,
+            preparation_ms,
             requests: delta(&before.requests, &footprint(&operator).requests),
         })
     }
