@@ -102,23 +102,44 @@ impl RecordedSecrets {
     }
 }
 
-/// Consecutive transient failures of each object.
+/// Consecutive transient failures of each object, and when its retry is due.
 #[derive(Debug, Default)]
-struct Failures(HashMap<ObjectRef<FlaskMongoApp>, u32>);
+struct Failures(HashMap<ObjectRef<FlaskMongoApp>, Backoff>);
+
+/// The backoff of one failing object.
+#[derive(Debug, Clone, Copy)]
+struct Backoff {
+    /// Failures counted so far.
+    attempts: u32,
+    /// When the retry after the last counted failure is due.
+    retry_at: Instant,
+}
 
 impl Failures {
-    /// Counts one more failure of `object` and returns the count. The counts of the
-    /// objects that `exists` no longer finds are forgotten first: a deleted object may
+    /// Records a failure of `object` at `now` and returns the wait before its retry. A
+    /// failure before the retry is due comes from a reconcile that a watch event started
+    /// (often the failing reconcile's own status write): it keeps the retry's time rather
+    /// than doubling the wait, so a few events cannot push it to minutes. The backoffs of
+    /// the objects that `exists` no longer finds are forgotten first: a deleted object may
     /// never be reconciled again to reset its own.
     fn record(
         &mut self,
         object: &ObjectRef<FlaskMongoApp>,
+        now: Instant,
         exists: impl Fn(&ObjectRef<FlaskMongoApp>) -> bool,
-    ) -> u32 {
+    ) -> (u32, Duration) {
         self.0.retain(|key, _| key == object || exists(key));
-        let count = self.0.entry(object.clone()).or_default();
-        *count = count.saturating_add(1);
-        *count
+        let backoff = self.0.entry(object.clone()).or_insert(Backoff {
+            attempts: 0,
+            retry_at: now,
+        });
+        if now < backoff.retry_at {
+            return (backoff.attempts, backoff.retry_at - now);
+        }
+        backoff.attempts = backoff.attempts.saturating_add(1);
+        let delay = backoff_delay(backoff.attempts);
+        backoff.retry_at = now + delay;
+        (backoff.attempts, delay)
     }
 
     /// Forgets the failures of `object`.
@@ -297,7 +318,8 @@ pub async fn reconcile(app: Arc<FlaskMongoApp>, ctx: Arc<Context>) -> Result<Act
 }
 
 /// After a permanent failure, waits for the object to change; after a transient one,
-/// waits longer after each failure of the same object: 1 s, 2 s, 4 s … up to 5 minutes.
+/// waits longer after each retry of the same object that failed: 1 s, 2 s, 4 s … up to
+/// 5 minutes.
 pub fn error_policy(app: Arc<FlaskMongoApp>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.reconcile_failed(error.reason());
     let object = ObjectRef::from(app.as_ref());
@@ -306,12 +328,13 @@ pub fn error_policy(app: Arc<FlaskMongoApp>, error: &Error, ctx: Arc<Context>) -
         tracing::warn!(%object, %error, "reconcile failed; waiting for the object to change");
         return Action::await_change();
     }
-    let attempt = ctx
+    let (attempt, delay) = ctx
         .failures
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .record(&object, |other| ctx.apps.get(other).is_some());
-    let delay = backoff_delay(attempt);
+        .record(&object, Instant::now(), |other| {
+            ctx.apps.get(other).is_some()
+        });
     tracing::warn!(%object, %error, attempt, ?delay, "reconcile failed");
     Action::requeue(delay)
 }
@@ -332,16 +355,51 @@ mod tests {
             ObjectRef::new("a").within("ns"),
             ObjectRef::new("b").within("ns"),
         );
+        let now = Instant::now();
         let mut failures = Failures::default();
-        assert_eq!(failures.record(&a, |_| true), 1);
-        assert_eq!(failures.record(&b, |_| true), 1);
-        assert_eq!(failures.record(&a, |_| true), 2);
+        let attempts = |(attempts, _): (u32, Duration)| attempts;
+        assert_eq!(attempts(failures.record(&a, now, |_| true)), 1);
+        assert_eq!(attempts(failures.record(&b, now, |_| true)), 1);
+        let later = now + MAX_BACKOFF;
+        assert_eq!(attempts(failures.record(&a, later, |_| true)), 2);
         // `b` was deleted: the next failure of another object forgets it.
-        assert_eq!(failures.record(&a, |object| *object != b), 3);
+        let later = later + MAX_BACKOFF;
+        assert_eq!(
+            attempts(failures.record(&a, later, |object| *object != b)),
+            3
+        );
         assert_eq!(failures.0.len(), 1);
-        assert_eq!(failures.record(&b, |_| true), 1, "b starts afresh");
+        assert_eq!(
+            attempts(failures.record(&b, later, |_| true)),
+            1,
+            "b starts afresh"
+        );
         failures.reset(&a);
         assert!(!failures.0.contains_key(&a));
+    }
+
+    #[test]
+    fn failures_before_the_retry_is_due_keep_its_time() {
+        let a = ObjectRef::new("a").within("ns");
+        let start = Instant::now();
+        let mut failures = Failures::default();
+        let seconds = |secs| Duration::from_secs(secs);
+        assert_eq!(failures.record(&a, start, |_| true), (1, seconds(1)));
+        let retry = start + seconds(1);
+        assert_eq!(failures.record(&a, retry, |_| true), (2, seconds(2)));
+        // Watch events start reconciles that fail again before the retry is due.
+        for millis in [100, 500, 1_900] {
+            assert_eq!(
+                failures.record(&a, retry + Duration::from_millis(millis), |_| true),
+                (2, Duration::from_millis(2_000 - millis)),
+                "a failure {millis} ms after the last counted one"
+            );
+        }
+        assert_eq!(
+            failures.record(&a, retry + seconds(2), |_| true),
+            (3, seconds(4)),
+            "the retry itself failed: the wait doubles"
+        );
     }
 
     #[test]
