@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use flaskmongo_crd::FlaskMongoApp;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use kube::runtime::controller::{Action, Config as ControllerConfig};
 use kube::runtime::events::{Event, EventType, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -218,17 +218,39 @@ pub async fn run(
         secrets: Mutex::default(),
         statuses: Mutex::default(),
     });
-    controller
+    let shutdown = shutdown.shared();
+    let caches = (controller.store(), context.stores.clone());
+    let reconciles = controller
         .with_config(ControllerConfig::default().concurrency(settings.concurrency))
-        .graceful_shutdown_on(shutdown)
+        .graceful_shutdown_on(shutdown.clone())
         .run(reconcile, error_policy, context)
         .for_each(|result| async move {
             match result {
                 Ok((object, _)) => tracing::debug!(%object, "reconciled"),
                 Err(error) => tracing::debug!(%error, "reconcile did not complete"),
             }
-        })
-        .await;
+        });
+    // kube-runtime's graceful shutdown ends only once the objects' cache is filled, which
+    // never happens while they cannot be listed (no CRD yet, no rights). Until every cache
+    // is filled no reconcile has gone past its first step, so there is nothing to wait for.
+    let stop_unfilled = async move {
+        shutdown.await;
+        if !filled(&caches.0, &caches.1) {
+            tracing::info!("stopping before the caches were filled; nothing was reconciled");
+            return;
+        }
+        std::future::pending().await
+    };
+    tokio::select! {
+        () = reconciles => {}
+        () = stop_unfilled => {}
+    }
+}
+
+/// Whether the objects' cache and every child's cache hold their first complete list.
+fn filled(apps: &Store<FlaskMongoApp>, stores: &Stores) -> bool {
+    let apps_filled = matches!(apps.wait_until_ready().now_or_never(), Some(Ok(())));
+    apps_filled && stores.wait_until_ready().now_or_never().is_some()
 }
 
 /// Brings the children of `app` to its spec and reports what it sees in the status.

@@ -97,17 +97,10 @@ async fn config_default_and_the_sample_pass_server_side_dry_run() {
     namespace.delete().await;
 }
 
-/// A client that authenticates with a token of the operator's ServiceAccount, so it has
-/// exactly what `config/rbac` grants.
-async fn service_account_client() -> kube::Client {
-    let token = kubectl(&[
-        "create",
-        "token",
-        "flaskmongo-operator",
-        "-n",
-        "flaskmongo-system",
-        "--duration=1h",
-    ]);
+/// A client that authenticates with a token of the ServiceAccount `name` of `namespace`,
+/// so it has exactly what RBAC grants that account.
+async fn service_account_client(name: &str, namespace: &str) -> kube::Client {
+    let token = kubectl(&["create", "token", name, "-n", namespace, "--duration=1h"]);
     let stack = testenv::stack();
     let mut kubeconfig = Kubeconfig::read_from(&stack.kubeconfig).expect("stack kubeconfig");
     for user in &mut kubeconfig.auth_infos {
@@ -136,7 +129,7 @@ async fn operator_reconciles_the_sample_with_only_its_own_permissions() {
     ));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let operator = tokio::spawn(flaskmongo_operator::run(
-        service_account_client().await,
+        service_account_client("flaskmongo-operator", "flaskmongo-system").await,
         config,
         async move {
             let _ = stopped.await;
@@ -251,6 +244,44 @@ async fn operator_reconciles_the_sample_with_only_its_own_permissions() {
     tokio::time::timeout(Duration::from_secs(15), operator)
         .await
         .expect("the operator stops when told")
+        .expect("operator task")
+        .expect("the operator ends without error");
+    namespace.delete().await;
+}
+
+#[tokio::test]
+async fn an_operator_that_cannot_list_its_objects_stops_when_told() {
+    // As when it starts before its CRD or its RBAC is installed: its caches never fill.
+    let admin = common::client().await;
+    let namespace = testenv::TestNamespace::create(&admin, "install-norights").await;
+    kubectl(&[
+        "create",
+        "serviceaccount",
+        "no-rights",
+        "-n",
+        &namespace.name,
+    ]);
+    let client = service_account_client("no-rights", &namespace.name).await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let operator = tokio::spawn(flaskmongo_operator::run(
+        client,
+        Config::new(Some(namespace.name.clone())),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    // Long enough for every watch to be refused at least once.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        !operator.is_finished(),
+        "the operator gave up on its own: {:?}",
+        operator.await
+    );
+
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(10), operator)
+        .await
+        .expect("the operator stops within 10 s of being told")
         .expect("operator task")
         .expect("the operator ends without error");
     namespace.delete().await;
