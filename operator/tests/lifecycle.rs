@@ -12,7 +12,7 @@ use flaskmongo_operator::children::persistent_volume::Placement;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{
-    Namespace, PersistentVolume, PersistentVolumeClaim, Pod, ResourceQuota, Secret, Service,
+    Namespace, PersistentVolumeClaim, Pod, ResourceQuota, Secret, Service,
 };
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::ResourceExt;
@@ -84,10 +84,7 @@ async fn create_makes_every_child_and_becomes_ready() {
     assert_eq!(statefulset.spec.service_name.as_deref(), Some("shop-mongo"));
     let headless = env.api::<Service>().get("shop-mongo").await.unwrap();
     assert_eq!(headless.spec.unwrap().cluster_ip.as_deref(), Some("None"));
-    let volume = Api::<PersistentVolume>::all(env.client.clone())
-        .get(&format!("{ns}.shop.mongo"))
-        .await
-        .unwrap();
+    let volume = env.volumes().get(&env.volume_name("shop")).await.unwrap();
     assert_eq!(
         Placement::of(&volume).unwrap().path,
         format!("/var/lib/flaskmongo/{ns}/shop-{}", app.uid().unwrap()),
@@ -314,9 +311,8 @@ async fn deleted_or_edited_children_are_restored() {
 #[tokio::test(flavor = "multi_thread")]
 async fn deletion_retains_or_removes_the_data() {
     let env = Env::start("fma-delete").await;
-    let ns = env.namespace.clone();
-    let volumes = Api::<PersistentVolume>::all(env.client.clone());
-    let volume = format!("{ns}.shop.mongo");
+    let volumes = env.volumes();
+    let volume = env.volume_name("shop");
     env.apply("shop", json!({})).await.unwrap();
     env.wait_ready("shop").await;
     let first_password = password(
@@ -519,8 +515,8 @@ async fn a_refused_secret_holds_back_only_the_workloads_that_read_it() {
         .await;
     // The volume is written once its directory is prepared, the pass that would also
     // write MongoDB's StatefulSet.
-    let volumes = Api::<PersistentVolume>::all(env.client.clone());
-    let volume_name = format!("{}.shop.mongo", env.namespace);
+    let volumes = env.volumes();
+    let volume_name = env.volume_name("shop");
     wait_for("the prepared volume", Duration::from_secs(60), || async {
         volumes.get_opt(&volume_name).await.ok().flatten()
     })
@@ -679,8 +675,8 @@ fn rand_suffix() -> u16 {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_object_created_again_meets_a_new_directory_unless_its_data_was_retained() {
     let env = Env::start("fma-again").await;
-    let volume_name = format!("{}.shop.mongo", env.namespace);
-    let volumes = Api::<PersistentVolume>::all(env.client.clone());
+    let volume_name = env.volume_name("shop");
+    let volumes = env.volumes();
     let delete = json!({ "mongo": { "storage": { "deletionPolicy": "Delete" } } });
     let ready_path = || async {
         env.wait_ready("shop").await;
@@ -767,7 +763,7 @@ async fn look_alike_names_in_two_namespaces_get_volumes_of_their_own() {
         },
     )
     .await;
-    let volumes = Api::<PersistentVolume>::all(env.client.clone());
+    let volumes = env.volumes();
     let claim_of = |name: String| {
         let volumes = volumes.clone();
         async move {
@@ -777,7 +773,7 @@ async fn look_alike_names_in_two_namespaces_get_volumes_of_their_own() {
         }
     };
     assert_eq!(
-        claim_of(format!("{}.b-c.mongo", env.namespace)).await,
+        claim_of(env.volume_name("b-c")).await,
         (env.namespace.clone(), "data-b-c-mongo-0".to_owned())
     );
     assert_eq!(
@@ -807,8 +803,8 @@ async fn a_volume_from_before_is_prepared_in_place_and_mongodb_restarted() {
     let env = Env::start("fma-upgrade").await;
     env.apply("shop", json!({})).await.unwrap();
     let app = env.wait_ready("shop").await;
-    let volumes = Api::<PersistentVolume>::all(env.client.clone());
-    let volume_name = format!("{}.shop.mongo", env.namespace);
+    let volumes = env.volumes();
+    let volume_name = env.volume_name("shop");
     let before = volumes.get(&volume_name).await.unwrap();
     let mongo_pod = env.api::<Pod>().get("shop-mongo-0").await.unwrap();
 

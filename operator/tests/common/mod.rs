@@ -127,6 +127,16 @@ impl Env {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
 
+    /// The static volumes (cluster-wide).
+    pub fn volumes(&self) -> Api<PersistentVolume> {
+        Api::all(self.client.clone())
+    }
+
+    /// The name of the static volume of the object `app` of the test's namespace.
+    pub fn volume_name(&self, app: &str) -> String {
+        format!("{}.{app}.mongo", self.namespace)
+    }
+
     /// Applies a `FlaskMongoApp` given as JSON (as `kubectl apply --server-side` would,
     /// with strict field validation).
     pub async fn apply(&self, name: &str, spec: Value) -> kube::Result<FlaskMongoApp> {
@@ -277,7 +287,7 @@ impl Env {
         }
         self.stop_operator().await;
         // Volumes retained by design would otherwise pile up in the shared cluster.
-        let volumes: Api<PersistentVolume> = Api::all(self.client.clone());
+        let volumes = self.volumes();
         let retained =
             ListParams::default().labels(&format!("flaskmongo.dev/namespace={}", self.namespace));
         let _ = volumes
