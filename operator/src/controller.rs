@@ -107,7 +107,7 @@ impl RecordedSecrets {
 struct Failures(HashMap<ObjectRef<FlaskMongoApp>, Backoff>);
 
 /// The backoff of one failing object.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 struct Backoff {
     /// Failures counted so far.
     attempts: u32,
@@ -219,7 +219,7 @@ pub async fn run(
         statuses: Mutex::default(),
     });
     let shutdown = shutdown.shared();
-    let caches = (controller.store(), context.stores.clone());
+    let (apps, stores) = (controller.store(), context.stores.clone());
     let reconciles = controller
         .with_config(ControllerConfig::default().concurrency(settings.concurrency))
         .graceful_shutdown_on(shutdown.clone())
@@ -235,7 +235,7 @@ pub async fn run(
     // is filled no reconcile has gone past its first step, so there is nothing to wait for.
     let stop_unfilled = async move {
         shutdown.await;
-        if !filled(&caches.0, &caches.1) {
+        if !filled(&apps, &stores) {
             tracing::info!("stopping before the caches were filled; nothing was reconciled");
             return;
         }

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
+use common::InProcess;
 use flaskmongo_crd::FlaskMongoApp;
 use flaskmongo_operator::children::{self, Instance};
 use flaskmongo_operator::{Config, LeaseConfig};
@@ -127,14 +128,10 @@ async fn operator_reconciles_the_sample_with_only_its_own_permissions() {
         "flaskmongo-system".to_owned(),
         config.identity.clone(),
     ));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let operator = tokio::spawn(flaskmongo_operator::run(
+    let mut operator = InProcess::start(
         service_account_client("flaskmongo-operator", "flaskmongo-system").await,
         config,
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    );
 
     kubectl(&[
         "apply",
@@ -155,11 +152,7 @@ async fn operator_reconciles_the_sample_with_only_its_own_permissions() {
     )
     .await;
     assert_eq!(app.status.as_ref().and_then(|s| s.node_port), Some(30080));
-    assert!(
-        !operator.is_finished(),
-        "the operator stopped: {:?}",
-        operator.await
-    );
+    operator.assert_running().await;
 
     for (verb, resource, allowed) in [
         ("patch", "deployments.apps", true),
@@ -240,12 +233,7 @@ async fn operator_reconciles_the_sample_with_only_its_own_permissions() {
     )
     .await;
 
-    let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(15), operator)
-        .await
-        .expect("the operator stops when told")
-        .expect("operator task")
-        .expect("the operator ends without error");
+    operator.stop_within(Duration::from_secs(15)).await;
     namespace.delete().await;
 }
 
@@ -262,28 +250,12 @@ async fn an_operator_that_cannot_list_its_objects_stops_when_told() {
         &namespace.name,
     ]);
     let client = service_account_client("no-rights", &namespace.name).await;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let operator = tokio::spawn(flaskmongo_operator::run(
-        client,
-        Config::new(Some(namespace.name.clone())),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    let mut operator = InProcess::start(client, Config::new(Some(namespace.name.clone())));
     // Long enough for every watch to be refused at least once.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(
-        !operator.is_finished(),
-        "the operator gave up on its own: {:?}",
-        operator.await
-    );
+    operator.assert_running().await;
 
-    let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(10), operator)
-        .await
-        .expect("the operator stops within 10 s of being told")
-        .expect("operator task")
-        .expect("the operator ends without error");
+    operator.stop_within(Duration::from_secs(10)).await;
     namespace.delete().await;
 }
 

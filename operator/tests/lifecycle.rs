@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Env, TEST_MANAGER, wait_for};
+use common::{Env, InProcess, TEST_MANAGER, wait_for};
 use flaskmongo_crd::FlaskMongoApp;
 use flaskmongo_operator::children::persistent_volume::Placement;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
@@ -730,14 +730,7 @@ async fn look_alike_names_in_two_namespaces_get_volumes_of_their_own() {
         .unwrap();
     let mut config = flaskmongo_operator::Config::new(Some(other.clone()));
     config.identity = "look-alike".to_owned();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let operator = tokio::spawn(flaskmongo_operator::run(
-        env.client.clone(),
-        config,
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let operator = InProcess::start(env.client.clone(), config);
     let apps = Api::<FlaskMongoApp>::namespaced(env.client.clone(), &other);
     let delete = json!({ "mongo": { "storage": { "deletionPolicy": "Delete" } } });
     let app = |name: &str| {
@@ -786,8 +779,7 @@ async fn look_alike_names_in_two_namespaces_get_volumes_of_their_own() {
         matches!(apps.get_opt("c").await, Ok(None)).then_some(())
     })
     .await;
-    let _ = stop.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(30), operator).await;
+    operator.stop_within(Duration::from_secs(30)).await;
     let _ = namespaces.delete(&other, &DeleteParams::default()).await;
     env.teardown().await;
 }

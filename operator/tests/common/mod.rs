@@ -74,8 +74,44 @@ pub struct Env {
     /// The in-process operator's counters.
     pub metrics: Metrics,
     namespace_handle: Option<testenv::TestNamespace>,
-    stop: Option<oneshot::Sender<()>>,
-    operator: Option<JoinHandle<flaskmongo_operator::Result<()>>>,
+    operator: Option<InProcess>,
+}
+
+/// The operator running in-process (`flaskmongo_operator::run`) until told to stop.
+pub struct InProcess {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<flaskmongo_operator::Result<()>>,
+}
+
+impl InProcess {
+    /// Starts the operator with `client` and `config`.
+    pub fn start(client: Client, config: Config) -> Self {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(flaskmongo_operator::run(client, config, async move {
+            let _ = stopped.await;
+        }));
+        Self { stop, task }
+    }
+
+    /// Panics, with how the operator ended, if it has already stopped.
+    pub async fn assert_running(&mut self) {
+        if self.task.is_finished() {
+            panic!(
+                "the operator stopped on its own: {:?}",
+                (&mut self.task).await
+            );
+        }
+    }
+
+    /// Tells the operator to stop; panics unless it ends without error within `timeout`.
+    pub async fn stop_within(self, timeout: Duration) {
+        let _ = self.stop.send(());
+        tokio::time::timeout(timeout, self.task)
+            .await
+            .unwrap_or_else(|_| panic!("the operator stops within {timeout:?} of being told"))
+            .expect("the operator task does not panic")
+            .expect("the operator stops without error");
+    }
 }
 
 impl Env {
@@ -90,16 +126,7 @@ impl Env {
         let mut config = Config::new(Some(env.namespace.clone()));
         config.requeue = requeue;
         config.metrics = env.metrics.clone();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let client = env.client.clone();
-        env.operator = Some(tokio::spawn(flaskmongo_operator::run(
-            client,
-            config,
-            async move {
-                let _ = stopped.await;
-            },
-        )));
-        env.stop = Some(stop);
+        env.operator = Some(InProcess::start(env.client.clone(), config));
         env
     }
 
@@ -113,7 +140,6 @@ impl Env {
             namespace: namespace.name.clone(),
             metrics: Metrics::new(),
             namespace_handle: Some(namespace),
-            stop: None,
             operator: None,
         }
     }
@@ -300,15 +326,8 @@ impl Env {
 
     /// Stops the in-process operator and waits for it to return.
     pub async fn stop_operator(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
         if let Some(operator) = self.operator.take() {
-            let result = tokio::time::timeout(Duration::from_secs(30), operator).await;
-            let result = result
-                .expect("the operator stops within 30 s")
-                .expect("the operator task does not panic");
-            result.expect("the operator stops without error");
+            operator.stop_within(Duration::from_secs(30)).await;
         }
     }
 }
