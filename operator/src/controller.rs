@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use flaskmongo_crd::FlaskMongoApp;
 use futures::{FutureExt, StreamExt};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
 use kube::runtime::controller::{Action, Config as ControllerConfig};
 use kube::runtime::events::{Event, EventType, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -20,8 +22,8 @@ use crate::events::{self, Changes};
 use crate::execute::{self, Applied, Cleanup};
 use crate::labels::MANAGER;
 use crate::metrics::Metrics;
-use crate::observe;
-use crate::plan::{self, Plan};
+use crate::observe::{self, DeletedPreparations};
+use crate::plan::{self, Plan, Step};
 use crate::status::{self, Failure, Write};
 use crate::watches::{self, Stores};
 
@@ -54,6 +56,8 @@ pub struct Context {
     secrets: Mutex<RecordedSecrets>,
     /// The status writes of the last moments.
     statuses: Mutex<status::Writes>,
+    /// Preparation pods deleted whose removal is still on its way to the cache.
+    deleted_preparations: Mutex<DeletedPreparations>,
 }
 
 /// The credentials Secret this process created or found for each object (by uid), kept
@@ -172,6 +176,12 @@ impl Context {
         self.events.publish(event, app.object_ref(&()));
     }
 
+    fn deleted_preparations(&self) -> std::sync::MutexGuard<'_, DeletedPreparations> {
+        self.deleted_preparations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
     fn reset_backoff(&self, app: &FlaskMongoApp) {
         self.failures
             .lock()
@@ -217,6 +227,7 @@ pub async fn run(
         failures: Mutex::default(),
         secrets: Mutex::default(),
         statuses: Mutex::default(),
+        deleted_preparations: Mutex::default(),
     });
     let shutdown = shutdown.shared();
     let (apps, stores) = (controller.store(), context.stores.clone());
@@ -264,7 +275,10 @@ pub async fn reconcile(app: Arc<FlaskMongoApp>, ctx: Arc<Context>) -> Result<Act
         .unwrap_or_else(|e| e.into_inner())
         .complete(&app);
     let instance = Instance::new(&app)?;
-    let snapshot = observe::observe(&ctx.stores, &instance, &ctx.volumes.preparation_namespace)?;
+    let mut snapshot =
+        observe::observe(&ctx.stores, &instance, &ctx.volumes.preparation_namespace)?;
+    let uid = app.uid().unwrap_or_default();
+    ctx.deleted_preparations().complete(&uid, &mut snapshot);
     let changes = Changes::default();
     let (applied, result) = match plan::plan(
         &app,
@@ -282,13 +296,26 @@ pub async fn reconcile(app: Arc<FlaskMongoApp>, ctx: Arc<Context>) -> Result<Act
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .forget(&app);
+                    ctx.deleted_preparations().forget(&uid);
                     Action::await_change()
                 }
                 Cleanup::Pending => Action::requeue(CLEANUP_POLL),
             });
         }
         Ok(Plan::Converge(converge)) => {
-            execute::converge(&ctx.client, &*app, *converge, &changes).await
+            let deletes_preparation =
+                matches!(converge.children.volume_preparation.step, Step::Delete(_));
+            let (applied, result) =
+                execute::converge(&ctx.client, &*app, *converge, &changes).await;
+            // Every write succeeded, so the pod is gone (or was already).
+            if deletes_preparation
+                && result.is_ok()
+                && let Some(pod) = &snapshot.volume_preparation
+            {
+                ctx.deleted_preparations()
+                    .record(uid.clone(), pod, Time(Timestamp::now()));
+            }
+            (applied, result)
         }
         // Reported in the status like a failed write.
         Err(error) => (Applied::default(), Err(error)),

@@ -7,6 +7,7 @@ use kube::core::PartialObjectMeta;
 use super::*;
 use crate::children::tests::app;
 use crate::labels::INSTANCE;
+use crate::observe::DeletedPreparations;
 
 const PASSWORD: &str = "abcdefghijklmnopqrstuvwxyz012345";
 const OTHER_FINALIZER: &str = "example.com/keep";
@@ -827,6 +828,54 @@ fn a_new_volume_is_created_once_its_directory_is_handed_to_mongodb_on_a_node() {
     );
     assert!(!applied(writes.statefulset).existed, "MongoDB created");
     assert_eq!(writes.volume_preparation.step, Step::Delete(pod.name_any()));
+}
+
+#[test]
+fn a_preparation_pod_deleted_is_not_deleted_again_while_the_cache_still_shows_it() {
+    let app = recorded(shop(FlaskMongoAppSpec::default()));
+    let pod = applied(
+        converge(&app, &Snapshot::default())
+            .children
+            .volume_preparation
+            .step,
+    )
+    .object;
+    let mut pod = finished(pod, "Succeeded");
+    pod.metadata.uid = Some("pod-1".to_owned());
+    let owner = app.uid().unwrap();
+    let mut deleted = DeletedPreparations::default();
+    deleted.record(
+        owner.clone(),
+        &pod,
+        Time(Timestamp::from_second(7).unwrap()),
+    );
+    // The reconciles that the volume's and MongoDB's writes start, before the pod's
+    // removal reaches the cache: the volume and MongoDB are there, and so is the pod.
+    for volume_cached in [false, true] {
+        let mut snapshot = Snapshot {
+            volume_preparation: Some(pod.clone()),
+            ..converged(&app)
+        };
+        if !volume_cached {
+            snapshot.volumes.clear();
+        }
+        deleted.complete(&owner, &mut snapshot);
+        let writes = converge(&app, &snapshot).children;
+        assert_eq!(
+            writes.volume_preparation.step,
+            Step::Leave,
+            "volume in the cache: {volume_cached}"
+        );
+    }
+    // Without the record the same snapshot deletes it: the record is what holds it back.
+    let snapshot = Snapshot {
+        volume_preparation: Some(pod.clone()),
+        ..converged(&app)
+    };
+    assert_eq!(
+        converge(&app, &snapshot).children.volume_preparation.step,
+        Step::Delete(pod.name_any())
+    );
 }
 
 #[test]
