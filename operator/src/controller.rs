@@ -4,7 +4,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use flaskmongo_crd::FlaskMongoApp;
@@ -176,17 +176,8 @@ impl Context {
         self.events.publish(event, app.object_ref(&()));
     }
 
-    fn deleted_preparations(&self) -> std::sync::MutexGuard<'_, DeletedPreparations> {
-        self.deleted_preparations
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-    }
-
     fn reset_backoff(&self, app: &FlaskMongoApp) {
-        self.failures
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .reset(&ObjectRef::from(app));
+        locked(&self.failures).reset(&ObjectRef::from(app));
     }
 }
 
@@ -269,16 +260,12 @@ pub async fn reconcile(app: Arc<FlaskMongoApp>, ctx: Arc<Context>) -> Result<Act
     let _timer = ctx.metrics.reconcile_started();
     tracing::debug!(object = %ObjectRef::from(app.as_ref()), "reconcile starts");
     ctx.stores.wait_until_ready().await;
-    let app = ctx
-        .secrets
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .complete(&app);
+    let app = locked(&ctx.secrets).complete(&app);
     let instance = Instance::new(&app)?;
     let mut snapshot =
         observe::observe(&ctx.stores, &instance, &ctx.volumes.preparation_namespace)?;
     let uid = app.uid().unwrap_or_default();
-    ctx.deleted_preparations().complete(&uid, &mut snapshot);
+    locked(&ctx.deleted_preparations).complete(&uid, &mut snapshot);
     let changes = Changes::default();
     let (applied, result) = match plan::plan(
         &app,
@@ -292,11 +279,8 @@ pub async fn reconcile(app: Arc<FlaskMongoApp>, ctx: Arc<Context>) -> Result<Act
             ctx.report(&app, changes);
             return Ok(match done? {
                 Cleanup::Done => {
-                    ctx.secrets
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .forget(&app);
-                    ctx.deleted_preparations().forget(&uid);
+                    locked(&ctx.secrets).forget(&app);
+                    locked(&ctx.deleted_preparations).forget(&uid);
                     Action::await_change()
                 }
                 Cleanup::Pending => Action::requeue(CLEANUP_POLL),
@@ -312,8 +296,7 @@ pub async fn reconcile(app: Arc<FlaskMongoApp>, ctx: Arc<Context>) -> Result<Act
                 && result.is_ok()
                 && let Some(pod) = &snapshot.volume_preparation
             {
-                ctx.deleted_preparations()
-                    .record(uid.clone(), pod, Time(Timestamp::now()));
+                locked(&ctx.deleted_preparations).record(uid.clone(), pod, Time(Timestamp::now()));
             }
             (applied, result)
         }
@@ -322,10 +305,7 @@ pub async fn reconcile(app: Arc<FlaskMongoApp>, ctx: Arc<Context>) -> Result<Act
     };
     ctx.report(&app, changes);
     if let Some(name) = &applied.secret {
-        ctx.secrets
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .record(&app, name);
+        locked(&ctx.secrets).record(&app, name);
     }
     // The object changed while it was being read: the retry soon after sees the new
     // version, so this is not worth reporting.
@@ -344,21 +324,14 @@ pub async fn reconcile(app: Arc<FlaskMongoApp>, ctx: Arc<Context>) -> Result<Act
     }
     let status = status::report(&app, &snapshot, &applied, failure);
     let now = Instant::now();
-    let write = ctx
-        .statuses
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .decide(&app, &status, now);
+    let write = locked(&ctx.statuses).decide(&app, &status, now);
     let mut next = ctx.requeue;
     match write {
         Write::Skip => {}
         Write::After(delay) => next = next.min(delay),
         Write::Now => {
             execute::patch_status(&ctx.client, &*app, &status).await?;
-            ctx.statuses
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .record(&app, status, now);
+            locked(&ctx.statuses).record(&app, status, now);
         }
     }
     result?;
@@ -377,15 +350,17 @@ pub fn error_policy(app: Arc<FlaskMongoApp>, error: &Error, ctx: Arc<Context>) -
         tracing::warn!(%object, %error, "reconcile failed; waiting for the object to change");
         return Action::await_change();
     }
-    let (attempt, delay) = ctx
-        .failures
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .record(&object, Instant::now(), |other| {
-            ctx.apps.get(other).is_some()
-        });
+    let (attempt, delay) = locked(&ctx.failures).record(&object, Instant::now(), |other| {
+        ctx.apps.get(other).is_some()
+    });
     tracing::warn!(%object, %error, attempt, ?delay, "reconcile failed");
     Action::requeue(delay)
+}
+
+/// The guard of `mutex`, also after a reconcile panicked while holding it: each of the
+/// records it guards is whole after every single call.
+fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Delay before retry number `attempt` (counted from 1).
