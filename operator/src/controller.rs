@@ -22,7 +22,7 @@ use crate::events::{self, Changes};
 use crate::execute::{self, Applied, Cleanup};
 use crate::labels::MANAGER;
 use crate::metrics::Metrics;
-use crate::observe::{self, DeletedPreparations};
+use crate::observe::{self, UNSEEN_AT_MOST, Unseen};
 use crate::plan::{self, Plan, Step};
 use crate::status::{self, Failure, Write};
 use crate::watches::{self, Stores};
@@ -56,8 +56,8 @@ pub struct Context {
     secrets: Mutex<RecordedSecrets>,
     /// The status writes of the last moments.
     statuses: Mutex<status::Writes>,
-    /// Preparation pods deleted whose removal is still on its way to the cache.
-    deleted_preparations: Mutex<DeletedPreparations>,
+    /// Writes still on their way to the caches.
+    unseen: Mutex<Unseen>,
 }
 
 /// The credentials Secret this process created or found for each object (by uid), kept
@@ -218,7 +218,7 @@ pub async fn run(
         failures: Mutex::default(),
         secrets: Mutex::default(),
         statuses: Mutex::default(),
-        deleted_preparations: Mutex::default(),
+        unseen: Mutex::default(),
     });
     let shutdown = shutdown.shared();
     let (apps, stores) = (controller.store(), context.stores.clone());
@@ -265,7 +265,7 @@ pub async fn reconcile(app: Arc<FlaskMongoApp>, ctx: Arc<Context>) -> Result<Act
     let mut snapshot =
         observe::observe(&ctx.stores, &instance, &ctx.volumes.preparation_namespace)?;
     let uid = app.uid().unwrap_or_default();
-    locked(&ctx.deleted_preparations).complete(&uid, &mut snapshot);
+    let relies_on_unseen = locked(&ctx.unseen).complete(&uid, &mut snapshot, Instant::now());
     let changes = Changes::default();
     let (applied, result) = match plan::plan(
         &app,
@@ -280,7 +280,7 @@ pub async fn reconcile(app: Arc<FlaskMongoApp>, ctx: Arc<Context>) -> Result<Act
             return Ok(match done? {
                 Cleanup::Done => {
                     locked(&ctx.secrets).forget(&app);
-                    locked(&ctx.deleted_preparations).forget(&uid);
+                    locked(&ctx.unseen).forget(&uid);
                     Action::await_change()
                 }
                 Cleanup::Pending => Action::requeue(CLEANUP_POLL),
@@ -292,12 +292,12 @@ pub async fn reconcile(app: Arc<FlaskMongoApp>, ctx: Arc<Context>) -> Result<Act
             let (applied, result) =
                 execute::converge(&ctx.client, &*app, *converge, &changes).await;
             // Every write succeeded, so the pod is gone (or was already).
-            if deletes_preparation
-                && result.is_ok()
-                && let Some(pod) = &snapshot.volume_preparation
-            {
-                locked(&ctx.deleted_preparations).record(uid.clone(), pod, Time(Timestamp::now()));
-            }
+            let deleted_preparation = snapshot
+                .volume_preparation
+                .as_ref()
+                .filter(|_| deletes_preparation && result.is_ok())
+                .map(|pod| (pod, Time(Timestamp::now())));
+            locked(&ctx.unseen).record(&uid, &applied, deleted_preparation, Instant::now());
             (applied, result)
         }
         // Reported in the status like a failed write.
@@ -325,7 +325,11 @@ pub async fn reconcile(app: Arc<FlaskMongoApp>, ctx: Arc<Context>) -> Result<Act
     let status = status::report(&app, &snapshot, &applied, failure);
     let now = Instant::now();
     let write = locked(&ctx.statuses).decide(&app, &status, now);
-    let mut next = ctx.requeue;
+    let mut next = if relies_on_unseen {
+        ctx.requeue.min(UNSEEN_AT_MOST)
+    } else {
+        ctx.requeue
+    };
     match write {
         Write::Skip => {}
         Write::After(delay) => next = next.min(delay),

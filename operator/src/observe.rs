@@ -3,6 +3,7 @@
 //! deleted that the caches do not show yet.
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
@@ -15,7 +16,8 @@ use kube::{Resource, ResourceExt};
 
 use crate::children::{Instance, volume_preparation};
 use crate::error::Result;
-use crate::watches::Stores;
+use crate::execute::Applied;
+use crate::watches::{Stores, drop_managed_fields, keep_replicas_ownership};
 
 /// What the caches hold of one object's children. Default: nothing exists.
 #[derive(Debug, Clone, Default)]
@@ -41,6 +43,32 @@ pub struct Snapshot {
     pub claim: Option<PartialObjectMeta<PersistentVolumeClaim>>,
     /// The pod that prepares the volume's directory, in the operator's namespace for it.
     pub volume_preparation: Option<Pod>,
+}
+
+impl Snapshot {
+    /// Whether it holds no object at all.
+    fn is_empty(&self) -> bool {
+        let Self {
+            deployment,
+            web_service,
+            hpa,
+            statefulset,
+            mongo_service,
+            network_policy,
+            volumes,
+            claim,
+            volume_preparation,
+        } = self;
+        deployment.is_none()
+            && web_service.is_none()
+            && hpa.is_none()
+            && statefulset.is_none()
+            && mongo_service.is_none()
+            && network_policy.is_none()
+            && volumes.is_empty()
+            && claim.is_none()
+            && volume_preparation.is_none()
+    }
 }
 
 /// The snapshot of `instance`'s children; its volume's preparation pod is looked for in
@@ -83,87 +111,258 @@ fn here<K: Resource<DynamicType = ()>>(name: String, namespace: &str) -> ObjectR
     ObjectRef::new(&name).within(namespace)
 }
 
-/// The preparation pods this process deleted, by their object's uid, each with the time
-/// of its deletion, kept until the cache no longer shows the pod. A finished pod goes at
-/// once, but its removal can reach the cache after the writes of the same reconcile have
-/// started the next ones, and each of those would delete it again.
-#[derive(Debug, Default)]
-pub struct DeletedPreparations(HashMap<String, (String, Time)>);
+/// How long a write may take to reach the caches before it is forgotten and the caches
+/// alone decide again. A reconcile that relied on one looks again after this long: a
+/// child someone deleted before any reconcile saw it cached is then created again.
+pub const UNSEEN_AT_MOST: Duration = Duration::from_secs(10);
 
-impl DeletedPreparations {
-    /// Shows `snapshot`'s preparation pod as being deleted when this process deleted it;
-    /// forgets the deletion once the cache no longer holds that pod.
-    pub fn complete(&mut self, owner_uid: &str, snapshot: &mut Snapshot) {
-        let Some((pod_uid, deleted_at)) = self.0.get(owner_uid) else {
-            return;
+/// This process's writes, by their object's uid, that the caches did not show when a
+/// reconcile last looked. A write reaches the caches some milliseconds after its response,
+/// and its own watch event and those of the writes before it start the next reconciles:
+/// one that started meanwhile would create a child again (and report it created twice) or
+/// delete a finished preparation pod again.
+#[derive(Debug, Default)]
+pub struct Unseen(HashMap<String, Written>);
+
+/// The writes of one object that its caches do not show yet.
+#[derive(Debug)]
+struct Written {
+    /// When the last of them was made.
+    at: Instant,
+    /// The children as the API server returned them from their applies, while the caches
+    /// do not hold them.
+    applied: Snapshot,
+    /// The preparation pod deleted (its uid) and when, while the cache still holds it.
+    deleted_preparation: Option<(String, Time)>,
+}
+
+impl Unseen {
+    /// `snapshot` completed with `owner_uid`'s writes that the caches do not show yet: a
+    /// child applied and not cached is there, a preparation pod deleted and still cached
+    /// is being deleted. What the caches show now is forgotten, and so is everything
+    /// after [`UNSEEN_AT_MOST`]. Returns whether the snapshot now shows such a write.
+    pub fn complete(&mut self, owner_uid: &str, snapshot: &mut Snapshot, now: Instant) -> bool {
+        let Some(written) = self.0.get_mut(owner_uid) else {
+            return false;
         };
-        match &mut snapshot.volume_preparation {
-            Some(pod) if pod.uid().as_ref() == Some(pod_uid) => {
+        if now.saturating_duration_since(written.at) > UNSEEN_AT_MOST {
+            self.0.remove(owner_uid);
+            return false;
+        }
+        let applied = &mut written.applied;
+        fill(&mut snapshot.deployment, &mut applied.deployment);
+        fill(&mut snapshot.web_service, &mut applied.web_service);
+        fill(&mut snapshot.hpa, &mut applied.hpa);
+        fill(&mut snapshot.statefulset, &mut applied.statefulset);
+        fill(&mut snapshot.mongo_service, &mut applied.mongo_service);
+        fill(&mut snapshot.network_policy, &mut applied.network_policy);
+        fill(
+            &mut snapshot.volume_preparation,
+            &mut applied.volume_preparation,
+        );
+        applied.volumes.retain(|volume| {
+            let cached = snapshot
+                .volumes
+                .iter()
+                .any(|c| c.name_any() == volume.name_any());
+            if !cached {
+                snapshot.volumes.push(volume.clone());
+            }
+            !cached
+        });
+        written.deleted_preparation = written.deleted_preparation.take().filter(|(uid, at)| {
+            let Some(pod) = &mut snapshot.volume_preparation else {
+                return false;
+            };
+            let still_cached = pod.uid().as_ref() == Some(uid);
+            if still_cached {
                 pod.metadata
                     .deletion_timestamp
-                    .get_or_insert_with(|| deleted_at.clone());
+                    .get_or_insert_with(|| at.clone());
             }
-            _ => {
-                self.0.remove(owner_uid);
-            }
+            still_cached
+        });
+        let nothing_left = written.applied.is_empty() && written.deleted_preparation.is_none();
+        if nothing_left {
+            self.0.remove(owner_uid);
         }
+        !nothing_left
     }
 
-    /// Remembers that `pod`, the preparation pod of the object `owner_uid`, was deleted
-    /// at `at`.
-    pub fn record(&mut self, owner_uid: String, pod: &Pod, at: Time) {
-        if let Some(pod_uid) = pod.uid() {
-            self.0.insert(owner_uid, (pod_uid, at));
+    /// Remembers the writes of one reconcile of the object `owner_uid`, made at `now`:
+    /// the children its applies returned, and the preparation pod it deleted, with the
+    /// time of the deletion.
+    pub fn record(
+        &mut self,
+        owner_uid: &str,
+        applied: &Applied,
+        deleted_preparation: Option<(&Pod, Time)>,
+        now: Instant,
+    ) {
+        let Applied {
+            mongo_service,
+            persistent_volume,
+            statefulset,
+            web_service,
+            deployment,
+            hpa,
+            network_policy,
+            volume_preparation,
+            secret: _,
+        } = applied;
+        let returned = Snapshot {
+            deployment: deployment.clone().map(|mut deployment| {
+                keep_replicas_ownership(&mut deployment);
+                deployment
+            }),
+            web_service: web_service.as_ref().map(as_cached),
+            hpa: hpa.as_ref().map(as_cached),
+            statefulset: statefulset.as_ref().map(as_cached),
+            mongo_service: mongo_service.as_ref().map(as_cached),
+            network_policy: network_policy.as_ref().map(as_cached),
+            volumes: persistent_volume.iter().map(as_cached).collect(),
+            claim: None,
+            volume_preparation: volume_preparation.as_ref().map(as_cached),
+        };
+        let deleted_preparation = deleted_preparation.and_then(|(pod, at)| Some((pod.uid()?, at)));
+        if returned.is_empty() && deleted_preparation.is_none() {
+            return;
         }
+        let written = self
+            .0
+            .entry(owner_uid.to_owned())
+            .or_insert_with(|| Written {
+                at: now,
+                applied: Snapshot::default(),
+                deleted_preparation: None,
+            });
+        written.at = now;
+        let kept = &mut written.applied;
+        replace(&mut kept.deployment, returned.deployment);
+        replace(&mut kept.web_service, returned.web_service);
+        replace(&mut kept.hpa, returned.hpa);
+        replace(&mut kept.statefulset, returned.statefulset);
+        replace(&mut kept.mongo_service, returned.mongo_service);
+        replace(&mut kept.network_policy, returned.network_policy);
+        replace(&mut kept.volume_preparation, returned.volume_preparation);
+        for volume in returned.volumes {
+            kept.volumes.retain(|v| v.name_any() != volume.name_any());
+            kept.volumes.push(volume);
+        }
+        replace(&mut written.deleted_preparation, deleted_preparation);
     }
 
-    /// Forgets the deletion of the object `owner_uid`'s pod.
+    /// Forgets the writes of the object `owner_uid`.
     pub fn forget(&mut self, owner_uid: &str) {
         self.0.remove(owner_uid);
     }
 }
 
+/// `cached`, or the applied version while the cache lacks it; the applied version is
+/// forgotten once the cache holds the object.
+fn fill<K: Clone>(cached: &mut Option<K>, applied: &mut Option<K>) {
+    match cached {
+        Some(_) => *applied = None,
+        None => cached.clone_from(applied),
+    }
+}
+
+/// `kept` replaced by `newer`, if there is one.
+fn replace<T>(kept: &mut Option<T>, newer: Option<T>) {
+    if newer.is_some() {
+        *kept = newer;
+    }
+}
+
+/// `object` as the caches keep it: without its managed fields.
+fn as_cached<K: Resource + Clone>(object: &K) -> K {
+    let mut object = object.clone();
+    drop_managed_fields(&mut object);
+    object
+}
+
 #[cfg(test)]
 mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
     use k8s_openapi::jiff::Timestamp;
 
     use super::*;
 
-    fn pod(uid: &str) -> Pod {
-        let mut pod = Pod::default();
-        pod.metadata.uid = Some(uid.to_owned());
-        pod
+    fn named<K: Resource + Default>(name: &str) -> K {
+        let mut object = K::default();
+        object.meta_mut().name = Some(name.to_owned());
+        object.meta_mut().uid = Some(format!("{name}-uid"));
+        object.meta_mut().managed_fields = Some(vec![ManagedFieldsEntry::default()]);
+        object
     }
 
-    fn shown(deleted: &mut DeletedPreparations, live: Option<Pod>) -> Option<Pod> {
+    #[test]
+    fn an_applied_child_is_shown_until_its_cache_holds_it_and_no_longer_than_the_limit() {
+        let start = Instant::now();
+        let mut unseen = Unseen::default();
+        let applied = Applied {
+            statefulset: Some(named("shop-mongo")),
+            persistent_volume: Some(named("shop-volume")),
+            ..Applied::default()
+        };
+        unseen.record("app", &applied, None, start);
+        // Another object's snapshot is not touched.
+        let mut other = Snapshot::default();
+        assert!(!unseen.complete("other-app", &mut other, start));
+        assert!(other.statefulset.is_none() && other.volumes.is_empty());
+        let mut snapshot = Snapshot::default();
+        assert!(unseen.complete("app", &mut snapshot, start));
+        let statefulset = snapshot.statefulset.clone().unwrap();
+        assert_eq!(statefulset.name_any(), "shop-mongo");
+        assert!(
+            statefulset.managed_fields().is_empty(),
+            "kept as the cache keeps it"
+        );
+        assert_eq!(snapshot.volumes.len(), 1);
+        // The volume reached its cache: only the StatefulSet is still shown.
         let mut snapshot = Snapshot {
-            volume_preparation: live,
+            volumes: vec![named("shop-volume")],
             ..Snapshot::default()
         };
-        deleted.complete("app", &mut snapshot);
-        snapshot.volume_preparation
+        assert!(unseen.complete("app", &mut snapshot, start));
+        assert_eq!(snapshot.volumes.len(), 1);
+        assert!(snapshot.statefulset.is_some());
+        // Past the limit the caches alone decide.
+        let late = start + UNSEEN_AT_MOST + Duration::from_millis(1);
+        let mut snapshot = Snapshot::default();
+        assert!(!unseen.complete("app", &mut snapshot, late));
+        assert!(snapshot.statefulset.is_none());
+        assert!(unseen.0.is_empty());
     }
 
     #[test]
     fn a_deleted_pod_shows_as_deleting_until_the_cache_drops_it() {
+        let start = Instant::now();
         let at = Time(Timestamp::from_second(7).unwrap());
-        let mut deleted = DeletedPreparations::default();
-        assert_eq!(shown(&mut deleted, Some(pod("p1"))), Some(pod("p1")));
-        deleted.record("app".to_owned(), &pod("p1"), at.clone());
-        let deleting = shown(&mut deleted, Some(pod("p1"))).unwrap();
-        assert_eq!(deleting.metadata.deletion_timestamp, Some(at.clone()));
-        // Another object's pod is not touched.
-        let mut other = Snapshot {
-            volume_preparation: Some(pod("p1")),
-            ..Snapshot::default()
+        let deleting = |unseen: &mut Unseen, live: Option<Pod>| {
+            let mut snapshot = Snapshot {
+                volume_preparation: live,
+                ..Snapshot::default()
+            };
+            unseen.complete("app", &mut snapshot, start);
+            snapshot
+                .volume_preparation
+                .map(|pod| pod.metadata.deletion_timestamp.is_some())
         };
-        deleted.complete("other-app", &mut other);
-        assert_eq!(other.volume_preparation, Some(pod("p1")));
+        let mut unseen = Unseen::default();
+        let pod: Pod = named("prepare");
+        unseen.record("app", &Applied::default(), Some((&pod, at.clone())), start);
+        assert_eq!(deleting(&mut unseen, Some(pod.clone())), Some(true));
         // The cache dropped it: forgotten, and a new pod of the same name is the new one.
-        assert_eq!(shown(&mut deleted, None), None);
-        assert!(deleted.0.is_empty());
-        deleted.record("app".to_owned(), &pod("p1"), at);
-        assert_eq!(shown(&mut deleted, Some(pod("p2"))), Some(pod("p2")));
-        assert!(deleted.0.is_empty(), "a pod of another uid ends the record");
+        assert_eq!(deleting(&mut unseen, None), None);
+        assert!(unseen.0.is_empty());
+        unseen.record("app", &Applied::default(), Some((&pod, at)), start);
+        let mut again = pod;
+        again.metadata.uid = Some("another-uid".to_owned());
+        assert_eq!(deleting(&mut unseen, Some(again)), Some(false));
+        assert!(unseen.0.is_empty(), "a pod of another uid ends the record");
+        // A reconcile that wrote nothing records nothing.
+        unseen.record("app", &Applied::default(), None, start);
+        assert!(unseen.0.is_empty());
     }
 }

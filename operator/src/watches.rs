@@ -217,14 +217,14 @@ where
 }
 
 /// Drops the managed fields of a cached object: they are most of its size, and unread.
-fn drop_managed_fields<K: Resource>(object: &mut K) {
+pub fn drop_managed_fields<K: Resource>(object: &mut K) {
     object.managed_fields_mut().clear();
 }
 
 /// Keeps of a Deployment's managed fields only what [`owns_replicas`] reads: whether the
 /// operator's own applies own `spec.replicas`. The full entry describes every field the
 /// operator sets, most of a cached Deployment's memory.
-fn keep_replicas_ownership(deployment: &mut Deployment) {
+pub fn keep_replicas_ownership(deployment: &mut Deployment) {
     let owned = owns_replicas(deployment);
     let entries = deployment.managed_fields_mut();
     entries.clear();

@@ -12,11 +12,11 @@ use flaskmongo_operator::children::persistent_volume::Placement;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{
-    Namespace, PersistentVolumeClaim, Pod, ResourceQuota, Secret, Service,
+    Event as CoreEvent, Namespace, PersistentVolumeClaim, Pod, ResourceQuota, Secret, Service,
 };
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 fn web_image(deployment: &Deployment) -> String {
@@ -138,11 +138,51 @@ async fn create_makes_every_child_and_becomes_ready() {
         "the password is not written into the Deployment"
     );
 
-    env.wait_event("shop", "a Created Event", |event| {
-        event.reason.as_deref() == Some("Created")
-    })
+    // `kubectl describe` names each child created once: a reconcile that starts before a
+    // creation reaches the operator's caches does not create that child again.
+    let mongo = "StatefulSet shop-mongo".to_owned();
+    let created = wait_for(
+        "an Event naming MongoDB's StatefulSet created",
+        Duration::from_secs(30),
+        || async {
+            let created = created_children(&env, "shop").await;
+            created.contains(&mongo).then_some(created)
+        },
+    )
     .await;
+    let mut once = created.clone();
+    once.sort();
+    once.dedup();
+    assert_eq!(
+        once.len(),
+        created.len(),
+        "created more than once: {created:?}"
+    );
+    for child in [
+        "Secret shop-mongo-credentials",
+        "Deployment shop-web",
+        "Service shop-web",
+        "Service shop-mongo",
+    ] {
+        assert!(created.iter().any(|c| c == child), "{child} in {created:?}");
+    }
     env.teardown().await;
+}
+
+/// The children that `object`'s Events report created (notes such as `created Secret a,
+/// Service a-mongo; deleted Pod b`), in the order of the Events.
+async fn created_children(env: &Env, object: &str) -> Vec<String> {
+    let params = ListParams::default().fields(&format!("involvedObject.name={object}"));
+    let events = env.api::<CoreEvent>().list(&params).await.unwrap();
+    events
+        .items
+        .iter()
+        .filter_map(|event| event.message.as_deref())
+        .flat_map(|note| note.split("; "))
+        .filter_map(|group| group.strip_prefix("created "))
+        .flat_map(|children| children.split(", "))
+        .map(str::to_owned)
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,3 +1,5 @@
+use std::time::Instant;
+
 use flaskmongo_crd::{FlaskMongoAppSpec, FlaskMongoAppStatus};
 use k8s_openapi::api::core::v1::{ContainerState, ContainerStateTerminated, ContainerStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry, Time};
@@ -6,8 +8,9 @@ use kube::core::PartialObjectMeta;
 
 use super::*;
 use crate::children::tests::app;
+use crate::execute::Applied;
 use crate::labels::INSTANCE;
-use crate::observe::DeletedPreparations;
+use crate::observe::Unseen;
 
 const PASSWORD: &str = "abcdefghijklmnopqrstuvwxyz012345";
 const OTHER_FINALIZER: &str = "example.com/keep";
@@ -831,51 +834,64 @@ fn a_new_volume_is_created_once_its_directory_is_handed_to_mongodb_on_a_node() {
 }
 
 #[test]
-fn a_preparation_pod_deleted_is_not_deleted_again_while_the_cache_still_shows_it() {
+fn writes_on_their_way_to_the_caches_are_not_made_again() {
     let app = recorded(shop(FlaskMongoAppSpec::default()));
-    let pod = applied(
-        converge(&app, &Snapshot::default())
-            .children
-            .volume_preparation
-            .step,
-    )
-    .object;
-    let mut pod = finished(pod, "Succeeded");
-    pod.metadata.uid = Some("pod-1".to_owned());
     let owner = app.uid().unwrap();
-    let mut deleted = DeletedPreparations::default();
-    deleted.record(
-        owner.clone(),
-        &pod,
-        Time(Timestamp::from_second(7).unwrap()),
+    let done = converged(&app);
+    let mut pod = finished(
+        applied(
+            converge(&app, &Snapshot::default())
+                .children
+                .volume_preparation
+                .step,
+        )
+        .object,
+        "Succeeded",
     );
-    // The reconciles that the volume's and MongoDB's writes start, before the pod's
-    // removal reaches the cache: the volume and MongoDB are there, and so is the pod.
-    for volume_cached in [false, true] {
-        let mut snapshot = Snapshot {
-            volume_preparation: Some(pod.clone()),
-            ..converged(&app)
-        };
-        if !volume_cached {
-            snapshot.volumes.clear();
-        }
-        deleted.complete(&owner, &mut snapshot);
+    pod.metadata.uid = Some("pod-1".to_owned());
+    // The pass after the preparation: the volume, MongoDB, and the pod's removal.
+    let before = Snapshot {
+        volumes: Vec::new(),
+        statefulset: None,
+        volume_preparation: Some(pod.clone()),
+        ..done.clone()
+    };
+    let writes = converge(&app, &before).children;
+    assert_eq!(writes.volume_preparation.step, Step::Delete(pod.name_any()));
+    let returned = Applied {
+        persistent_volume: Some(applied(writes.persistent_volume).object),
+        statefulset: Some(applied(writes.statefulset).object),
+        ..Applied::default()
+    };
+    let mut unseen = Unseen::default();
+    let at = Instant::now();
+    let deleted_at = Time(Timestamp::from_second(7).unwrap());
+    unseen.record(&owner, &returned, Some((&pod, deleted_at)), at);
+    // The reconciles these writes start, while the caches show none of them, or the volume
+    // only: nothing is written again.
+    let volume_only = Snapshot {
+        volumes: done.volumes.clone(),
+        ..before.clone()
+    };
+    for (caches, snapshot) in [("nothing", &before), ("the volume", &volume_only)] {
+        let mut snapshot = snapshot.clone();
+        assert!(unseen.complete(&owner, &mut snapshot, at));
         let writes = converge(&app, &snapshot).children;
         assert_eq!(
-            writes.volume_preparation.step,
-            Step::Leave,
-            "volume in the cache: {volume_cached}"
+            writes,
+            Writes::none(PREPARATION_NAMESPACE),
+            "caches show {caches}"
         );
     }
-    // Without the record the same snapshot deletes it: the record is what holds it back.
-    let snapshot = Snapshot {
-        volume_preparation: Some(pod.clone()),
-        ..converged(&app)
-    };
-    assert_eq!(
-        converge(&app, &snapshot).children.volume_preparation.step,
-        Step::Delete(pod.name_any())
-    );
+    // Without the record, the same caches create MongoDB and delete the pod again.
+    let writes = converge(&app, &volume_only).children;
+    assert!(!applied(writes.statefulset).existed);
+    assert_eq!(writes.volume_preparation.step, Step::Delete(pod.name_any()));
+    // Once the caches show every write, nothing is left to complete.
+    let mut caught_up = done.clone();
+    assert!(!unseen.complete(&owner, &mut caught_up, at));
+    let mut stale = before;
+    assert!(!unseen.complete(&owner, &mut stale, at), "forgotten");
 }
 
 #[test]
