@@ -15,6 +15,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
+use std::marker::PhantomData;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use flate2::Compression;
@@ -29,7 +30,42 @@ use tokio::sync::watch;
 
 use crate::error::{Error, Result};
 
-type Objects<K> = HashMap<ObjectRef<K>, Box<[u8]>>;
+type Objects<K> = HashMap<ObjectRef<K>, Packed<K>>;
+
+/// One object as the caches keep it: its JSON text, compressed.
+pub struct Packed<K> {
+    bytes: Box<[u8]>,
+    kind: PhantomData<fn() -> K>,
+}
+
+impl<K: Serialize> Packed<K> {
+    /// `object`, packed.
+    pub fn pack(object: &K) -> std::io::Result<Self> {
+        let mut encoder = DeflateEncoder::new(Vec::new(), Compression::fast());
+        serde_json::to_writer(&mut encoder, object)?;
+        Ok(Self {
+            bytes: encoder.finish()?.into_boxed_slice(),
+            kind: PhantomData,
+        })
+    }
+}
+
+impl<K: DeserializeOwned> Packed<K> {
+    /// The object, parsed back.
+    pub fn unpack(&self) -> serde_json::Result<K> {
+        let mut json = Vec::new();
+        DeflateDecoder::new(&*self.bytes)
+            .read_to_end(&mut json)
+            .map_err(serde_json::Error::io)?;
+        serde_json::from_slice(&json)
+    }
+}
+
+impl<K> std::fmt::Debug for Packed<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Packed({} bytes)", self.bytes.len())
+    }
+}
 
 /// The reading side of a cache; clones share it.
 pub struct Cache<K: Resource<DynamicType = ()>> {
@@ -93,7 +129,7 @@ where
         objects
             .get(key)
             .map(|stored| {
-                parse(stored).map_err(|source| Error::Cached {
+                stored.unpack().map_err(|source| Error::Cached {
                     what: key.to_string(),
                     source,
                 })
@@ -147,7 +183,8 @@ where
                 gone.iter()
                     .filter_map(|key| objects.remove(key).map(|stored| (key, stored)))
                     .filter_map(|(key, stored)| {
-                        parse(&stored)
+                        stored
+                            .unpack()
                             .inspect_err(|error| {
                                 tracing::warn!(object = %key, %error, "cannot read a removed object");
                             })
@@ -172,7 +209,7 @@ where
 /// one.
 fn store<K: Resource<DynamicType = ()> + Serialize>(objects: &mut Objects<K>, object: &K) {
     let key = key(object);
-    match compress(object) {
+    match Packed::pack(object) {
         Ok(stored) => {
             objects.insert(key, stored);
         }
@@ -181,20 +218,6 @@ fn store<K: Resource<DynamicType = ()> + Serialize>(objects: &mut Objects<K>, ob
             objects.remove(&key);
         }
     }
-}
-
-fn compress<K: Serialize>(object: &K) -> std::io::Result<Box<[u8]>> {
-    let mut encoder = DeflateEncoder::new(Vec::new(), Compression::fast());
-    serde_json::to_writer(&mut encoder, object)?;
-    Ok(encoder.finish()?.into_boxed_slice())
-}
-
-fn parse<K: DeserializeOwned>(stored: &[u8]) -> serde_json::Result<K> {
-    let mut json = Vec::new();
-    DeflateDecoder::new(stored)
-        .read_to_end(&mut json)
-        .map_err(serde_json::Error::io)?;
-    serde_json::from_slice(&json)
 }
 
 #[cfg(test)]
@@ -230,7 +253,15 @@ mod tests {
         let deployment = crate::children::desired(&instance).deployment;
         let (cache, mut writer) = cache();
         writer.apply(watcher::Event::Apply(deployment.clone()));
-        let stored = cache.objects.read().unwrap().values().next().unwrap().len();
+        let stored = cache
+            .objects
+            .read()
+            .unwrap()
+            .values()
+            .next()
+            .unwrap()
+            .bytes
+            .len();
         let json = serde_json::to_vec(&deployment).unwrap().len();
         assert!(
             stored * 2 < json,

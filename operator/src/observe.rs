@@ -1,6 +1,6 @@
 //! Observe: one snapshot of everything a reconcile decides from, read from the watch
-//! caches alone, without a request to the API server, and corrected by what this process
-//! deleted that the caches do not show yet.
+//! caches alone, without a request to the API server, and completed by this process's
+//! own writes that the caches do not show yet.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -14,13 +14,16 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 
+use serde::{Deserialize, Serialize};
+
+use crate::cache::Packed;
 use crate::children::{Instance, volume_preparation};
 use crate::error::Result;
 use crate::execute::Applied;
 use crate::watches::{Stores, drop_managed_fields, keep_replicas_ownership};
 
 /// What the caches hold of one object's children. Default: nothing exists.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Snapshot {
     /// The web Deployment (of its managed fields, only whether the operator owns
     /// `spec.replicas`).
@@ -130,8 +133,9 @@ struct Written {
     /// When the last of them was made.
     at: Instant,
     /// The children as the API server returned them from their applies, while the caches
-    /// do not hold them.
-    applied: Snapshot,
+    /// do not hold them; packed as the caches keep objects, since many objects can be
+    /// waiting for their next reconcile at once.
+    applied: Packed<Snapshot>,
     /// The preparation pod deleted (its uid) and when, while the cache still holds it.
     deleted_preparation: Option<(String, Time)>,
 }
@@ -149,7 +153,10 @@ impl Unseen {
             self.0.remove(owner_uid);
             return false;
         }
-        let applied = &mut written.applied;
+        let Ok(mut applied) = written.applied.unpack() else {
+            self.0.remove(owner_uid);
+            return false;
+        };
         fill(&mut snapshot.deployment, &mut applied.deployment);
         fill(&mut snapshot.web_service, &mut applied.web_service);
         fill(&mut snapshot.hpa, &mut applied.hpa);
@@ -182,11 +189,14 @@ impl Unseen {
             }
             still_cached
         });
-        let nothing_left = written.applied.is_empty() && written.deleted_preparation.is_none();
-        if nothing_left {
-            self.0.remove(owner_uid);
+        let shown = !applied.is_empty() || written.deleted_preparation.is_some();
+        match Packed::pack(&applied) {
+            Ok(packed) if shown => written.applied = packed,
+            _ => {
+                self.0.remove(owner_uid);
+            }
         }
-        !nothing_left
+        shown
     }
 
     /// Remembers the writes of one reconcile of the object `owner_uid`, made at `now`:
@@ -228,16 +238,13 @@ impl Unseen {
         if returned.is_empty() && deleted_preparation.is_none() {
             return;
         }
-        let written = self
-            .0
-            .entry(owner_uid.to_owned())
-            .or_insert_with(|| Written {
-                at: now,
-                applied: Snapshot::default(),
-                deleted_preparation: None,
-            });
-        written.at = now;
-        let kept = &mut written.applied;
+        let (mut kept, deleted_before) = match self.0.remove(owner_uid) {
+            Some(written) => (
+                written.applied.unpack().unwrap_or_default(),
+                written.deleted_preparation,
+            ),
+            None => (Snapshot::default(), None),
+        };
         replace(&mut kept.deployment, returned.deployment);
         replace(&mut kept.web_service, returned.web_service);
         replace(&mut kept.hpa, returned.hpa);
@@ -249,7 +256,15 @@ impl Unseen {
             kept.volumes.retain(|v| v.name_any() != volume.name_any());
             kept.volumes.push(volume);
         }
-        replace(&mut written.deleted_preparation, deleted_preparation);
+        // Unpackable, the writes are left to the caches alone, as an uncacheable object is.
+        if let Ok(applied) = Packed::pack(&kept) {
+            let written = Written {
+                at: now,
+                applied,
+                deleted_preparation: deleted_preparation.or(deleted_before),
+            };
+            self.0.insert(owner_uid.to_owned(), written);
+        }
     }
 
     /// Forgets the writes of the object `owner_uid`.
