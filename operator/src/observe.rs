@@ -13,14 +13,13 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
-
 use serde::{Deserialize, Serialize};
 
 use crate::cache::Packed;
 use crate::children::{Instance, volume_preparation};
 use crate::error::Result;
 use crate::execute::Applied;
-use crate::watches::{Stores, drop_managed_fields, keep_replicas_ownership};
+use crate::watches::{Pruned, Stores};
 
 /// What the caches hold of one object's children. Default: nothing exists.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -49,8 +48,8 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Whether it holds no object at all.
-    fn is_empty(&self) -> bool {
+    /// How many objects it holds.
+    fn count(&self) -> usize {
         let Self {
             deployment,
             web_service,
@@ -62,15 +61,77 @@ impl Snapshot {
             claim,
             volume_preparation,
         } = self;
-        deployment.is_none()
-            && web_service.is_none()
-            && hpa.is_none()
-            && statefulset.is_none()
-            && mongo_service.is_none()
-            && network_policy.is_none()
-            && volumes.is_empty()
-            && claim.is_none()
-            && volume_preparation.is_none()
+        [
+            deployment.is_some(),
+            web_service.is_some(),
+            hpa.is_some(),
+            statefulset.is_some(),
+            mongo_service.is_some(),
+            network_policy.is_some(),
+            claim.is_some(),
+            volume_preparation.is_some(),
+        ]
+        .into_iter()
+        .filter(|held| *held)
+        .count()
+            + volumes.len()
+    }
+
+    /// Completes it with the objects of `other` it lacks (volumes by name); `other` keeps
+    /// only those.
+    fn fill(&mut self, other: &mut Self) {
+        let Self {
+            deployment,
+            web_service,
+            hpa,
+            statefulset,
+            mongo_service,
+            network_policy,
+            volumes,
+            claim,
+            volume_preparation,
+        } = self;
+        fill(deployment, &mut other.deployment);
+        fill(web_service, &mut other.web_service);
+        fill(hpa, &mut other.hpa);
+        fill(statefulset, &mut other.statefulset);
+        fill(mongo_service, &mut other.mongo_service);
+        fill(network_policy, &mut other.network_policy);
+        fill(claim, &mut other.claim);
+        fill(volume_preparation, &mut other.volume_preparation);
+        other.volumes.retain(|volume| {
+            let held = volumes.iter().any(|v| v.name_any() == volume.name_any());
+            if !held {
+                volumes.push(volume.clone());
+            }
+            !held
+        });
+    }
+
+    /// The children `applied` returned, as the caches keep them.
+    fn returned(applied: &Applied) -> Self {
+        let Applied {
+            mongo_service,
+            persistent_volume,
+            statefulset,
+            web_service,
+            deployment,
+            hpa,
+            network_policy,
+            volume_preparation,
+            secret: _,
+        } = applied;
+        Self {
+            deployment: deployment.as_ref().map(as_cached),
+            web_service: web_service.as_ref().map(as_cached),
+            hpa: hpa.as_ref().map(as_cached),
+            statefulset: statefulset.as_ref().map(as_cached),
+            mongo_service: mongo_service.as_ref().map(as_cached),
+            network_policy: network_policy.as_ref().map(as_cached),
+            volumes: persistent_volume.iter().map(as_cached).collect(),
+            claim: None,
+            volume_preparation: volume_preparation.as_ref().map(as_cached),
+        }
     }
 }
 
@@ -157,26 +218,9 @@ impl Unseen {
             self.0.remove(owner_uid);
             return false;
         };
-        fill(&mut snapshot.deployment, &mut applied.deployment);
-        fill(&mut snapshot.web_service, &mut applied.web_service);
-        fill(&mut snapshot.hpa, &mut applied.hpa);
-        fill(&mut snapshot.statefulset, &mut applied.statefulset);
-        fill(&mut snapshot.mongo_service, &mut applied.mongo_service);
-        fill(&mut snapshot.network_policy, &mut applied.network_policy);
-        fill(
-            &mut snapshot.volume_preparation,
-            &mut applied.volume_preparation,
-        );
-        applied.volumes.retain(|volume| {
-            let cached = snapshot
-                .volumes
-                .iter()
-                .any(|c| c.name_any() == volume.name_any());
-            if !cached {
-                snapshot.volumes.push(volume.clone());
-            }
-            !cached
-        });
+        let before = applied.count();
+        snapshot.fill(&mut applied);
+        let left = applied.count();
         written.deleted_preparation = written.deleted_preparation.take().filter(|(uid, at)| {
             let Some(pod) = &mut snapshot.volume_preparation else {
                 return false;
@@ -189,12 +233,14 @@ impl Unseen {
             }
             still_cached
         });
-        let shown = !applied.is_empty() || written.deleted_preparation.is_some();
-        match Packed::pack(&applied) {
-            Ok(packed) if shown => written.applied = packed,
-            _ => {
-                self.0.remove(owner_uid);
-            }
+        let shown = left > 0 || written.deleted_preparation.is_some();
+        let repacked = if left == before {
+            Ok(())
+        } else {
+            Packed::pack(&applied).map(|packed| written.applied = packed)
+        };
+        if !shown || repacked.is_err() {
+            self.0.remove(owner_uid);
         }
         shown
     }
@@ -209,55 +255,22 @@ impl Unseen {
         deleted_preparation: Option<(&Pod, Time)>,
         now: Instant,
     ) {
-        let Applied {
-            mongo_service,
-            persistent_volume,
-            statefulset,
-            web_service,
-            deployment,
-            hpa,
-            network_policy,
-            volume_preparation,
-            secret: _,
-        } = applied;
-        let returned = Snapshot {
-            deployment: deployment.clone().map(|mut deployment| {
-                keep_replicas_ownership(&mut deployment);
-                deployment
-            }),
-            web_service: web_service.as_ref().map(as_cached),
-            hpa: hpa.as_ref().map(as_cached),
-            statefulset: statefulset.as_ref().map(as_cached),
-            mongo_service: mongo_service.as_ref().map(as_cached),
-            network_policy: network_policy.as_ref().map(as_cached),
-            volumes: persistent_volume.iter().map(as_cached).collect(),
-            claim: None,
-            volume_preparation: volume_preparation.as_ref().map(as_cached),
-        };
+        let mut returned = Snapshot::returned(applied);
         let deleted_preparation = deleted_preparation.and_then(|(pod, at)| Some((pod.uid()?, at)));
-        if returned.is_empty() && deleted_preparation.is_none() {
+        if returned.count() == 0 && deleted_preparation.is_none() {
             return;
         }
-        let (mut kept, deleted_before) = match self.0.remove(owner_uid) {
-            Some(written) => (
-                written.applied.unpack().unwrap_or_default(),
-                written.deleted_preparation,
-            ),
-            None => (Snapshot::default(), None),
+        let deleted_before = match self.0.remove(owner_uid) {
+            Some(written) => {
+                if let Ok(mut earlier) = written.applied.unpack() {
+                    returned.fill(&mut earlier);
+                }
+                written.deleted_preparation
+            }
+            None => None,
         };
-        replace(&mut kept.deployment, returned.deployment);
-        replace(&mut kept.web_service, returned.web_service);
-        replace(&mut kept.hpa, returned.hpa);
-        replace(&mut kept.statefulset, returned.statefulset);
-        replace(&mut kept.mongo_service, returned.mongo_service);
-        replace(&mut kept.network_policy, returned.network_policy);
-        replace(&mut kept.volume_preparation, returned.volume_preparation);
-        for volume in returned.volumes {
-            kept.volumes.retain(|v| v.name_any() != volume.name_any());
-            kept.volumes.push(volume);
-        }
         // Unpackable, the writes are left to the caches alone, as an uncacheable object is.
-        if let Ok(applied) = Packed::pack(&kept) {
+        if let Ok(applied) = Packed::pack(&returned) {
             let written = Written {
                 at: now,
                 applied,
@@ -273,26 +286,19 @@ impl Unseen {
     }
 }
 
-/// `cached`, or the applied version while the cache lacks it; the applied version is
-/// forgotten once the cache holds the object.
-fn fill<K: Clone>(cached: &mut Option<K>, applied: &mut Option<K>) {
-    match cached {
-        Some(_) => *applied = None,
-        None => cached.clone_from(applied),
+/// `held`, or `other`'s object while `held` lacks one; `other`'s is dropped once `held`
+/// has its own.
+fn fill<K: Clone>(held: &mut Option<K>, other: &mut Option<K>) {
+    match held {
+        Some(_) => *other = None,
+        None => held.clone_from(other),
     }
 }
 
-/// `kept` replaced by `newer`, if there is one.
-fn replace<T>(kept: &mut Option<T>, newer: Option<T>) {
-    if newer.is_some() {
-        *kept = newer;
-    }
-}
-
-/// `object` as the caches keep it: without its managed fields.
-fn as_cached<K: Resource + Clone>(object: &K) -> K {
+/// `object` as the caches keep it.
+fn as_cached<K: Pruned + Clone>(object: &K) -> K {
     let mut object = object.clone();
-    drop_managed_fields(&mut object);
+    object.prune();
     object
 }
 
@@ -348,6 +354,31 @@ mod tests {
         assert!(!unseen.complete("app", &mut snapshot, late));
         assert!(snapshot.statefulset.is_none());
         assert!(unseen.0.is_empty());
+    }
+
+    #[test]
+    fn a_later_write_adds_to_the_record_and_replaces_its_own_child() {
+        let start = Instant::now();
+        let mut unseen = Unseen::default();
+        let first = Applied {
+            statefulset: Some(named("shop-mongo")),
+            persistent_volume: Some(named("shop-volume")),
+            ..Applied::default()
+        };
+        unseen.record("app", &first, None, start);
+        let mut newer: StatefulSet = named("shop-mongo");
+        newer.metadata.generation = Some(2);
+        let second = Applied {
+            statefulset: Some(newer),
+            deployment: Some(named("shop-web")),
+            ..Applied::default()
+        };
+        unseen.record("app", &second, None, start);
+        let mut snapshot = Snapshot::default();
+        assert!(unseen.complete("app", &mut snapshot, start));
+        assert_eq!(snapshot.count(), 3, "{snapshot:?}");
+        assert_eq!(snapshot.statefulset.unwrap().metadata.generation, Some(2));
+        assert!(snapshot.deployment.is_some());
     }
 
     #[test]

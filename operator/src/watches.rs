@@ -78,31 +78,17 @@ pub fn controller(
 ) -> (Controller<FlaskMongoApp>, Stores) {
     let selector = labels::managed_selector();
     let children = watcher::Config::default().labels(&selector);
-    let (deployments, deployment_events) = cached(
-        scoped::<Deployment>(client, namespace),
-        children.clone(),
-        keep_replicas_ownership,
-    );
-    let (services, service_events) = cached(
-        scoped::<Service>(client, namespace),
-        children.clone(),
-        drop_managed_fields,
-    );
+    let (deployments, deployment_events) =
+        cached(scoped::<Deployment>(client, namespace), children.clone());
+    let (services, service_events) = cached(scoped::<Service>(client, namespace), children.clone());
     let (hpas, hpa_events) = cached(
         scoped::<HorizontalPodAutoscaler>(client, namespace),
         children.clone(),
-        drop_managed_fields,
     );
-    let (statefulsets, statefulset_events) = cached(
-        scoped::<StatefulSet>(client, namespace),
-        children.clone(),
-        drop_managed_fields,
-    );
-    let (network_policies, network_policy_events) = cached(
-        scoped::<NetworkPolicy>(client, namespace),
-        children,
-        drop_managed_fields,
-    );
+    let (statefulsets, statefulset_events) =
+        cached(scoped::<StatefulSet>(client, namespace), children.clone());
+    let (network_policies, network_policy_events) =
+        cached(scoped::<NetworkPolicy>(client, namespace), children);
     // Cluster-scoped volumes and the preparation pods of every namespace's objects: only
     // those of the watched namespace's objects, when the operator watches one.
     let of_watched = |selector: String| match namespace {
@@ -113,17 +99,14 @@ pub fn controller(
     let (volumes, volume_events) = cached(
         Api::<PersistentVolume>::all(client.clone()),
         watcher::Config::default().labels(&volume_selector),
-        drop_managed_fields,
     );
     let (volume_preparations, volume_preparation_events) = cached(
         Api::<Pod>::namespaced(client.clone(), preparation_namespace),
         watcher::Config::default().labels(&of_watched(volume_preparation::selector())),
-        drop_managed_fields,
     );
     let (claims, claim_events) = cached(
         scoped::<PartialObjectMeta<PersistentVolumeClaim>>(client, namespace),
         watcher::Config::default().labels(&labels::claim_selector()),
-        drop_managed_fields,
     );
     // A claim matters to its owner when it goes (the clean-up under `Delete` waits for
     // that); its binding and status changes would only add reconciles that find nothing to do.
@@ -143,7 +126,7 @@ pub fn controller(
             watcher::Config::default(),
         )
         .default_backoff()
-        .modify(drop_managed_fields)
+        .modify(FlaskMongoApp::prune)
         .inspect_ok(move |event| {
             // kube-runtime's store shows the objects of a list only once it is complete, so
             // a reconcile one of them triggers would read the spec from before a relist.
@@ -192,13 +175,13 @@ where
 fn cached<K>(
     api: Api<K>,
     config: watcher::Config,
-    prune: fn(&mut K),
 ) -> (
     Cache<K>,
     impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
 )
 where
-    K: Resource<DynamicType = ()>
+    K: Pruned
+        + Resource<DynamicType = ()>
         + Clone
         + Serialize
         + DeserializeOwned
@@ -210,31 +193,45 @@ where
     let (cache, mut writer) = cache::cache();
     let stream = relisting_watcher(api, config)
         .default_backoff()
-        .modify(prune)
+        .modify(K::prune)
         .map_ok(move |event| futures::stream::iter(writer.apply(event)).map(Ok))
         .try_flatten();
     (cache, without_errors(stream))
 }
 
-/// Drops the managed fields of a cached object: they are most of its size, and unread.
-pub fn drop_managed_fields<K: Resource>(object: &mut K) {
-    object.managed_fields_mut().clear();
+/// What the caches keep of an object of each kind. The managed fields are most of an
+/// object's size and unread, but for what [`owns_replicas`] reads of a Deployment.
+pub trait Pruned: Resource + Sized {
+    /// Drops what the cache does not keep.
+    fn prune(&mut self) {
+        self.managed_fields_mut().clear();
+    }
 }
 
-/// Keeps of a Deployment's managed fields only what [`owns_replicas`] reads: whether the
-/// operator's own applies own `spec.replicas`. The full entry describes every field the
-/// operator sets, most of a cached Deployment's memory.
-pub fn keep_replicas_ownership(deployment: &mut Deployment) {
-    let owned = owns_replicas(deployment);
-    let entries = deployment.managed_fields_mut();
-    entries.clear();
-    if owned {
-        entries.push(ManagedFieldsEntry {
-            manager: Some(MANAGER.to_owned()),
-            operation: Some("Apply".to_owned()),
-            fields_v1: Some(FieldsV1(json!({ "f:spec": { "f:replicas": {} } }))),
-            ..ManagedFieldsEntry::default()
-        });
+impl Pruned for FlaskMongoApp {}
+impl Pruned for Service {}
+impl Pruned for HorizontalPodAutoscaler {}
+impl Pruned for StatefulSet {}
+impl Pruned for NetworkPolicy {}
+impl Pruned for PersistentVolume {}
+impl Pruned for Pod {}
+impl Pruned for PartialObjectMeta<PersistentVolumeClaim> {}
+
+impl Pruned for Deployment {
+    /// Keeps of the managed fields only whether the operator's own applies own
+    /// `spec.replicas`.
+    fn prune(&mut self) {
+        let owned = owns_replicas(self);
+        let entries = self.managed_fields_mut();
+        entries.clear();
+        if owned {
+            entries.push(ManagedFieldsEntry {
+                manager: Some(MANAGER.to_owned()),
+                operation: Some("Apply".to_owned()),
+                fields_v1: Some(FieldsV1(json!({ "f:spec": { "f:replicas": {} } }))),
+                ..ManagedFieldsEntry::default()
+            });
+        }
     }
 }
 
@@ -340,7 +337,7 @@ mod tests {
                 json!({ "f:status": {} }),
             ),
         ]);
-        keep_replicas_ownership(&mut owned);
+        owned.prune();
         assert!(owns_replicas(&owned));
         assert_eq!(owned.managed_fields().len(), 1);
         assert_eq!(
@@ -356,7 +353,7 @@ mod tests {
                 json!({ "f:spec": { "f:replicas": {} } }),
             ),
         ]);
-        keep_replicas_ownership(&mut handed_over);
+        handed_over.prune();
         assert!(!owns_replicas(&handed_over));
         assert!(handed_over.managed_fields().is_empty());
     }

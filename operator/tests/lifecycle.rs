@@ -12,11 +12,11 @@ use flaskmongo_operator::children::persistent_volume::Placement;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{
-    Event as CoreEvent, Namespace, PersistentVolumeClaim, Pod, ResourceQuota, Secret, Service,
+    Namespace, PersistentVolumeClaim, Pod, ResourceQuota, Secret, Service,
 };
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 fn web_image(deployment: &Deployment) -> String {
@@ -172,10 +172,8 @@ async fn create_makes_every_child_and_becomes_ready() {
 /// The children that `object`'s Events report created (notes such as `created Secret a,
 /// Service a-mongo; deleted Pod b`), in the order of the Events.
 async fn created_children(env: &Env, object: &str) -> Vec<String> {
-    let params = ListParams::default().fields(&format!("involvedObject.name={object}"));
-    let events = env.api::<CoreEvent>().list(&params).await.unwrap();
+    let events = env.events(object).await.unwrap();
     events
-        .items
         .iter()
         .filter_map(|event| event.message.as_deref())
         .flat_map(|note| note.split("; "))

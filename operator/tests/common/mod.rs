@@ -279,13 +279,17 @@ impl Env {
         what: &str,
         matches: impl Fn(&CoreEvent) -> bool,
     ) -> CoreEvent {
-        let events = self.api::<CoreEvent>();
-        let params = ListParams::default().fields(&format!("involvedObject.name={object}"));
         wait_for(what, Duration::from_secs(30), || async {
-            let list = events.list(&params).await.ok()?;
-            list.items.into_iter().find(|event| matches(event))
+            let events = self.events(object).await.ok()?;
+            events.into_iter().find(|event| matches(event))
         })
         .await
+    }
+
+    /// The Events about `object` in the test's namespace.
+    pub async fn events(&self, object: &str) -> kube::Result<Vec<CoreEvent>> {
+        let params = ListParams::default().fields(&format!("involvedObject.name={object}"));
+        Ok(self.api::<CoreEvent>().list(&params).await?.items)
     }
 
     /// Deletes every `FlaskMongoApp` (letting the operator finish), stops the operator and
