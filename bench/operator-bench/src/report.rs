@@ -15,8 +15,12 @@ use testenv::process::Usage;
 /// API requests by method and resource (`PATCH deployments`).
 pub type Requests = BTreeMap<String, f64>;
 
-/// CPU seconds by process of the local stack (`etcd`, `kube-apiserver`, ...).
+/// CPU seconds by process of the local stack (`etcd`, `kube-apiserver`, ...), the bench
+/// and the operator.
 pub type StackCpu = BTreeMap<String, f64>;
+
+/// Which of a run's CPU times, by process, a figure reads.
+type CpuOf = fn(&Run) -> &StackCpu;
 
 /// The single-object runs: objects created one at a time.
 pub struct Latency {
@@ -58,9 +62,14 @@ pub struct Run {
     pub reconciles: f64,
     /// API requests the operator sent during the run.
     pub requests: Requests,
-    /// CPU time of each process of the stack during the operator's run (create to all Ready):
-    /// where the machine's time went besides the operator.
+    /// CPU time of each process of the stack and the bench during the operator's run (create
+    /// to all Ready): where the machine's time went besides the operator.
     pub stack_cpu: StackCpu,
+    /// CPU time of each process of the stack, the bench and the operator from the first
+    /// create to convergence: the span the ratio to the baseline times.
+    pub converging_cpu: StackCpu,
+    /// CPU time of each process of the stack and the bench (its client) during the baseline.
+    pub baseline_cpu: StackCpu,
 }
 
 /// Everything one benchmark run measured.
@@ -315,16 +324,47 @@ fn entries(figures: &Figures) -> Vec<Entry> {
                 "count",
             ),
         ]);
-        let components: BTreeSet<&String> =
-            runs.iter().flat_map(|run| run.stack_cpu.keys()).collect();
-        entries.extend(components.into_iter().map(|component| {
-            Entry::of_runs(
-                format!("{n} objects: {component} CPU time during the operator's run"),
-                runs.iter()
-                    .map(|run| run.stack_cpu.get(component).copied().unwrap_or(0.0)),
-                "s",
-            )
-        }));
+        let spans: [(&str, CpuOf); 3] = [
+            ("during the operator's run", |run| &run.stack_cpu),
+            ("to convergence", |run| &run.converging_cpu),
+            ("during the baseline", |run| &run.baseline_cpu),
+        ];
+        for (span, cpu) in spans {
+            let components: BTreeSet<&String> =
+                runs.iter().flat_map(|run| cpu(run).keys()).collect();
+            entries.extend(components.into_iter().map(|component| {
+                Entry::of_runs(
+                    format!("{n} objects: {component} CPU time {span}"),
+                    runs.iter()
+                        .map(|run| cpu(run).get(component).copied().unwrap_or(0.0)),
+                    "s",
+                )
+            }));
+        }
+        // Both sides of the ratio on the same cores: how much of them each kept busy shows
+        // whether the ratio is one of work or of waiting.
+        entries.extend([
+            of_runs(
+                "cores busy to convergence (all CPU time above ÷ seconds)".to_owned(),
+                |run| Some(run.converging_cpu.values().sum::<f64>() / run.converged_seconds?),
+                "cores",
+            ),
+            of_runs(
+                "cores busy during the baseline (all CPU time above ÷ seconds)".to_owned(),
+                |run| Some(run.baseline_cpu.values().sum::<f64>() / run.baseline_seconds),
+                "cores",
+            ),
+            of_runs(
+                "CPU time to convergence ÷ CPU time of the baseline, run by run".to_owned(),
+                |run| {
+                    Some(
+                        run.converging_cpu.values().sum::<f64>()
+                            / run.baseline_cpu.values().sum::<f64>(),
+                    )
+                },
+                "ratio",
+            ),
+        ]);
     }
     if let Some(slope) = memory_slope(figures) {
         entries.push(Entry::new(
