@@ -24,11 +24,13 @@ from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 NOTES = BENCH / "notes"
+BARE = "bare"
 SERVERS = {
     "webapp": "webapp (release)",
     "flask": "Flask, `python app.py`",
     "gunicorn": "Flask, gunicorn 4 workers",
     "ceiling": "driver-only ceiling",
+    BARE: "ceiling behind a bare HTTP server",
 }
 # key: (column heading, unit, which way is better)
 METRICS = {
@@ -42,9 +44,13 @@ METRICS = {
     "errors": ("errors", "count", "lower"),
 }
 RATIO_METRICS = ("rps", "p99_ms", "cpu_ms_per_request", "peak_rss_mb")
-# The ceiling's own ratios show how far the database driver alone gets towards a target.
+# The ceiling's own ratios show how far the database driver alone gets towards a target; the
+# bare server's (POST only) split the webapp's distance to the ceiling into what serving HTTP
+# costs any server and what the webapp's own layers cost.
 RATIOS = (
     ("webapp", "ceiling"),
+    ("bare", "ceiling"),
+    ("webapp", "bare"),
     ("webapp", "flask"),
     ("webapp", "gunicorn"),
     ("ceiling", "flask"),
@@ -124,13 +130,24 @@ def by_workload_and_server(raw):
     return runs
 
 
+def sides(runs, workload):
+    """The servers measured on `workload`, in the order of `SERVERS`."""
+    return [server for server in SERVERS if (workload, server) in runs]
+
+
+def ratio_pairs(runs, workload):
+    """The ratios whose two sides were both measured on `workload`."""
+    measured = sides(runs, workload)
+    return [(a, b) for a, b in RATIOS if a in measured and b in measured]
+
+
 def results(raw):
     runs = by_workload_and_server(raw)
     workloads = list(dict.fromkeys(run["workload"] for run in raw["runs"]))
     titles = {run["workload"]: run["title"] for run in raw["runs"]}
     out = []
     for workload in workloads:
-        for server in SERVERS:
+        for server in sides(runs, workload):
             for metric, (_, unit, better) in METRICS.items():
                 name = f"{workload}.{server}.{metric}"
                 values = [run[metric] for run in runs[workload, server]]
@@ -139,7 +156,7 @@ def results(raw):
                     out.append(entry(name, values, unit, better, PEAK_RSS_TARGET_MB, True, label))
                 else:
                     out.append(entry(name, values, unit, better))
-        for server, other in RATIOS:
+        for server, other in ratio_pairs(runs, workload):
             for metric in RATIO_METRICS:
                 name = f"{workload}.{server}_over_{other}.{metric}"
                 values = ratios(runs[workload, server], runs[workload, other], metric)
@@ -258,15 +275,20 @@ def webapp_section(raw, entries):
             "as many tasks as connections, each sending one request after another over its "
             "keep-alive connection and reading every response to its end; for the ceiling the "
             "same tasks run the webapp's queries straight through the mongodb driver, with no "
-            "HTTP. Latency is timed per request by the same code on both sides. One FerretDB "
+            "HTTP. On POST a third side, the ceiling behind a bare HTTP server (`bench-load "
+            "serve`: hyper alone on the webapp's one thread, the ceiling's insert, the "
+            "webapp's answer; no routing, middleware, validation, metrics or log line), "
+            "splits the webapp's distance to the ceiling into what serving HTTP costs any "
+            "server and what the webapp's own layers cost. Latency is timed per request by the same code on both sides. One FerretDB "
             "(SQLite) serves everyone, on the same two cores."
         ),
         (
             "- Method: Flask and gunicorn run once per workload; the webapp and the ceiling "
-            "alternate, webapp then ceiling, pair after pair, so that a change of conditions "
-            "during the run moves both sides of their ratio alike. Tables give the median of a "
-            "server's runs; a ratio of the webapp to the ceiling is taken pair by pair and given "
-            "as its median (minimum–maximum); a target is met when the median meets it."
+            "(and on POST the bare server) alternate, webapp then ceiling (then bare server), "
+            "pair after pair, so that a change of conditions during the run moves every side "
+            "of their ratios alike. Tables give the median of a server's runs; a ratio between "
+            "alternating sides is taken pair by pair and given as its median "
+            "(minimum–maximum); a target is met when the median meets it."
         ),
         (
             "- Each server is started afresh for each run. CPU ms/req: user + system CPU "
@@ -277,23 +299,28 @@ def webapp_section(raw, entries):
         ),
         "",
     ]
+    grouped = by_workload_and_server(raw)
     runs = {run["workload"]: run for run in raw["runs"]}
     for workload, run in runs.items():
         load = f"{run['duration']:g} s of load at {run['connections']} connections"
-        pairs = f"{run['pairs']} pairs of the webapp and the ceiling"
+        if BARE in sides(grouped, workload):
+            pairs = f"{run['pairs']} rounds of the webapp, the ceiling and the bare server"
+        else:
+            pairs = f"{run['pairs']} pairs of the webapp and the ceiling"
         rerun = f"`BENCH_WORKLOADS={workload} make bench-webapp`"
         lines += [f"### {run['title']} ({load}, {pairs})", "", f"Rerun alone: {rerun}.", ""]
         header = ["server"] + [heading for heading, _, _ in METRICS.values()]
         rows = [
-            [name] + [number(by_name[f"{workload}.{server}.{m}"]["value"]) for m in METRICS]
-            for server, name in SERVERS.items()
+            [SERVERS[server]]
+            + [number(by_name[f"{workload}.{server}.{m}"]["value"]) for m in METRICS]
+            for server in sides(grouped, workload)
         ]
         lines += table(header, rows) + [""]
         header = ["ratio"] + [METRICS[metric][0] for metric in RATIO_METRICS]
         rows = [
             [f"{server} / {other}"]
             + [figure(by_name[f"{workload}.{server}_over_{other}.{m}"]) for m in RATIO_METRICS]
-            for server, other in RATIOS
+            for server, other in ratio_pairs(grouped, workload)
         ]
         lines += table(header, rows) + [""]
     lines += ["### Targets", ""] + targets_table(entries, lambda result: result["label"])

@@ -1,11 +1,11 @@
-"""Measures the webapp, the reference Flask app (its own server and gunicorn) and the driver-only
-ceiling against one MongoDB-compatible server, workload by workload, and writes the raw figures
-as JSON. `hack/bench-webapp.sh` builds everything, starts FerretDB and calls this; `report.py`
+"""Measures the webapp, the reference Flask app (its own server and gunicorn), the driver-only
+ceiling and, on POST, the ceiling's insert behind a bare HTTP server against one
+MongoDB-compatible server, workload by workload, and writes the raw figures as JSON. `hack/bench-webapp.sh` builds everything, starts FerretDB and calls this; `report.py`
 turns the figures into targets and the webapp's section of BENCHMARKS.md.
 
 Each server is started afresh for each run, so its CPU time and peak memory belong to that run
-alone. Flask and gunicorn run once per workload; the webapp and the ceiling alternate, `--pairs`
-times, so that their ratios are taken pair by pair. CPU time and memory are read from /proc for
+alone. Flask and gunicorn run once per workload; the webapp and the ceiling (and on POST the bare
+server) alternate, `--pairs` times, so that their ratios are taken pair by pair. CPU time and memory are read from /proc for
 the server's whole process tree (gunicorn's arbiter and workers summed): CPU time just before
 and just after the load, idle memory after one request of the workload, peak memory (VmHWM)
 after the load. The database's CPU time over the same window is recorded too, since on one
@@ -30,8 +30,11 @@ from free_ports import free_ports  # noqa: E402  (the scripts' one port finder, 
 
 BENCH = Path(__file__).resolve().parent
 FLASK_APP = BENCH / "flask_app"
-# Measured in alternation, pair after pair: the webapp and its driver-only ceiling.
+# Measured in alternation, pair after pair: the webapp and its driver-only ceiling, and where
+# HTTP's own cost is the question (POST, whose database work is the smallest), the bare server.
 PAIRED = ("webapp", "ceiling")
+BARE = "bare"
+BARE_WORKLOADS = ("post",)
 READY_TIMEOUT = 30.0
 # One request of the 100,000-document workload takes seconds, most of them in the database.
 REQUEST_TIMEOUT = 120.0
@@ -222,6 +225,7 @@ class Bench:
         settings = self.settings
         argv = {
             "webapp": [settings.webapp, "--listen-address=127.0.0.1", f"--port={port}"],
+            BARE: [settings.load, "serve", f"--port={port}"],
             "flask": [settings.python, "app.py"],
             # --timeout: the default 30 s could kill a worker in a 100,000-document GET.
             "gunicorn": [settings.gunicorn, "--workers=4", f"--bind=127.0.0.1:{port}"]
@@ -307,7 +311,7 @@ def arguments():
     add("--ferretdb", type=program, required=True, help="the FerretDB binary (for its version)")
     add("--ferretdb-pid", type=int, required=True, help="its process, for its CPU time")
     add("--webapp", type=program, required=True, help="the webapp binary (release build)")
-    add("--load", type=program, required=True, help="the bench-load binary (load and ceiling)")
+    add("--load", type=program, required=True, help="bench-load (load, ceiling, bare server)")
     add("--usage", type=program, required=True, help="the harness's process-usage binary")
     add(
         "--python",
@@ -357,10 +361,11 @@ def main():
         progress(f"{workload.title}: seeding {workload.documents} documents")
         bench.seed(workload)
         # Flask's two servers once, as the reference users know; the webapp and the ceiling
-        # alternate, pair after pair, so that a change of conditions during the run moves
-        # both sides of their ratio alike.
+        # (and the bare server) alternate, pair after pair, so that a change of conditions
+        # during the run moves every side of their ratios alike.
         order = [("flask", None), ("gunicorn", None)]
-        order += [(server, pair) for pair in range(settings.pairs) for server in PAIRED]
+        paired = PAIRED + ((BARE,) if workload.key in BARE_WORKLOADS else ())
+        order += [(server, pair) for pair in range(settings.pairs) for server in paired]
         for server, pair in order:
             load = f"{workload.duration:g}s at {workload.connections} connections"
             round_name = "" if pair is None else f", pair {pair + 1} of {settings.pairs}"

@@ -72,9 +72,12 @@ pub struct Config {
     /// Threads that serve requests. One by default: a web pod has half a core unless its
     /// spec says otherwise, and a second thread only adds hand-offs between threads (a fifth
     /// to a quarter more CPU per request in alternating runs, for no more throughput).
-    #[arg(long, env = "WORKER_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, env = "WORKER_THREADS", default_value_t = DEFAULT_WORKER_THREADS, value_parser = clap::value_parser!(u16).range(1..))]
     pub worker_threads: u16,
 }
+
+/// Threads that serve requests unless `WORKER_THREADS` says otherwise.
+pub const DEFAULT_WORKER_THREADS: u16 = 1;
 
 /// The format of log lines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -18,7 +18,7 @@ use axum::Router;
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
-pub use config::{Config, LogFormat};
+pub use config::{Config, DEFAULT_WORKER_THREADS, LogFormat};
 pub use error::Error;
 pub use routes::{MAX_LIMIT, NEXT_CURSOR_HEADER};
 pub use store::{BATCH_SIZE, COLLECTION, DEFAULT_DATABASE};

@@ -8,11 +8,17 @@
 //! same driver and database could serve on this machine. Both time each request the same way
 //! and report the same JSON line, so that every ratio compares like with like.
 //!
+//! `serve` is the other bound: the ceiling's insert behind the smallest HTTP/1.1 server, hyper
+//! alone on as many threads as the webapp's default, with no routing, middleware, validation,
+//! metrics or log line. Between it and the ceiling lies what serving HTTP costs any server;
+//! between it and the webapp, what the webapp's own layers cost.
+//!
 //! `ceiling` talks to the benchmark runner over stdin and stdout so that the runner can read
 //! this process's CPU time and memory from `/proc` exactly as it does for the HTTP servers: it
 //! connects and warms up, prints `ready`, waits for a line on stdin, runs the load, prints one
 //! JSON line of results, then waits for stdin to close before it exits.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::io::{BufRead, Write};
 use std::time::{Duration, Instant};
@@ -20,23 +26,26 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use flaskmongo_webapp::{BATCH_SIZE, COLLECTION, DEFAULT_DATABASE};
+use flaskmongo_webapp::{BATCH_SIZE, COLLECTION, DEFAULT_DATABASE, DEFAULT_WORKER_THREADS};
 use futures::TryStreamExt;
 use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
-use hyper::header::{CONTENT_TYPE, HOST};
-use hyper::{Method, Request};
+use hyper::header::{CONTENT_TYPE, HOST, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{Document, RawDocumentBuf, doc};
 use mongodb::options::{Acknowledgment, ClientOptions, CollectionOptions, WriteConcern};
 use mongodb::{Client, Collection};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
 
 /// Documents per `insert_many` when seeding: large enough to be quick, well under 48 MB.
 const SEED_BATCH: u32 = 10_000;
 /// The body of `POST /data`, as the Flask app's README posts it.
 const POST_BODY: &str = r#"{"sampleKey": "sampleValue"}"#;
+/// The webapp's answer to a successful `POST /data`.
+const CREATED_BODY: &[u8] = b"{\"status\":\"Data inserted\"}\n";
 
 #[derive(Parser)]
 #[command(name = "bench-load", about = "The load of the webapp benchmark.")]
@@ -63,6 +72,20 @@ enum Command {
         mongodb_uri: String,
         #[command(flatten)]
         load: LoadArgs,
+    },
+    /// Serves `POST /data` with the ceiling's insert behind a bare HTTP/1.1 server on
+    /// 127.0.0.1:PORT (see above); every other request gets an empty 200, which tells the
+    /// runner it is up.
+    Serve {
+        /// MongoDB connection string; its path names the database (default `flask_db`).
+        #[arg(long, env = "MONGODB_URI")]
+        mongodb_uri: String,
+        /// The port to listen on.
+        #[arg(long)]
+        port: u16,
+        /// Threads that serve requests, as the webapp's `WORKER_THREADS`.
+        #[arg(long, env = "WORKER_THREADS", default_value_t = DEFAULT_WORKER_THREADS, value_parser = clap::value_parser!(u16).range(1..))]
+        worker_threads: u16,
     },
     /// The workload's request to the server at ADDRESS (`127.0.0.1:PORT`) over HTTP/1.1.
     Http {
@@ -110,7 +133,14 @@ trait Operation: Send + 'static {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Command::Serve { worker_threads, .. } = cli.command {
+        runtime.worker_threads(usize::from(worker_threads));
+    }
+    let runtime = runtime
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
     match cli.command {
         Command::Seed { mongodb_uri, count } => runtime.block_on(async {
             let collection = connect(&mongodb_uri).await?;
@@ -131,6 +161,15 @@ fn main() -> anyhow::Result<()> {
             let outcome = runtime.block_on(run_load(operations, duration));
             handshake(&outcome.to_json().to_string())
         }
+        Command::Serve {
+            mongodb_uri, port, ..
+        } => runtime.block_on(async {
+            let collection = connect(&mongodb_uri).await?;
+            let listener = TcpListener::bind(("127.0.0.1", port))
+                .await
+                .with_context(|| format!("listening on 127.0.0.1:{port}"))?;
+            serve(listener, collection).await
+        }),
         Command::Http { address, load } => {
             let duration = load.duration()?;
             let outcome = runtime.block_on(async {
@@ -197,6 +236,60 @@ async fn seed(collection: &Collection<RawDocumentBuf>, count: u32) -> anyhow::Re
         stored = count.min(stored + SEED_BATCH);
     }
     Ok(())
+}
+
+/// Answers each connection of `listener` on a task of its own, as the webapp does.
+async fn serve(
+    listener: TcpListener,
+    collection: Collection<RawDocumentBuf>,
+) -> anyhow::Result<()> {
+    loop {
+        let (stream, _) = listener.accept().await.context("accepting a connection")?;
+        // As the webapp: a response goes out at once, not after the client's next ACK.
+        stream.set_nodelay(true)?;
+        let insert = DriverQuery {
+            collection: collection.clone(),
+            workload: Workload::Post,
+        };
+        tokio::spawn(async move {
+            let service =
+                hyper::service::service_fn(move |request| answer(request, insert.clone()));
+            // A connection's end or failure is the client's business.
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+/// `POST /data`: the ceiling's insert, answered as the webapp answers it (a failed insert with
+/// a 500, which the load counts as an error); anything else: an empty 200.
+async fn answer(
+    request: Request<Incoming>,
+    mut insert: DriverQuery,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let is_insert = request.method() == Method::POST && request.uri().path() == "/data";
+    // The body is read whole, as any server reads it before answering.
+    let read = request.into_body().collect().await;
+    let (status, body) = match (is_insert, read) {
+        (false, Ok(_)) => (StatusCode::OK, Bytes::new()),
+        (true, Ok(_)) => match insert.run().await {
+            Ok(()) => (StatusCode::CREATED, Bytes::from_static(CREATED_BODY)),
+            Err(err) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Bytes::from(err.to_string()),
+            ),
+        },
+        (_, Err(err)) => (StatusCode::BAD_REQUEST, Bytes::from(err.to_string())),
+    };
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = status;
+    if status == StatusCode::CREATED {
+        response
+            .headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    }
+    Ok(response)
 }
 
 /// The webapp's query of the workload, straight through the driver.
