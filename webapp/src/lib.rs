@@ -4,6 +4,7 @@
 mod config;
 mod error;
 mod limit;
+mod log_output;
 mod metrics;
 mod render;
 mod routes;
@@ -20,6 +21,7 @@ use tokio::net::TcpListener;
 
 pub use config::{Config, DEFAULT_WORKER_THREADS, LogFormat};
 pub use error::Error;
+pub use log_output::BatchedStdout;
 pub use routes::{MAX_LIMIT, NEXT_CURSOR_HEADER};
 pub use store::{BATCH_SIZE, COLLECTION, DEFAULT_DATABASE};
 pub use validate::MAX_DEPTH;

@@ -4,14 +4,22 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use flaskmongo_webapp::{App, Config, LogFormat, serve};
+use flaskmongo_webapp::{App, BatchedStdout, Config, LogFormat, serve};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let config = Config::parse();
-    init_logging(config.log_format);
+    let output = match BatchedStdout::start() {
+        Ok(output) => output,
+        Err(err) => {
+            eprintln!("webapp failed: starting the log output thread: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    output.flush_on_panic();
+    init_logging(config.log_format, output.clone());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(usize::from(config.worker_threads))
         .enable_all()
@@ -20,18 +28,21 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime.block_on(run(config)),
         Err(err) => Err(err.into()),
     };
-    match result {
+    let code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!(error = %err, "webapp failed");
             ExitCode::FAILURE
         }
-    }
+    };
+    output.flush();
+    code
 }
 
-fn init_logging(format: LogFormat) {
+fn init_logging(format: LogFormat, output: BatchedStdout) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
+        .with_writer(output)
         .with_env_filter(filter)
         .with_ansi(std::io::stdout().is_terminal());
     match format {

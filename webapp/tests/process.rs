@@ -261,3 +261,23 @@ async fn logs_one_json_line_per_request_and_never_a_body() {
         ]
     );
 }
+
+#[tokio::test]
+async fn a_request_is_logged_while_the_webapp_runs_not_only_at_exit() {
+    let app = Webapp::start(&stack_uri("logs_while_running"), &[]);
+    assert_eq!(post(&app, r#"{"logged":"soon"}"#).await.0, 201);
+    // Lines go out in batches, at most 100 ms after the first; a second is ample.
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let logged = |line: &String| {
+        serde_json::from_str::<Value>(line)
+            .is_ok_and(|event| event["message"] == "request" && event["method"] == "POST")
+    };
+    while !app.output().iter().any(logged) {
+        assert!(
+            Instant::now() < deadline,
+            "no request line within 1 s:\n{}",
+            app.output().join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -246,6 +246,11 @@ impl Webapp {
         }
     }
 
+    /// Everything it has printed so far.
+    pub fn output(&self) -> Vec<String> {
+        self.output.lock().expect("output lock").clone()
+    }
+
     /// Stops it with SIGTERM, checks that it exits 0, and returns everything it printed.
     pub fn stop(mut self) -> Vec<String> {
         self.terminate();
