@@ -49,8 +49,8 @@ RATIO_METRICS = ("rps", "p99_ms", "cpu_ms_per_request", "peak_rss_mb")
 # costs any server and what the webapp's own layers cost.
 RATIOS = (
     ("webapp", "ceiling"),
-    ("bare", "ceiling"),
-    ("webapp", "bare"),
+    (BARE, "ceiling"),
+    ("webapp", BARE),
     ("webapp", "flask"),
     ("webapp", "gunicorn"),
     ("ceiling", "flask"),
@@ -279,8 +279,9 @@ def webapp_section(raw, entries):
             "serve`: hyper alone on the webapp's one thread, the ceiling's insert, the "
             "webapp's answer; no routing, middleware, validation, metrics or log line), "
             "splits the webapp's distance to the ceiling into what serving HTTP costs any "
-            "server and what the webapp's own layers cost. Latency is timed per request by the same code on both sides. One FerretDB "
-            "(SQLite) serves everyone, on the same two cores."
+            "server and what the webapp's own layers cost. Latency is timed per request by the "
+            "same code on every side. One FerretDB (SQLite) serves everyone, on the same two "
+            "cores."
         ),
         (
             "- Method: Flask and gunicorn run once per workload; the webapp and the ceiling "

@@ -1,15 +1,16 @@
 """Measures the webapp, the reference Flask app (its own server and gunicorn), the driver-only
 ceiling and, on POST, the ceiling's insert behind a bare HTTP server against one
-MongoDB-compatible server, workload by workload, and writes the raw figures as JSON. `hack/bench-webapp.sh` builds everything, starts FerretDB and calls this; `report.py`
-turns the figures into targets and the webapp's section of BENCHMARKS.md.
+MongoDB-compatible server, workload by workload, and writes the raw figures as JSON.
+`hack/bench-webapp.sh` builds everything, starts FerretDB and calls this; `report.py` turns the
+figures into targets and the webapp's section of BENCHMARKS.md.
 
 Each server is started afresh for each run, so its CPU time and peak memory belong to that run
 alone. Flask and gunicorn run once per workload; the webapp and the ceiling (and on POST the bare
-server) alternate, `--pairs` times, so that their ratios are taken pair by pair. CPU time and memory are read from /proc for
-the server's whole process tree (gunicorn's arbiter and workers summed): CPU time just before
-and just after the load, idle memory after one request of the workload, peak memory (VmHWM)
-after the load. The database's CPU time over the same window is recorded too, since on one
-machine it competes with the server.
+server) alternate, `--pairs` times, so that their ratios are taken pair by pair. CPU time and
+memory are read from /proc for the server's whole process tree (gunicorn's arbiter and workers
+summed): CPU time just before and just after the load, idle memory after one request of the
+workload, peak memory (VmHWM) after the load. The database's CPU time over the same window is
+recorded too, since on one machine it competes with the server.
 """
 
 import argparse
