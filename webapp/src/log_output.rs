@@ -1,7 +1,7 @@
 //! Where log lines go: standard output, in batches. A `write` to standard output for each
 //! request's line is a system call per request (about 4 % of the CPU time of a `POST /data`,
-//! `BENCHMARKS.md`), so lines gather in a buffer and go out together: at most [`FLUSH_DELAY`]
-//! after the first line of a batch, as soon as the buffer is full, at exit, and before a
+//! `BENCHMARKS.md`), so lines gather in a buffer and go out together: [`FLUSH_DELAY`] after
+//! the first line of a batch (and the time the flushing thread takes to wake), as soon as the buffer is full, at exit, and before a
 //! panic's report. While standard output blocks, writers block as before.
 
 use std::io::{self, BufWriter, Stdout, Write};
@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use tracing_subscriber::fmt::MakeWriter;
 
-/// The longest a written line waits before it reaches standard output.
+/// How long the flushing thread waits, after the first line of a batch, before it writes
+/// the batch out.
 pub const FLUSH_DELAY: Duration = Duration::from_millis(100);
 /// The buffer: a batch larger than this goes out at once, from the thread that fills it.
 const CAPACITY: usize = 64 * 1024;

@@ -266,7 +266,7 @@ async fn logs_one_json_line_per_request_and_never_a_body() {
 async fn a_request_is_logged_while_the_webapp_runs_not_only_at_exit() {
     let app = Webapp::start(&stack_uri("logs_while_running"), &[]);
     assert_eq!(post(&app, r#"{"logged":"soon"}"#).await.0, 201);
-    // Lines go out in batches, at most 100 ms after the first; a second is ample.
+    // Lines go out in batches, 100 ms after the first of each; a second is ample.
     let deadline = Instant::now() + Duration::from_secs(1);
     let logged = |line: &String| {
         serde_json::from_str::<Value>(line)

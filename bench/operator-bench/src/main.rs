@@ -27,7 +27,7 @@ use testenv::Stack;
 use testenv::process::{OperatorProcess, Usage, metric_series, usage};
 
 use crate::observe::Observer;
-use crate::report::{Figures, Latency, Requests, Run, Scale, StackCpu};
+use crate::report::{CpuByProcess, Figures, Latency, Requests, Run, Scale};
 
 /// Operator benchmarks; the stack is the one of `$LOCAL_STACK_ENV` (or `.local/env`).
 #[derive(Parser, Debug)]
@@ -205,7 +205,7 @@ impl Bench {
         let api: Api<FlaskMongoApp> = Api::namespaced(self.client.clone(), &namespace);
         let names: Vec<String> = (0..count).map(|i| format!("scale-{i:04}")).collect();
         let before = footprint(&operator);
-        let stack_before = self.stack_cpu(Some(&operator))?;
+        let cpu_before = self.cpu_by_process(Some(&operator))?;
         let started = Instant::now();
         let created: Vec<Result<FlaskMongoApp>> = stream::iter(&names)
             .map(|name| create_app(&api, name))
@@ -229,7 +229,7 @@ impl Bench {
             },
         )
         .await;
-        let converging_cpu = delta(&stack_before, &self.stack_cpu(Some(&operator))?);
+        let converging_cpu = delta(&cpu_before, &self.cpu_by_process(Some(&operator))?);
         let ready_deadline = self
             .args
             .ready_timeout
@@ -252,9 +252,9 @@ impl Bench {
             .filter(|name| observer.app(name).ready.is_some())
             .count();
         let after = footprint(&operator);
-        let mut stack_cpu = delta(&stack_before, &self.stack_cpu(Some(&operator))?);
+        let mut to_ready_cpu = delta(&cpu_before, &self.cpu_by_process(Some(&operator))?);
         // The operator's own CPU time is reported with its footprint.
-        stack_cpu.remove(OPERATOR);
+        to_ready_cpu.remove(OPERATOR);
         let steady_writes = if steady {
             Some(self.steady_writes(&operator).await)
         } else {
@@ -272,9 +272,9 @@ impl Bench {
             usage: after.usage,
             reconciles: after.reconciles - before.reconciles,
             requests: delta(&before.requests, &after.requests),
-            stack_cpu,
+            to_ready_cpu,
             converging_cpu,
-            baseline_cpu: StackCpu::new(),
+            baseline_cpu: CpuByProcess::new(),
         };
         Ok((run, steady_writes))
     }
@@ -293,8 +293,8 @@ impl Bench {
     /// CPU seconds each process of the stack, this one (the bench: the client of the
     /// baseline, the objects' creator and observer in the operator's runs) and `operator`
     /// have used so far.
-    fn stack_cpu(&self, operator: Option<&OperatorProcess>) -> Result<StackCpu> {
-        let mut cpu = StackCpu::new();
+    fn cpu_by_process(&self, operator: Option<&OperatorProcess>) -> Result<CpuByProcess> {
+        let mut cpu = CpuByProcess::new();
         let processes = self.stack.components()?.into_iter().chain(
             [(BENCH.to_owned(), std::process::id())]
                 .into_iter()
@@ -316,12 +316,12 @@ impl Bench {
     /// `FlaskMongoApp` (for the owner references), the Secret, then the operator's own
     /// desired children by server-side apply, as one reconcile would; with the CPU time
     /// each process used meanwhile.
-    async fn baseline(&self, count: usize, pair: u32) -> Result<(f64, StackCpu)> {
+    async fn baseline(&self, count: usize, pair: u32) -> Result<(f64, CpuByProcess)> {
         let namespace = format!("bench-baseline-{count}-{pair}");
         create_namespace(&self.client, &namespace).await?;
         let api: Api<FlaskMongoApp> = Api::namespaced(self.client.clone(), &namespace);
         let names: Vec<String> = (0..count).map(|i| format!("baseline-{i:04}")).collect();
-        let cpu_before = self.stack_cpu(None)?;
+        let cpu_before = self.cpu_by_process(None)?;
         let started = Instant::now();
         let results: Vec<Result<()>> = stream::iter(&names)
             .map(|name| async {
@@ -333,7 +333,7 @@ impl Bench {
             .await;
         let seconds = started.elapsed().as_secs_f64();
         results.into_iter().collect::<Result<Vec<_>>>()?;
-        let cpu = delta(&cpu_before, &self.stack_cpu(None)?);
+        let cpu = delta(&cpu_before, &self.cpu_by_process(None)?);
         self.settle(&namespace, count).await?;
         Ok((seconds, cpu))
     }
@@ -346,6 +346,8 @@ impl Bench {
         let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), namespace);
         let statefulsets: Api<StatefulSet> = Api::namespaced(self.client.clone(), namespace);
         let deadline = Instant::now() + Duration::from_secs(self.args.ready_timeout);
+        // A Deployment and a StatefulSet per object.
+        let workloads = 2 * count;
         loop {
             let all = ListParams::default();
             // (replicas wanted, replicas ready) of each workload.
@@ -365,14 +367,13 @@ impl Bench {
                 .chain(of_statefulsets)
                 .filter(|(wanted, ready)| wanted == ready)
                 .count();
-            if ready == 2 * count {
+            if ready == workloads {
                 return Ok(());
             }
             if Instant::now() > deadline {
                 // The baseline's figures stand; the next run shares the machine with the rest.
                 eprintln!(
-                    "[bench] {namespace}: {ready} of {} workloads ready after {} s; going on",
-                    2 * count,
+                    "[bench] {namespace}: {ready} of {workloads} workloads ready after {} s; going on",
                     self.args.ready_timeout
                 );
                 return Ok(());

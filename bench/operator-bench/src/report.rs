@@ -17,10 +17,15 @@ pub type Requests = BTreeMap<String, f64>;
 
 /// CPU seconds by process of the local stack (`etcd`, `kube-apiserver`, ...), the bench
 /// and the operator.
-pub type StackCpu = BTreeMap<String, f64>;
+pub type CpuByProcess = BTreeMap<String, f64>;
+
+/// All the CPU seconds of `cpu`.
+fn total(cpu: &CpuByProcess) -> f64 {
+    cpu.values().sum()
+}
 
 /// Which of a run's CPU times, by process, a figure reads.
-type CpuOf = fn(&Run) -> &StackCpu;
+type CpuOf = fn(&Run) -> &CpuByProcess;
 
 /// The single-object runs: objects created one at a time.
 pub struct Latency {
@@ -64,12 +69,12 @@ pub struct Run {
     pub requests: Requests,
     /// CPU time of each process of the stack and the bench during the operator's run (create
     /// to all Ready): where the machine's time went besides the operator.
-    pub stack_cpu: StackCpu,
+    pub to_ready_cpu: CpuByProcess,
     /// CPU time of each process of the stack, the bench and the operator from the first
     /// create to convergence: the span the ratio to the baseline times.
-    pub converging_cpu: StackCpu,
+    pub converging_cpu: CpuByProcess,
     /// CPU time of each process of the stack and the bench (its client) during the baseline.
-    pub baseline_cpu: StackCpu,
+    pub baseline_cpu: CpuByProcess,
 }
 
 /// Everything one benchmark run measured.
@@ -325,7 +330,7 @@ fn entries(figures: &Figures) -> Vec<Entry> {
             ),
         ]);
         let spans: [(&str, CpuOf); 3] = [
-            ("during the operator's run", |run| &run.stack_cpu),
+            ("during the operator's run", |run| &run.to_ready_cpu),
             ("to convergence", |run| &run.converging_cpu),
             ("during the baseline", |run| &run.baseline_cpu),
         ];
@@ -346,22 +351,17 @@ fn entries(figures: &Figures) -> Vec<Entry> {
         entries.extend([
             of_runs(
                 "cores busy to convergence (all CPU time above ÷ seconds)".to_owned(),
-                |run| Some(run.converging_cpu.values().sum::<f64>() / run.converged_seconds?),
+                |run| Some(total(&run.converging_cpu) / run.converged_seconds?),
                 "cores",
             ),
             of_runs(
                 "cores busy during the baseline (all CPU time above ÷ seconds)".to_owned(),
-                |run| Some(run.baseline_cpu.values().sum::<f64>() / run.baseline_seconds),
+                |run| Some(total(&run.baseline_cpu) / run.baseline_seconds),
                 "cores",
             ),
             of_runs(
                 "CPU time to convergence ÷ CPU time of the baseline, run by run".to_owned(),
-                |run| {
-                    Some(
-                        run.converging_cpu.values().sum::<f64>()
-                            / run.baseline_cpu.values().sum::<f64>(),
-                    )
-                },
+                |run| Some(total(&run.converging_cpu) / total(&run.baseline_cpu)),
                 "ratio",
             ),
         ]);
