@@ -12,7 +12,7 @@ use futures::{FutureExt, StreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::controller::{Action, Config as ControllerConfig};
-use kube::runtime::events::{Event, EventType, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 
@@ -155,25 +155,13 @@ impl Failures {
 impl Context {
     /// Queues a Warning about `app`.
     fn warn(&self, app: &FlaskMongoApp, reason: &str, note: String) {
-        self.publish(app, EventType::Warning, reason.to_owned(), note);
+        self.events
+            .warn(reason.to_owned(), note, app.object_ref(&()));
     }
 
-    /// Queues one Event telling what a reconcile of `app` changed, if anything.
+    /// Queues what a reconcile of `app` changed for the Event that tells it.
     fn report(&self, app: &FlaskMongoApp, changes: Changes) {
-        if let Some((reason, note)) = changes.summary() {
-            self.publish(app, EventType::Normal, reason, note);
-        }
-    }
-
-    fn publish(&self, app: &FlaskMongoApp, type_: EventType, reason: String, note: String) {
-        let event = Event {
-            type_,
-            reason,
-            note: Some(note),
-            action: "Reconcile".to_owned(),
-            secondary: None,
-        };
-        self.events.publish(event, app.object_ref(&()));
+        self.events.changed(changes, app.object_ref(&()));
     }
 
     fn reset_backoff(&self, app: &FlaskMongoApp) {

@@ -1,12 +1,15 @@
 //! Events about `FlaskMongoApp` objects, sent by a task of their own so that no reconcile
-//! waits for them, and the [`Changes`] one reconcile made, told in one Event.
+//! waits for them, and the [`Changes`] made to one object's children, told in one Event
+//! for all the reconciles of a [`GATHERING`].
 //!
 //! A Warning goes through kube-runtime's [`Recorder`], which folds a repeated failure into
 //! one Event with a count. A Normal Event reports one change of one child, which does not
 //! repeat, so it is created as it is: the recorder would otherwise keep every one of them
 //! for six minutes, eight per new object, most of the operator's memory under a flood.
 
+use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -17,9 +20,10 @@ use kube::Client;
 use kube::api::{Api, PostParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
-/// The children one reconcile created, updated or deleted, told in one Event at its end:
-/// one write instead of one per child.
+/// The children one reconcile created, updated or deleted: one Event for them all instead
+/// of one per child.
 #[derive(Default)]
 pub struct Changes(Mutex<Vec<(Verb, String)>>);
 
@@ -63,6 +67,20 @@ impl Changes {
             .push((verb, child));
     }
 
+    /// Whether nothing was changed.
+    pub fn is_empty(&self) -> bool {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
+    }
+
+    /// Adds the changes of `later`.
+    fn absorb(&mut self, later: Self) {
+        let later = later.0.into_inner().unwrap_or_else(|e| e.into_inner());
+        self.0
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(later);
+    }
+
     /// The Event's reason (the first of Created, Updated, Deleted that happened) and note
     /// (`created Secret a, Service a-mongo; deleted HorizontalPodAutoscaler a-web`), or
     /// `None` when nothing changed.
@@ -86,25 +104,153 @@ impl Changes {
 const QUEUE: usize = 1000;
 /// Events sent at once.
 const IN_FLIGHT: usize = 4;
+/// How long the changes to one object's children are gathered into one Event, from the
+/// first: a new object's passes (its children, then the volume and MongoDB once the volume
+/// is prepared) usually come within it, and one Event tells what two would have.
+pub const GATHERING: Duration = Duration::from_secs(1);
+
+/// What a reconcile has to tell about an object.
+enum Report {
+    /// A Warning, sent at once: its reason and note.
+    Warning(String, String),
+    /// Changes to its children, gathered.
+    Changed(Changes),
+}
 
 /// The sending side of the Event queue.
 #[derive(Clone)]
 pub struct Publisher {
-    queue: mpsc::Sender<(Event, ObjectReference)>,
+    queue: mpsc::Sender<(Report, ObjectReference)>,
 }
 
 impl Publisher {
-    /// Starts the task that sends the queued Events; it ends when every [`Publisher`] is gone.
+    /// Starts the tasks that gather and send the queued Events; they end when every
+    /// [`Publisher`] is gone, once the gathered changes are sent.
     pub fn start(client: Client, reporter: Reporter) -> Self {
         let (queue, queued) = mpsc::channel(QUEUE);
-        tokio::spawn(send_all(client, reporter, queued));
+        let (ready, to_send) = mpsc::channel(QUEUE);
+        tokio::spawn(gather(queued, ready));
+        tokio::spawn(send_all(client, reporter, to_send));
         Self { queue }
     }
 
-    /// Queues `event` about the object `regarding`.
-    pub fn publish(&self, event: Event, regarding: ObjectReference) {
-        if self.queue.try_send((event, regarding)).is_err() {
+    /// Queues a Warning about the object `regarding`.
+    pub fn warn(&self, reason: String, note: String, regarding: ObjectReference) {
+        self.queue((Report::Warning(reason, note), regarding));
+    }
+
+    /// Queues `changes` to the children of the object `regarding`, if there are any.
+    pub fn changed(&self, changes: Changes, regarding: ObjectReference) {
+        if !changes.is_empty() {
+            self.queue((Report::Changed(changes), regarding));
+        }
+    }
+
+    fn queue(&self, report: (Report, ObjectReference)) {
+        if self.queue.try_send(report).is_err() {
             tracing::debug!("the Event queue is full; Event dropped");
+        }
+    }
+}
+
+/// The changes of each object (by uid) waiting for their Event.
+#[derive(Default)]
+struct Gathered(HashMap<String, Pending>);
+
+struct Pending {
+    regarding: ObjectReference,
+    changes: Changes,
+    due: Instant,
+}
+
+impl Gathered {
+    /// Adds `changes` to those of `regarding`; their Event is due a [`GATHERING`] after
+    /// the first.
+    fn add(&mut self, regarding: ObjectReference, changes: Changes, now: Instant) {
+        let uid = regarding.uid.clone().unwrap_or_default();
+        match self.0.get_mut(&uid) {
+            Some(pending) => pending.changes.absorb(changes),
+            None => {
+                let due = now + GATHERING;
+                self.0.insert(
+                    uid,
+                    Pending {
+                        regarding,
+                        changes,
+                        due,
+                    },
+                );
+            }
+        }
+    }
+
+    /// When the next Event is due.
+    fn next_due(&self) -> Option<Instant> {
+        self.0.values().map(|pending| pending.due).min()
+    }
+
+    /// The Events due at `now` (all of them with `None`), taken out.
+    fn take_due(&mut self, now: Option<Instant>) -> Vec<(Event, ObjectReference)> {
+        let due = self
+            .0
+            .extract_if(|_, pending| now.is_none_or(|now| pending.due <= now));
+        let mut events = Vec::new();
+        for (
+            _,
+            Pending {
+                regarding, changes, ..
+            },
+        ) in due
+        {
+            if let Some((reason, note)) = changes.summary() {
+                events.push((event(EventType::Normal, reason, note), regarding));
+            }
+        }
+        events
+    }
+}
+
+/// An Event of the reconcile.
+fn event(type_: EventType, reason: String, note: String) -> Event {
+    Event {
+        type_,
+        reason,
+        note: Some(note),
+        action: "Reconcile".to_owned(),
+        secondary: None,
+    }
+}
+
+/// Passes Warnings on at once and each object's changes once their [`GATHERING`] is over.
+async fn gather(
+    mut queued: mpsc::Receiver<(Report, ObjectReference)>,
+    ready: mpsc::Sender<(Event, ObjectReference)>,
+) {
+    let mut gathered = Gathered::default();
+    let mut open = true;
+    while open {
+        let due = gathered.next_due();
+        let events = tokio::select! {
+            received = queued.recv() => match received {
+                Some((Report::Warning(reason, note), regarding)) => {
+                    vec![(event(EventType::Warning, reason, note), regarding)]
+                }
+                Some((Report::Changed(changes), regarding)) => {
+                    gathered.add(regarding, changes, Instant::now());
+                    Vec::new()
+                }
+                None => {
+                    open = false;
+                    gathered.take_due(None)
+                }
+            },
+            () = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {
+                gathered.take_due(Some(Instant::now()))
+            }
+        };
+        for event in events {
+            // Fails only once the sending task is gone, when nothing can be sent anyway.
+            let _ = ready.send(event).await;
         }
     }
 }
@@ -189,5 +335,71 @@ mod tests {
              deleted HorizontalPodAutoscaler a-web"
         );
         assert_eq!(Changes::default().summary(), None);
+    }
+
+    fn regarding(uid: &str) -> ObjectReference {
+        ObjectReference {
+            name: Some(uid.to_owned()),
+            uid: Some(uid.to_owned()),
+            ..ObjectReference::default()
+        }
+    }
+
+    fn changes(verb: Verb, children: &[&str]) -> Changes {
+        let changes = Changes::default();
+        for child in children {
+            changes.record(verb, (*child).to_owned());
+        }
+        changes
+    }
+
+    fn notes(events: Vec<(Event, ObjectReference)>) -> Vec<(String, String)> {
+        let mut notes: Vec<(String, String)> = events
+            .into_iter()
+            .map(|(event, regarding)| (regarding.uid.unwrap(), event.note.unwrap()))
+            .collect();
+        notes.sort();
+        notes
+    }
+
+    #[test]
+    fn the_changes_of_one_object_within_a_second_are_told_in_one_event() {
+        let start = Instant::now();
+        let mut gathered = Gathered::default();
+        gathered.add(regarding("a"), changes(Verb::Created, &["Secret a"]), start);
+        let soon = start + Duration::from_millis(70);
+        gathered.add(regarding("b"), changes(Verb::Created, &["Secret b"]), soon);
+        let second_pass = changes(Verb::Created, &["StatefulSet a-mongo"]);
+        second_pass.record(Verb::Deleted, "Pod prepare-volume-a".to_owned());
+        gathered.add(regarding("a"), second_pass, soon);
+
+        assert_eq!(gathered.next_due(), Some(start + GATHERING));
+        assert!(gathered.take_due(Some(start + GATHERING / 2)).is_empty());
+        let due = gathered.take_due(Some(start + GATHERING));
+        assert_eq!(due[0].0.reason, "Created");
+        assert_eq!(
+            notes(due),
+            [(
+                "a".to_owned(),
+                "created Secret a, StatefulSet a-mongo; deleted Pod prepare-volume-a".to_owned()
+            )]
+        );
+        // A later change of the same object starts a new Event.
+        let later = start + GATHERING;
+        gathered.add(
+            regarding("a"),
+            changes(Verb::Updated, &["Deployment a-web"]),
+            later,
+        );
+        assert_eq!(gathered.next_due(), Some(soon + GATHERING));
+        assert_eq!(
+            notes(gathered.take_due(None)),
+            [
+                ("a".to_owned(), "updated Deployment a-web".to_owned()),
+                ("b".to_owned(), "created Secret b".to_owned()),
+            ],
+            "at the end, whatever is gathered goes out"
+        );
+        assert_eq!(gathered.next_due(), None);
     }
 }

@@ -95,50 +95,83 @@ pub enum Write {
     After(Duration),
 }
 
-/// The status this process last wrote for each object (by uid), and when.
+/// The status this process last wrote for each object (by uid), and when; and when it
+/// first computed one for an object that has none yet.
 #[derive(Debug, Default)]
-pub struct Writes(HashMap<String, (FlaskMongoAppStatus, Instant)>);
+pub struct Writes {
+    written: HashMap<String, (FlaskMongoAppStatus, Instant)>,
+    first_computed: HashMap<String, Instant>,
+}
 
 impl Writes {
     /// Whether to write `status` for `app` at `now`. A change of a condition's status, the
     /// observed generation, a failure, the node port or the Secret is written at once;
     /// a change of progress alone (counts, messages) at most once per
-    /// [`PROGRESS_INTERVAL`]. A status equal to this process's own recent write is not
-    /// written again while the cache still shows the one before it.
-    pub fn decide(&self, app: &FlaskMongoApp, status: &FlaskMongoAppStatus, now: Instant) -> Write {
-        let recent = app
-            .metadata
-            .uid
-            .as_ref()
-            .and_then(|uid| self.0.get(uid))
-            .map(|(written, at)| (written, now.saturating_duration_since(*at)))
-            .filter(|(_, age)| *age < OWN_WRITE_MEMORY);
+    /// [`PROGRESS_INTERVAL`]. An object's first status waits as long after its first
+    /// computation unless it is already Ready or Degraded: a new object usually reaches
+    /// Ready within that time, and one write then tells what two would have. A status
+    /// equal to this process's own recent write is not written again while the cache
+    /// still shows the one before it.
+    pub fn decide(
+        &mut self,
+        app: &FlaskMongoApp,
+        status: &FlaskMongoAppStatus,
+        now: Instant,
+    ) -> Write {
+        self.forget_before(now);
+        let uid = app.metadata.uid.as_deref().unwrap_or_default();
+        let recent = self
+            .written
+            .get(uid)
+            .map(|(written, at)| (written, now.saturating_duration_since(*at)));
         let stored = recent.map(|(written, _)| written).or(app.status.as_ref());
         let Some(stored) = stored else {
-            return Write::Now;
+            if is_true(status, CONDITION_READY) || is_true(status, CONDITION_DEGRADED) {
+                return Write::Now;
+            }
+            let first = *self.first_computed.entry(uid.to_owned()).or_insert(now);
+            return wait_rest(now.saturating_duration_since(first));
         };
         if stored == status {
             return Write::Skip;
         }
         match recent {
-            Some((_, age))
-                if age < PROGRESS_INTERVAL && milestones(stored) == milestones(status) =>
-            {
-                Write::After(PROGRESS_INTERVAL - age)
-            }
+            Some((_, age)) if milestones(stored) == milestones(status) => wait_rest(age),
             _ => Write::Now,
         }
     }
 
-    /// Remembers that `status` was written for `app` at `now`; forgets writes older than
-    /// [`OWN_WRITE_MEMORY`].
+    /// Remembers that `status` was written for `app` at `now`.
     pub fn record(&mut self, app: &FlaskMongoApp, status: FlaskMongoAppStatus, now: Instant) {
-        self.0
-            .retain(|_, (_, at)| now.saturating_duration_since(*at) < OWN_WRITE_MEMORY);
+        self.forget_before(now);
         if let Some(uid) = &app.metadata.uid {
-            self.0.insert(uid.clone(), (status, now));
+            self.first_computed.remove(uid);
+            self.written.insert(uid.clone(), (status, now));
         }
     }
+
+    /// Forgets what is older than [`OWN_WRITE_MEMORY`]: the cache shows such a write, and
+    /// an object whose first status is that old was deleted or cannot be written.
+    fn forget_before(&mut self, now: Instant) {
+        let fresh = |at: &Instant| now.saturating_duration_since(*at) < OWN_WRITE_MEMORY;
+        self.written.retain(|_, (_, at)| fresh(at));
+        self.first_computed.retain(|_, at| fresh(at));
+    }
+}
+
+/// Write now if `age` is a whole [`PROGRESS_INTERVAL`], else after the rest of it.
+fn wait_rest(age: Duration) -> Write {
+    match PROGRESS_INTERVAL.checked_sub(age) {
+        Some(rest) if !rest.is_zero() => Write::After(rest),
+        _ => Write::Now,
+    }
+}
+
+fn is_true(status: &FlaskMongoAppStatus, type_: &str) -> bool {
+    status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == type_ && c.status == "True")
 }
 
 /// What a user acts on: the generation described, each condition's status, the failure,

@@ -1,8 +1,9 @@
 //! Where log lines go: standard output, in batches. A `write` to standard output for each
 //! request's line is a system call per request (about 4 % of the CPU time of a `POST /data`,
 //! `BENCHMARKS.md`), so lines gather in a buffer and go out together: [`FLUSH_DELAY`] after
-//! the first line of a batch (and the time the flushing thread takes to wake), as soon as the buffer is full, at exit, and before a
-//! panic's report. While standard output blocks, writers block as before.
+//! the first line of a batch (and the time the flushing thread takes to wake), as soon as the
+//! buffer is full, at exit, and before a panic's report. While standard output blocks,
+//! writers block as before.
 
 use std::io::{self, BufWriter, Stdout, Write};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, TryLockError};
@@ -107,12 +108,14 @@ pub struct Line<'a>(&'a Shared);
 impl Write for Line<'_> {
     fn write(&mut self, line: &[u8]) -> io::Result<usize> {
         let mut state = self.0.lock();
-        let written = state.out.write(line)?;
+        // Whole, under the lock: a line longer than the buffer goes straight out, and a
+        // partial write returned to the caller would let another thread's line in.
+        state.out.write_all(line)?;
         if !state.dirty {
             state.dirty = true;
             self.0.pending.notify_one();
         }
-        Ok(written)
+        Ok(line.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {

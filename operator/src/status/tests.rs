@@ -217,12 +217,12 @@ fn the_report_prefers_what_the_applies_returned_and_an_unchanged_one_is_not_writ
     let status = report(&app, &snapshot, &applied, None);
     assert_eq!(status.node_port, Some(30080));
     assert_eq!(condition(&status, CONDITION_READY).status, "True");
-    let writes = Writes::default();
+    let mut writes = Writes::default();
     let now = Instant::now();
     assert_eq!(
         writes.decide(&app, &status, now),
         Write::Now,
-        "a first status"
+        "a first status that is Ready"
     );
 
     app.status = Some(status);
@@ -332,7 +332,56 @@ fn an_own_write_not_yet_cached_is_not_repeated() {
     assert_eq!(writes.decide(&again, &ready, later), Write::Now);
     // Old writes are forgotten when the next is recorded.
     writes.record(&again, ready, much_later);
-    assert_eq!(writes.0.len(), 1);
+    assert_eq!(writes.written.len(), 1);
+}
+
+#[test]
+fn a_first_status_waits_a_moment_unless_ready_or_degraded() {
+    let app = app("shop", "ns", FlaskMongoAppSpec::default());
+    let start = Instant::now();
+    let mut writes = Writes::default();
+    let none_ready = web_progress(&app, 2, 0);
+    assert_eq!(
+        writes.decide(&app, &none_ready, start),
+        Write::After(PROGRESS_INTERVAL)
+    );
+    let one_ready = web_progress(&app, 2, 1);
+    let soon = start + Duration::from_millis(300);
+    assert_eq!(
+        writes.decide(&app, &one_ready, soon),
+        Write::After(Duration::from_millis(700)),
+        "the wait counts from the first computation, not from the last"
+    );
+    assert_eq!(
+        writes.decide(&app, &one_ready, start + PROGRESS_INTERVAL),
+        Write::Now
+    );
+    let ready = web_progress(&app, 2, 2);
+    assert_eq!(writes.decide(&app, &ready, soon), Write::Now);
+    let failure = Failure {
+        reason: "Invalid".to_owned(),
+        message: "refused".to_owned(),
+    };
+    let (d, s, m) = (deployment(2, 0), service(None), statefulset(0));
+    let degraded = compute(
+        &app,
+        &Observed {
+            failure: Some(failure),
+            ..all(&d, &s, &m)
+        },
+        &time(100),
+    );
+    assert_eq!(writes.decide(&app, &degraded, soon), Write::Now);
+
+    // Once written, the wait of a first status is over; so is it for an object whose
+    // first status could not be written for longer than the memory of writes.
+    writes.record(&app, one_ready.clone(), soon);
+    assert!(writes.first_computed.is_empty());
+    let mut other = app.clone();
+    other.metadata.uid = Some("another-uid".to_owned());
+    writes.decide(&other, &none_ready, soon);
+    writes.record(&app, one_ready, soon + OWN_WRITE_MEMORY);
+    assert!(writes.first_computed.is_empty());
 }
 
 #[test]
