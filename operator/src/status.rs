@@ -124,7 +124,11 @@ impl Writes {
             .written
             .get(uid)
             .map(|(written, at)| (written, now.saturating_duration_since(*at)));
-        let stored = recent.map(|(written, _)| written).or(app.status.as_ref());
+        // Before the first write, all a status can hold is the Secret this process recorded.
+        let stored = recent
+            .map(|(written, _)| written)
+            .or(app.status.as_ref())
+            .filter(|stored| !stored.conditions.is_empty());
         let Some(stored) = stored else {
             if is_true(status, CONDITION_READY) || is_true(status, CONDITION_DEGRADED) {
                 return Write::Now;

@@ -160,7 +160,7 @@ impl Bench {
 
     /// `samples` objects, each created once the previous one is Ready: milliseconds from
     /// the create call returning to all eight children, and to `Ready=True`, and the API
-    /// requests the operator sent for them.
+    /// requests the operator sent for them, its last Events included.
     async fn latency(&self) -> Result<Latency> {
         let namespace = "bench-latency";
         let operator = self.operator_for(namespace).await?;
@@ -188,6 +188,8 @@ impl Bench {
                 .with_context(|| format!("no preparation pod of {name} was seen to succeed"))?;
             preparation_ms.push(millis(preparation));
         }
+        // The last objects' Events go out a moment after they are Ready: count them too.
+        tokio::time::sleep(flaskmongo_operator::events::GATHERING + Duration::from_secs(1)).await;
         Ok(Latency {
             children_ms,
             ready_ms,

@@ -337,7 +337,12 @@ fn an_own_write_not_yet_cached_is_not_repeated() {
 
 #[test]
 fn a_first_status_waits_a_moment_unless_ready_or_degraded() {
-    let app = app("shop", "ns", FlaskMongoAppSpec::default());
+    let mut app = app("shop", "ns", FlaskMongoAppSpec::default());
+    // The Secret this process created, recorded before any status is written.
+    app.status = Some(FlaskMongoAppStatus {
+        credentials_secret: Some("shop-mongo-credentials".to_owned()),
+        ..FlaskMongoAppStatus::default()
+    });
     let start = Instant::now();
     let mut writes = Writes::default();
     let none_ready = web_progress(&app, 2, 0);
