@@ -7,7 +7,8 @@
 //! repeat, so it is created as it is: the recorder would otherwise keep every one of them
 //! for six minutes, eight per new object, most of the operator's memory under a flood.
 
-use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -28,7 +29,7 @@ use tokio::time::Instant;
 pub struct Changes(Mutex<Vec<(Verb, String)>>);
 
 /// What happened to a child.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Verb {
     /// It did not exist and was made.
     Created,
@@ -86,6 +87,9 @@ impl Changes {
     /// `None` when nothing changed.
     pub fn summary(self) -> Option<(String, String)> {
         let mut changes = self.0.into_inner().unwrap_or_else(|e| e.into_inner());
+        // The reconciles of a second may change one child twice the same way.
+        let mut seen = HashSet::new();
+        changes.retain(|change| seen.insert(change.clone()));
         changes.sort_by_key(|(verb, _)| *verb);
         let reason = changes.first()?.0.reason().to_owned();
         let note = changes
@@ -96,8 +100,24 @@ impl Changes {
             })
             .collect::<Vec<_>>()
             .join("; ");
-        Some((reason, note))
+        Some((reason, within_note_limit(note)))
     }
+}
+
+/// The longest note the API server takes, in bytes.
+const NOTE_LIMIT: usize = 1024;
+
+/// `note`, cut to [`NOTE_LIMIT`] with an ellipsis if it is longer.
+fn within_note_limit(mut note: String) -> String {
+    if note.len() > NOTE_LIMIT {
+        let mut end = NOTE_LIMIT - '…'.len_utf8();
+        while !note.is_char_boundary(end) {
+            end -= 1;
+        }
+        note.truncate(end);
+        note.push('…');
+    }
+    note
 }
 
 /// Events waiting to be sent; under a flood of changes, more are dropped, as client-go does.
@@ -168,18 +188,15 @@ impl Gathered {
     /// the first.
     fn add(&mut self, regarding: ObjectReference, changes: Changes, now: Instant) {
         let uid = regarding.uid.clone().unwrap_or_default();
-        match self.0.get_mut(&uid) {
-            Some(pending) => pending.changes.absorb(changes),
-            None => {
+        match self.0.entry(uid) {
+            Entry::Occupied(mut pending) => pending.get_mut().changes.absorb(changes),
+            Entry::Vacant(slot) => {
                 let due = now + GATHERING;
-                self.0.insert(
-                    uid,
-                    Pending {
-                        regarding,
-                        changes,
-                        due,
-                    },
-                );
+                slot.insert(Pending {
+                    regarding,
+                    changes,
+                    due,
+                });
             }
         }
     }
@@ -195,15 +212,9 @@ impl Gathered {
             .0
             .extract_if(|_, pending| now.is_none_or(|now| pending.due <= now));
         let mut events = Vec::new();
-        for (
-            _,
-            Pending {
-                regarding, changes, ..
-            },
-        ) in due
-        {
-            if let Some((reason, note)) = changes.summary() {
-                events.push((event(EventType::Normal, reason, note), regarding));
+        for (_, pending) in due {
+            if let Some((reason, note)) = pending.changes.summary() {
+                events.push((event(EventType::Normal, reason, note), pending.regarding));
             }
         }
         events
@@ -335,6 +346,27 @@ mod tests {
              deleted HorizontalPodAutoscaler a-web"
         );
         assert_eq!(Changes::default().summary(), None);
+    }
+
+    #[test]
+    fn a_change_is_told_once_and_a_long_note_is_cut_to_the_servers_limit() {
+        let changes = Changes::default();
+        changes.record(Verb::Updated, "Deployment a-web".to_owned());
+        changes.record(Verb::Updated, "Deployment a-web".to_owned());
+        assert_eq!(
+            changes.summary().expect("changed").1,
+            "updated Deployment a-web"
+        );
+
+        let many = Changes::default();
+        for index in 0..100 {
+            many.record(Verb::Updated, format!("Service é-{index}"));
+        }
+        let (_, note) = many.summary().expect("changed");
+        assert!(note.len() <= NOTE_LIMIT, "{} bytes", note.len());
+        assert!(note.len() > NOTE_LIMIT - 8, "{} bytes", note.len());
+        assert!(note.starts_with("updated Service é-0, Service é-1, "));
+        assert!(note.ends_with('…'));
     }
 
     fn regarding(uid: &str) -> ObjectReference {
