@@ -273,6 +273,27 @@ fn web_progress(app: &FlaskMongoApp, wanted: i32, ready: i32) -> FlaskMongoAppSt
     compute(app, &all(&d, &s, &m), &time(100))
 }
 
+/// Asserts that `status`, a moment after `start`, is written once [`PROGRESS_INTERVAL`]
+/// has passed since `start`, and only then.
+fn waits_out_the_interval(
+    writes: &mut Writes,
+    app: &FlaskMongoApp,
+    status: &FlaskMongoAppStatus,
+    start: Instant,
+    why: &str,
+) {
+    let soon = start + Duration::from_millis(300);
+    assert_eq!(
+        writes.decide(app, status, soon),
+        Write::After(Duration::from_millis(700)),
+        "{why}"
+    );
+    assert_eq!(
+        writes.decide(app, status, start + PROGRESS_INTERVAL),
+        Write::Now
+    );
+}
+
 #[test]
 fn progress_alone_is_written_at_most_once_per_interval_and_milestones_at_once() {
     let app = app("shop", "ns", FlaskMongoAppSpec::default());
@@ -287,14 +308,12 @@ fn progress_alone_is_written_at_most_once_per_interval_and_milestones_at_once() 
         condition(&none_ready, CONDITION_READY).status
     );
     let soon = start + Duration::from_millis(300);
-    assert_eq!(
-        writes.decide(&app, &one_ready, soon),
-        Write::After(Duration::from_millis(700)),
-        "a count a moment after the last write waits for the rest of the interval"
-    );
-    assert_eq!(
-        writes.decide(&app, &one_ready, start + PROGRESS_INTERVAL),
-        Write::Now
+    waits_out_the_interval(
+        &mut writes,
+        &app,
+        &one_ready,
+        start,
+        "a count a moment after the last write waits for the rest of the interval",
     );
     let all_ready = web_progress(&app, 3, 3);
     assert_eq!(condition(&all_ready, CONDITION_READY).status, "True");
@@ -352,14 +371,12 @@ fn a_first_status_waits_a_moment_unless_ready_or_degraded() {
     );
     let one_ready = web_progress(&app, 2, 1);
     let soon = start + Duration::from_millis(300);
-    assert_eq!(
-        writes.decide(&app, &one_ready, soon),
-        Write::After(Duration::from_millis(700)),
-        "the wait counts from the first computation, not from the last"
-    );
-    assert_eq!(
-        writes.decide(&app, &one_ready, start + PROGRESS_INTERVAL),
-        Write::Now
+    waits_out_the_interval(
+        &mut writes,
+        &app,
+        &one_ready,
+        start,
+        "the wait counts from the first computation, not from the last",
     );
     let ready = web_progress(&app, 2, 2);
     assert_eq!(writes.decide(&app, &ready, soon), Write::Now);
