@@ -3,9 +3,9 @@
 //! for all the reconciles of a [`GATHERING`].
 //!
 //! A Warning goes through kube-runtime's [`Recorder`], which folds a repeated failure into
-//! one Event with a count. A Normal Event reports one change of one child, which does not
-//! repeat, so it is created as it is: the recorder would otherwise keep every one of them
-//! for six minutes, eight per new object, most of the operator's memory under a flood.
+//! one Event with a count. A Normal Event reports changes of children, which do not repeat,
+//! so it is created as it is: the recorder would otherwise keep every one of them for six
+//! minutes, most of the operator's memory under a flood.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
