@@ -143,6 +143,12 @@ where
         objects.contains_key(key)
     }
 
+    /// The names of the cached objects, without parsing any.
+    pub fn names(&self) -> Vec<String> {
+        let objects = self.objects.read().unwrap_or_else(PoisonError::into_inner);
+        objects.keys().map(|key| key.name.clone()).collect()
+    }
+
     /// Waits until the cache holds its first complete list; returns at once if the watch
     /// has stopped.
     pub async fn wait_until_ready(&self) {

@@ -15,6 +15,7 @@ use kube::runtime::controller::{Action, Config as ControllerConfig};
 use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
+use tokio::sync::Notify;
 
 use crate::children::{Instance, secret};
 use crate::error::{Error, Result};
@@ -23,6 +24,7 @@ use crate::execute::{self, Applied, Cleanup};
 use crate::labels::MANAGER;
 use crate::metrics::Metrics;
 use crate::observe::{self, UNSEEN_AT_MOST, Unseen};
+use crate::orphans;
 use crate::plan::{self, Plan, Step};
 use crate::status::{self, Failure, Write};
 use crate::watches::{self, Stores};
@@ -178,10 +180,19 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
     on_ready: impl FnOnce() + Send + 'static,
 ) {
+    let orphans_wake = Arc::new(Notify::new());
     let (controller, stores) = watches::controller(
         &client,
         settings.namespace.as_deref(),
         &settings.volumes.preparation_namespace,
+        &orphans_wake,
+    );
+    let orphans = orphans::sweep(
+        client.clone(),
+        controller.store(),
+        stores.volume_preparations.clone(),
+        settings.volumes.preparation_namespace.clone(),
+        orphans_wake,
     );
     let ready_stores = stores.clone();
     tokio::spawn(async move {
@@ -234,6 +245,7 @@ pub async fn run(
     tokio::select! {
         () = reconciles => {}
         () = stop_unfilled => {}
+        () = orphans => {}
     }
 }
 

@@ -352,7 +352,7 @@ where
 }
 
 /// Deletes every target concurrently; returns whether any was still there.
-async fn delete_all(client: &Client, targets: &[Target], changes: &Changes) -> Result<bool> {
+pub async fn delete_all(client: &Client, targets: &[Target], changes: &Changes) -> Result<bool> {
     let deletions = targets.iter().map(|target| {
         let api: Api<DynamicObject> = match &target.namespace {
             Some(namespace) => Api::namespaced_with(client.clone(), namespace, &target.resource),

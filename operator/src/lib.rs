@@ -15,6 +15,7 @@ pub mod labels;
 pub mod leader;
 pub mod metrics;
 pub mod observe;
+pub mod orphans;
 pub mod plan;
 pub mod prepare;
 pub mod server;

@@ -6,6 +6,8 @@
 //! directory is prepared for MongoDB's user, and MongoDB held back until it is; the
 //! finalizer; and the order of the clean-up under `deletionPolicy: Delete`.
 
+use std::collections::HashSet;
+
 use flaskmongo_crd::{DeletionPolicy, FlaskMongoApp};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
@@ -27,7 +29,9 @@ use crate::error::{Error, Result};
 use crate::labels::{self, MANAGER};
 use crate::observe::Snapshot;
 
-/// Finalizer that lets the operator remove the data under `deletionPolicy: Delete`.
+/// Finalizer that lets the operator remove the data under `deletionPolicy: Delete`. Only
+/// such objects get it: under `Retain` nothing is left for the operator to do at deletion,
+/// so the object goes at once, also while no operator runs.
 pub const FINALIZER: &str = "flaskmongo.dev/cleanup";
 /// Field manager that keeps `spec.replicas` while the autoscaler takes it over.
 pub const REPLICAS_HANDOFF_MANAGER: &str = "flaskmongo-operator-replicas-handoff";
@@ -47,7 +51,8 @@ pub enum Plan {
 /// every child at once, but for the workloads, written once the Secret is.
 #[derive(Debug)]
 pub struct Converge {
-    /// The object's finalizers with ours added, when it lacks ours; `None` leaves them.
+    /// The object's finalizers with ours added, when its data is to be deleted with it and
+    /// it lacks ours; `None` leaves them.
     pub finalizers: Option<Vec<String>>,
     /// The credentials Secret.
     pub secret: Once<Secret>,
@@ -249,8 +254,9 @@ pub fn plan(
             owner: describe_claim(taken),
         });
     }
+    let deletes_data = instance.spec.mongo.storage.deletion_policy == DeletionPolicy::Delete;
     Ok(Plan::Converge(Box::new(Converge {
-        finalizers: (!has_finalizer(app)).then(|| {
+        finalizers: (deletes_data && !has_finalizer(app)).then(|| {
             let mut finalizers = app.finalizers().to_vec();
             finalizers.push(FINALIZER.to_owned());
             finalizers
@@ -614,11 +620,14 @@ fn belongs_to(instance: &Instance<'_>, meta: &ObjectMeta) -> bool {
     owner == Some((instance.namespace, instance.name))
 }
 
-/// The clean-up. Under `Retain` the data, its claim and its Secret stay, and the
+/// The clean-up, of an object that has our finalizer: all under `Delete`, and those under
+/// `Retain` that had it before (an earlier version set it on every object, and one changed
+/// from `Delete` keeps it). Under `Retain` the data, its claim and its Secret stay, and the
 /// namespaced children go with the object through their owner references. Under `Delete`:
 /// first the StatefulSet (so no pod holds the claim) and the claim; once both are gone,
 /// the volume and the Secret; then the finalizer. Under both, a volume's preparation pod
-/// (in another namespace, so no owner reference takes it away) goes in the last stage.
+/// (in another namespace, so no owner reference takes it away) goes in the last stage;
+/// [`orphaned_preparations`] finds that of an object that had no finalizer.
 fn finalize(
     app: &FlaskMongoApp,
     instance: &Instance<'_>,
@@ -686,6 +695,21 @@ fn finalize(
         stages: vec![release, data],
         finalizers,
     }
+}
+
+/// The preparation pods, of those named `pods` in `namespace`, whose object is gone: their
+/// name holds a uid no object in `live` has. Such a pod stays behind when its object goes
+/// without a finalizer (`Retain`) before the pod is removed. A pod named otherwise is not
+/// one the operator made and stays.
+pub fn orphaned_preparations<'a>(
+    pods: impl IntoIterator<Item = &'a str>,
+    live: &HashSet<&str>,
+    namespace: &str,
+) -> Vec<Target> {
+    pods.into_iter()
+        .filter(|pod| volume_preparation::uid_of(pod).is_some_and(|uid| !live.contains(uid)))
+        .map(|pod| Target::namespaced::<Pod>(pod.to_owned(), namespace))
+        .collect()
 }
 
 #[cfg(test)]

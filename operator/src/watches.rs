@@ -3,6 +3,7 @@
 //! metadata only. Secrets are not watched: the operator may not read them.
 
 use std::fmt::Debug;
+use std::sync::Arc;
 
 use flaskmongo_crd::FlaskMongoApp;
 use futures::{Stream, StreamExt, TryStreamExt};
@@ -20,6 +21,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
+use tokio::sync::Notify;
 
 use crate::cache::{self, Cache};
 use crate::children::volume_preparation;
@@ -69,12 +71,14 @@ impl Stores {
 
 /// The controller of the `FlaskMongoApp`s in `namespace` (all when `None`), triggered by
 /// every watch, and the caches those watches fill; the volumes' preparation pods are
-/// watched in `preparation_namespace`. Concurrency, shutdown and the reconcile itself are
+/// watched in `preparation_namespace`. `orphans` is notified when an object is deleted or a
+/// preparation pod changes. Concurrency, shutdown and the reconcile itself are
 /// the caller's.
 pub fn controller(
     client: &Client,
     namespace: Option<&str>,
     preparation_namespace: &str,
+    orphans: &Arc<Notify>,
 ) -> (Controller<FlaskMongoApp>, Stores) {
     let selector = labels::managed_selector();
     let children = watcher::Config::default().labels(&selector);
@@ -104,6 +108,9 @@ pub fn controller(
         Api::<Pod>::namespaced(client.clone(), preparation_namespace),
         watcher::Config::default().labels(&of_watched(volume_preparation::selector())),
     );
+    let preparation_changed = Arc::clone(orphans);
+    let volume_preparation_events =
+        volume_preparation_events.inspect(move |_| preparation_changed.notify_one());
     let (claims, claim_events) = cached(
         scoped::<PartialObjectMeta<PersistentVolumeClaim>>(client, namespace),
         watcher::Config::default().labels(&labels::claim_selector()),
@@ -120,6 +127,7 @@ pub fn controller(
     });
 
     let (apps, mut app_writer) = reflector::store();
+    let app_deleted = Arc::clone(orphans);
     let app_events = without_errors(
         relisting_watcher(
             scoped::<FlaskMongoApp>(client, namespace),
@@ -130,8 +138,12 @@ pub fn controller(
         .inspect_ok(move |event| {
             // kube-runtime's store shows the objects of a list only once it is complete, so
             // a reconcile one of them triggers would read the spec from before a relist.
-            if let watcher::Event::InitApply(app) = event {
-                app_writer.apply_watcher_event(&watcher::Event::Apply(app.clone()));
+            match event {
+                watcher::Event::InitApply(app) => {
+                    app_writer.apply_watcher_event(&watcher::Event::Apply(app.clone()));
+                }
+                watcher::Event::Delete(_) => app_deleted.notify_one(),
+                _ => {}
             }
             app_writer.apply_watcher_event(event);
         })

@@ -9,6 +9,7 @@ use std::time::Duration;
 use common::{Env, InProcess, TEST_MANAGER, wait_for};
 use flaskmongo_crd::FlaskMongoApp;
 use flaskmongo_operator::children::persistent_volume::Placement;
+use flaskmongo_operator::children::{self, Instance};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{
@@ -52,7 +53,11 @@ async fn create_makes_every_child_and_becomes_ready() {
     assert!((30000..=32767).contains(&node_port));
     assert!(status.mongo_ready);
     assert_eq!(status.web.ready, "2/2");
-    assert_eq!(app.finalizers(), ["flaskmongo.dev/cleanup"]);
+    assert!(
+        app.finalizers().is_empty(),
+        "under Retain nothing holds the object at deletion: {:?}",
+        app.finalizers()
+    );
 
     let deployment = env.api::<Deployment>().get("shop-web").await.unwrap();
     let pod = deployment.spec.template.spec.clone().unwrap();
@@ -397,10 +402,19 @@ async fn deletion_retains_or_removes_the_data() {
         "the password that opens the retained data is kept"
     );
 
-    // Delete: claim, volume and Secret go with the object.
+    // Delete: claim, volume and Secret go with the object, once its finalizer is there.
     env.patch_spec(
         "shop",
         json!({ "mongo": { "storage": { "deletionPolicy": "Delete" } } }),
+    )
+    .await;
+    wait_for(
+        "the finalizer that removes the data",
+        Duration::from_secs(30),
+        || async {
+            let app = env.api::<FlaskMongoApp>().get("shop").await.ok()?;
+            (app.finalizers() == [flaskmongo_operator::plan::FINALIZER]).then_some(())
+        },
     )
     .await;
     env.api::<FlaskMongoApp>()
@@ -417,6 +431,66 @@ async fn deletion_retains_or_removes_the_data() {
         || async { matches!(volumes.get_opt(&volume).await, Ok(None)).then_some(()) },
     )
     .await;
+    env.teardown().await;
+}
+
+/// A preparation pod as one stays behind when its object, here `name` with `uid`, is
+/// deleted before the pod is removed.
+fn leftover_preparation(env: &Env, name: &str, uid: &str) -> Pod {
+    let mut gone = FlaskMongoApp::new(name, serde_json::from_value(json!({})).unwrap());
+    gone.metadata.namespace = Some(env.namespace.clone());
+    gone.metadata.uid = Some(uid.to_owned());
+    let instance = Instance::new(&gone).unwrap();
+    children::volume_preparation::build(
+        &instance,
+        &Placement::new(&instance, flaskmongo_operator::DEFAULT_VOLUME_ROOT),
+        &flaskmongo_operator::Volumes::default(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn under_retain_an_object_goes_without_the_operator_and_leftover_preparations_are_removed() {
+    let mut env = Env::start("fma-leftover").await;
+    env.apply("shop", json!({})).await.unwrap();
+    env.wait_ready("shop").await;
+
+    // No finalizer waits for an operator that is not there.
+    env.stop_operator().await;
+    env.api::<FlaskMongoApp>()
+        .delete("shop", &DeleteParams::default())
+        .await
+        .unwrap();
+    env.wait_gone::<FlaskMongoApp>("shop").await;
+
+    // A preparation pod left while no operator ran, and one left while it runs: both go.
+    let preparations = Api::<Pod>::namespaced(
+        env.client.clone(),
+        flaskmongo_operator::DEFAULT_PREPARATION_NAMESPACE,
+    );
+    let left_before = preparations
+        .create(
+            &PostParams::default(),
+            &leftover_preparation(&env, "shop", &format!("{}-1", env.namespace)),
+        )
+        .await
+        .unwrap();
+    env.start_operator(Duration::from_secs(300));
+    let left_after = preparations
+        .create(
+            &PostParams::default(),
+            &leftover_preparation(&env, "gone", &format!("{}-2", env.namespace)),
+        )
+        .await
+        .unwrap();
+    for pod in [left_before, left_after] {
+        let name = pod.name_any();
+        wait_for(
+            &format!("the leftover preparation pod {name} to be removed"),
+            Duration::from_secs(30),
+            || async { matches!(preparations.get_opt(&name).await, Ok(None)).then_some(()) },
+        )
+        .await;
+    }
     env.teardown().await;
 }
 

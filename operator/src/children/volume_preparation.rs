@@ -24,9 +24,17 @@ const PREPARATION_CAPABILITIES: [&str; 3] = ["CHOWN", "DAC_OVERRIDE", "FOWNER"];
 /// Longest a preparation may run; a huge retained database takes a while to walk.
 const DEADLINE_SECONDS: i64 = 600;
 
+/// What every preparation pod's name starts with, before its object's uid.
+const NAME_PREFIX: &str = "prepare-volume-";
+
 /// The pod's name: one per object, and a new object of the same name has a new uid.
 pub fn name(instance: &Instance<'_>) -> String {
-    format!("prepare-volume-{}", instance.uid())
+    format!("{NAME_PREFIX}{}", instance.uid())
+}
+
+/// The uid of the object a preparation pod named `name` is for.
+pub fn uid_of(name: &str) -> Option<&str> {
+    name.strip_prefix(NAME_PREFIX).filter(|uid| !uid.is_empty())
 }
 
 /// The pod that prepares the directory of `placement` on its node (any node for a new

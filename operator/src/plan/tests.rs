@@ -27,7 +27,8 @@ fn volumes() -> Volumes {
     }
 }
 
-/// A live object `shop` in `team-a` with our finalizer, as after its first reconcile.
+/// A live object `shop` in `team-a` with our finalizer, as the first reconcile leaves one
+/// under `Delete` and an earlier version left every object.
 fn shop(spec: FlaskMongoAppSpec) -> FlaskMongoApp {
     let mut app = app("shop", "team-a", spec);
     app.metadata.finalizers = Some(vec![OTHER_FINALIZER.to_owned(), FINALIZER.to_owned()]);
@@ -173,18 +174,28 @@ fn spec(change: impl FnOnce(&mut FlaskMongoAppSpec)) -> FlaskMongoAppSpec {
 }
 
 #[test]
-fn a_new_object_gets_every_child_its_secret_and_the_finalizer() {
-    let mut app = shop(FlaskMongoAppSpec::default());
-    app.metadata.finalizers = Some(vec![OTHER_FINALIZER.to_owned()]);
+fn a_new_object_gets_every_child_its_secret_and_under_delete_the_finalizer() {
+    let new = |spec| {
+        let mut app = shop(spec);
+        app.metadata.finalizers = Some(vec![OTHER_FINALIZER.to_owned()]);
+        app
+    };
+    let deletes_data = new(spec(|s| {
+        s.mongo.storage.deletion_policy = DeletionPolicy::Delete;
+    }));
+    assert_eq!(
+        converge(&deletes_data, &Snapshot::default()).finalizers,
+        Some(vec![OTHER_FINALIZER.to_owned(), FINALIZER.to_owned()]),
+        "under Delete ours is added after the others"
+    );
     let Converge {
         finalizers,
         secret,
         children,
-    } = converge(&app, &Snapshot::default());
+    } = converge(&new(FlaskMongoAppSpec::default()), &Snapshot::default());
     assert_eq!(
-        finalizers,
-        Some(vec![OTHER_FINALIZER.to_owned(), FINALIZER.to_owned()]),
-        "ours is added after the others"
+        finalizers, None,
+        "under Retain nothing is left to do at deletion, so nothing holds it"
     );
     let Once::Create(secret) = secret else {
         panic!("expected a new Secret, planned {secret:?}");
@@ -481,7 +492,7 @@ fn deletion_cleans_up_in_order_then_releases_the_finalizer() {
             Finalize::Nothing,
         ),
         (
-            "Retain: the data, its claim and its Secret stay",
+            "Retain, with our finalizer from before: the data, its claim and its Secret stay",
             deleting(shop(FlaskMongoAppSpec::default())),
             statefulset.clone(),
             Some(claim()),
@@ -534,6 +545,32 @@ fn deletion_cleans_up_in_order_then_releases_the_finalizer() {
         };
         assert_eq!(finalize(&app, &snapshot), expected, "{case}");
     }
+}
+
+#[test]
+fn only_the_preparation_pods_of_objects_gone_are_orphans() {
+    let live = HashSet::from(["uid-live"]);
+    let pods = [
+        "prepare-volume-uid-live",
+        "prepare-volume-uid-gone",
+        "prepare-volume-",
+        "someone-elses-pod",
+    ];
+    assert_eq!(
+        orphaned_preparations(pods, &live, PREPARATION_NAMESPACE),
+        [Target::namespaced::<Pod>(
+            "prepare-volume-uid-gone".to_owned(),
+            PREPARATION_NAMESPACE
+        )]
+    );
+    assert_eq!(
+        orphaned_preparations(["prepare-volume-uid-gone"], &HashSet::new(), "elsewhere"),
+        [Target::namespaced::<Pod>(
+            "prepare-volume-uid-gone".to_owned(),
+            "elsewhere"
+        )],
+        "deleted in the namespace it is in"
+    );
 }
 
 #[test]

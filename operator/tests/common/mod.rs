@@ -123,11 +123,16 @@ impl Env {
     /// As [`Env::start`], with the given periodic re-check interval.
     pub async fn start_with(prefix: &str, requeue: Duration) -> Self {
         let mut env = Self::without_operator(prefix).await;
-        let mut config = Config::new(Some(env.namespace.clone()));
-        config.requeue = requeue;
-        config.metrics = env.metrics.clone();
-        env.operator = Some(InProcess::start(env.client.clone(), config));
+        env.start_operator(requeue);
         env
+    }
+
+    /// Starts an operator scoped to the test's namespace, re-checking every `requeue`.
+    pub fn start_operator(&mut self, requeue: Duration) {
+        let mut config = Config::new(Some(self.namespace.clone()));
+        config.requeue = requeue;
+        config.metrics = self.metrics.clone();
+        self.operator = Some(InProcess::start(self.client.clone(), config));
     }
 
     /// CRD installed and namespace created, no operator.
