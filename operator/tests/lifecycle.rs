@@ -434,23 +434,34 @@ async fn deletion_retains_or_removes_the_data() {
     env.teardown().await;
 }
 
-/// A preparation pod as one stays behind when its object, here `name` with `uid`, is
-/// deleted before the pod is removed.
-fn leftover_preparation(env: &Env, name: &str, uid: &str) -> Pod {
+/// Leaves in `preparations` a preparation pod as one stays behind when its object, `name`
+/// in `namespace` with the uid `uid`, is deleted before the pod is removed; returns its name.
+async fn leave_preparation(
+    preparations: &Api<Pod>,
+    namespace: &str,
+    name: &str,
+    uid: String,
+) -> String {
     let mut gone = FlaskMongoApp::new(name, serde_json::from_value(json!({})).unwrap());
-    gone.metadata.namespace = Some(env.namespace.clone());
-    gone.metadata.uid = Some(uid.to_owned());
+    gone.metadata.namespace = Some(namespace.to_owned());
+    gone.metadata.uid = Some(uid);
     let instance = Instance::new(&gone).unwrap();
-    children::volume_preparation::build(
+    let pod = children::volume_preparation::build(
         &instance,
         &Placement::new(&instance, flaskmongo_operator::DEFAULT_VOLUME_ROOT),
         &flaskmongo_operator::Volumes::default(),
-    )
+    );
+    preparations
+        .create(&PostParams::default(), &pod)
+        .await
+        .unwrap()
+        .name_any()
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn under_retain_an_object_goes_without_the_operator_and_leftover_preparations_are_removed() {
     let mut env = Env::start("fma-leftover").await;
+    let ns = env.namespace.clone();
     env.apply("shop", json!({})).await.unwrap();
     env.wait_ready("shop").await;
 
@@ -467,23 +478,10 @@ async fn under_retain_an_object_goes_without_the_operator_and_leftover_preparati
         env.client.clone(),
         flaskmongo_operator::DEFAULT_PREPARATION_NAMESPACE,
     );
-    let left_before = preparations
-        .create(
-            &PostParams::default(),
-            &leftover_preparation(&env, "shop", &format!("{}-1", env.namespace)),
-        )
-        .await
-        .unwrap();
+    let left_before = leave_preparation(&preparations, &ns, "shop", format!("{ns}-1")).await;
     env.start_operator(Duration::from_secs(300));
-    let left_after = preparations
-        .create(
-            &PostParams::default(),
-            &leftover_preparation(&env, "gone", &format!("{}-2", env.namespace)),
-        )
-        .await
-        .unwrap();
-    for pod in [left_before, left_after] {
-        let name = pod.name_any();
+    let left_after = leave_preparation(&preparations, &ns, "gone", format!("{ns}-2")).await;
+    for name in [left_before, left_after] {
         wait_for(
             &format!("the leftover preparation pod {name} to be removed"),
             Duration::from_secs(30),
