@@ -4,7 +4,8 @@
 //! hand-off of `replicas` to the autoscaler; what to delete (the autoscaler once
 //! autoscaling is off); whether a credentials Secret may be generated; when a volume's
 //! directory is prepared for MongoDB's user, and MongoDB held back until it is; the
-//! finalizer; and the order of the clean-up under `deletionPolicy: Delete`.
+//! finalizer (under `deletionPolicy: Delete` only); the order of the clean-up under
+//! `Delete`; and which preparation pods lost their object.
 
 use std::collections::HashSet;
 

@@ -207,16 +207,8 @@ async fn operator_reconciles_the_sample_with_only_its_own_permissions() {
     }
 
     // Under the Delete policy, deleting the object removes the claim, the volume and the
-    // Secret too: the role must allow that clean-up.
-    apps.patch(
-        "flask-app",
-        &PatchParams::default(),
-        &Patch::Merge(
-            serde_json::json!({"spec": {"mongo": {"storage": {"deletionPolicy": "Delete"}}}}),
-        ),
-    )
-    .await
-    .expect("switch to the Delete policy");
+    // Secret too: the role must allow that clean-up (and setting the finalizer first).
+    common::switch_to_delete(&apps, "flask-app").await;
     apps.delete("flask-app", &Default::default())
         .await
         .expect("delete the sample");

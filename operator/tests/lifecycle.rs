@@ -402,21 +402,8 @@ async fn deletion_retains_or_removes_the_data() {
         "the password that opens the retained data is kept"
     );
 
-    // Delete: claim, volume and Secret go with the object, once its finalizer is there.
-    env.patch_spec(
-        "shop",
-        json!({ "mongo": { "storage": { "deletionPolicy": "Delete" } } }),
-    )
-    .await;
-    wait_for(
-        "the finalizer that removes the data",
-        Duration::from_secs(30),
-        || async {
-            let app = env.api::<FlaskMongoApp>().get("shop").await.ok()?;
-            (app.finalizers() == [flaskmongo_operator::plan::FINALIZER]).then_some(())
-        },
-    )
-    .await;
+    // Delete: claim, volume and Secret go with the object.
+    common::switch_to_delete(&env.api(), "shop").await;
     env.api::<FlaskMongoApp>()
         .delete("shop", &DeleteParams::default())
         .await
@@ -530,11 +517,7 @@ async fn a_retained_volume_without_its_secret_is_degraded() {
     );
 
     // Under Delete the data goes with the object, so teardown leaves nothing behind.
-    env.patch_spec(
-        "shop",
-        json!({ "mongo": { "storage": { "deletionPolicy": "Delete" } } }),
-    )
-    .await;
+    common::switch_to_delete(&env.api(), "shop").await;
     env.teardown().await;
 }
 

@@ -48,6 +48,33 @@ where
     }
 }
 
+/// Switches the object `name` to `deletionPolicy: Delete` and waits for the operator's
+/// finalizer, as a user does before deleting it: deleted before the finalizer is there, an
+/// object keeps its data as under `Retain`.
+pub async fn switch_to_delete(apps: &Api<FlaskMongoApp>, name: &str) {
+    apps.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(
+            json!({ "spec": { "mongo": { "storage": { "deletionPolicy": "Delete" } } } }),
+        ),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("cannot switch FlaskMongoApp {name} to Delete: {e}"));
+    wait_for(
+        "the finalizer that removes the data",
+        Duration::from_secs(30),
+        || async {
+            let app = apps.get(name).await.ok()?;
+            app.finalizers()
+                .iter()
+                .any(|finalizer| finalizer == flaskmongo_operator::plan::FINALIZER)
+                .then_some(())
+        },
+    )
+    .await;
+}
+
 /// A namespaced kind the tests read.
 pub trait Namespaced:
     kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
