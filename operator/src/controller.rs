@@ -343,10 +343,16 @@ pub async fn reconcile(app: Arc<FlaskMongoApp>, ctx: Arc<Context>) -> Result<Act
     Ok(Action::requeue(next))
 }
 
-/// After a permanent failure, waits for the object to change; after a transient one,
-/// waits longer after each retry of the same object that failed: 1 s, 2 s, 4 s … up to
-/// 5 minutes.
+/// After a conflict, retries soon, quietly. After a permanent failure, waits for the
+/// object to change; after a transient one, waits longer after each retry of the same
+/// object that failed: 1 s, 2 s, 4 s … up to 5 minutes.
 pub fn error_policy(app: Arc<FlaskMongoApp>, error: &Error, ctx: Arc<Context>) -> Action {
+    // Not a failure: the object changed while it was being read (a reconcile started from
+    // a cache that did not show the operator's own finalizer yet, say), and the retry
+    // sees the new version.
+    if error.is_conflict() {
+        return Action::requeue(backoff_delay(1));
+    }
     ctx.metrics.reconcile_failed(error.reason());
     let object = ObjectRef::from(app.as_ref());
     if error.is_permanent() {
@@ -375,7 +381,78 @@ pub fn backoff_delay(attempt: u32) -> Duration {
 
 #[cfg(test)]
 mod tests {
+    use flaskmongo_crd::FlaskMongoAppSpec;
+    use kube::core::Status;
+
     use super::*;
+    use crate::cache;
+    use crate::children::tests::app;
+
+    /// A context over caches that stay empty and a client that reaches no server.
+    fn offline_context(metrics: Metrics) -> Arc<Context> {
+        let client = Client::new(
+            tower::service_fn(|_: http::Request<kube::client::Body>| async {
+                Err::<http::Response<kube::client::Body>, _>(std::io::Error::other("offline"))
+            }),
+            "default",
+        );
+        let stores = Stores {
+            deployments: cache::cache().0,
+            services: cache::cache().0,
+            hpas: cache::cache().0,
+            statefulsets: cache::cache().0,
+            network_policies: cache::cache().0,
+            volumes: cache::cache().0,
+            claims: cache::cache().0,
+            volume_preparations: cache::cache().0,
+        };
+        Arc::new(Context {
+            events: events::Publisher::start(
+                client.clone(),
+                Reporter {
+                    controller: MANAGER.to_owned(),
+                    instance: None,
+                },
+            ),
+            client,
+            metrics,
+            stores,
+            requeue: Duration::from_secs(300),
+            volumes: crate::Volumes::default(),
+            apps: kube::runtime::reflector::store().0,
+            failures: Mutex::default(),
+            secrets: Mutex::default(),
+            statuses: Mutex::default(),
+            unseen: Mutex::default(),
+        })
+    }
+
+    #[tokio::test]
+    async fn a_conflict_is_retried_soon_and_not_counted_as_a_failure() {
+        let metrics = Metrics::new();
+        let ctx = offline_context(metrics.clone());
+        let app = Arc::new(app("shop", "team-a", FlaskMongoAppSpec::default()));
+        let refused = |code| {
+            Error::kube(
+                "set the finalizers",
+                kube::Error::Api(Status::failure("refused", "").with_code(code).boxed()),
+            )
+        };
+        let failures = || {
+            metrics
+                .render()
+                .lines()
+                .filter(|line| line.starts_with("flaskmongo_reconcile_failures_total"))
+                .count()
+        };
+        assert_eq!(
+            error_policy(app.clone(), &refused(409), ctx.clone()),
+            Action::requeue(backoff_delay(1))
+        );
+        assert_eq!(failures(), 0, "a conflict is no failure");
+        error_policy(app, &refused(500), ctx);
+        assert_eq!(failures(), 1, "a refusal is");
+    }
 
     #[test]
     fn the_failures_of_deleted_objects_are_forgotten() {
