@@ -382,11 +382,11 @@ pub fn backoff_delay(attempt: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use flaskmongo_crd::FlaskMongoAppSpec;
-    use kube::core::Status;
 
     use super::*;
     use crate::cache;
     use crate::children::tests::app;
+    use crate::error::tests::refused;
 
     /// A context over caches that stay empty and a client that reaches no server.
     fn offline_context(metrics: Metrics) -> Arc<Context> {
@@ -432,12 +432,7 @@ mod tests {
         let metrics = Metrics::new();
         let ctx = offline_context(metrics.clone());
         let app = Arc::new(app("shop", "team-a", FlaskMongoAppSpec::default()));
-        let refused = |code| {
-            Error::kube(
-                "set the finalizers",
-                kube::Error::Api(Status::failure("refused", "").with_code(code).boxed()),
-            )
-        };
+        let refused = |code| Error::kube("set the finalizers", refused(code));
         let failures = || {
             metrics
                 .render()

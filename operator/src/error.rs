@@ -209,12 +209,13 @@ impl Refusal {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use kube::core::Status;
 
     use super::*;
 
-    fn refused(code: u16) -> kube::Error {
+    /// The API server's refusal with `code`.
+    pub(crate) fn refused(code: u16) -> kube::Error {
         kube::Error::Api(Status::failure("refused", "").with_code(code).boxed())
     }
 

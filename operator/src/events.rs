@@ -125,8 +125,8 @@ const QUEUE: usize = 1000;
 /// Events sent at once.
 const IN_FLIGHT: usize = 4;
 /// How long the changes to one object's children are gathered into one Event, from the
-/// first: where the volume's preparation is quick (about 50 ms on simulated nodes, seconds
-/// on a real one), a new object's two passes (its children, then the volume and MongoDB)
+/// first: where the volume's preparation is quick (tens of milliseconds on simulated
+/// nodes, seconds on a real one), a new object's two passes (its children, then the volume and MongoDB)
 /// come within it, and one Event tells what two would have.
 pub const GATHERING: Duration = Duration::from_secs(1);
 

@@ -71,9 +71,9 @@ impl Stores {
 
 /// The controller of the `FlaskMongoApp`s in `namespace` (all when `None`), triggered by
 /// every watch, and the caches those watches fill; the volumes' preparation pods are
-/// watched in `preparation_namespace`. `orphans` is notified when an object is deleted or a
-/// preparation pod changes. Concurrency, shutdown and the reconcile itself are
-/// the caller's.
+/// watched in `preparation_namespace`. `orphans` is notified when an object is deleted, a
+/// list of the objects is complete or a preparation pod changes. Concurrency, shutdown and
+/// the reconcile itself are the caller's.
 pub fn controller(
     client: &Client,
     namespace: Option<&str>,
@@ -127,7 +127,7 @@ pub fn controller(
     });
 
     let (apps, mut app_writer) = reflector::store();
-    let app_deleted = Arc::clone(orphans);
+    let objects_gone = Arc::clone(orphans);
     let app_events = without_errors(
         relisting_watcher(
             scoped::<FlaskMongoApp>(client, namespace),
@@ -138,14 +138,15 @@ pub fn controller(
         .inspect_ok(move |event| {
             // kube-runtime's store shows the objects of a list only once it is complete, so
             // a reconcile one of them triggers would read the spec from before a relist.
-            match event {
-                watcher::Event::InitApply(app) => {
-                    app_writer.apply_watcher_event(&watcher::Event::Apply(app.clone()));
-                }
-                watcher::Event::Delete(_) => app_deleted.notify_one(),
-                _ => {}
+            if let watcher::Event::InitApply(app) = event {
+                app_writer.apply_watcher_event(&watcher::Event::Apply(app.clone()));
             }
             app_writer.apply_watcher_event(event);
+            // Once the store no longer holds them: objects deleted, or gone while the watch
+            // was down (a relist drops them without a Delete).
+            if matches!(event, watcher::Event::Delete(_) | watcher::Event::InitDone) {
+                objects_gone.notify_one();
+            }
         })
         .applied_objects(),
     );
