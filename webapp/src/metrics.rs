@@ -18,14 +18,14 @@ const LATENCY_BUCKETS: [f64; 14] = [
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    route: String,
+    route: &'static str,
     method: &'static str,
     status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LatencyLabels {
-    route: String,
+    route: &'static str,
     method: &'static str,
 }
 
@@ -79,16 +79,13 @@ impl Metrics {
     /// Counts one answered request. `route` is the matched route or `unmatched`.
     pub fn observe_request(
         &self,
-        route: String,
+        route: &'static str,
         method: &'static str,
         status: u16,
         latency: Duration,
     ) {
         self.latency
-            .get_or_create(&LatencyLabels {
-                route: route.clone(),
-                method,
-            })
+            .get_or_create(&LatencyLabels { route, method })
             .observe(latency.as_secs_f64());
         self.requests
             .get_or_create(&RequestLabels {

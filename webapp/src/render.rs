@@ -43,8 +43,9 @@ fn write_value(out: &mut Vec<u8>, value: RawBsonRef<'_>) -> Result<(), RawError>
     match value {
         RawBsonRef::Null => out.extend_from_slice(b"null"),
         RawBsonRef::Boolean(b) => out.extend_from_slice(if b { b"true" } else { b"false" }),
-        RawBsonRef::Int32(i) => _ = write!(out, "{i}"),
-        RawBsonRef::Int64(i) => _ = write!(out, "{i}"),
+        // serde_json writes integers without the formatting machinery of `write!`.
+        RawBsonRef::Int32(i) => _ = serde_json::to_writer(&mut *out, &i),
+        RawBsonRef::Int64(i) => _ = serde_json::to_writer(&mut *out, &i),
         RawBsonRef::Double(f) if f.is_finite() => _ = serde_json::to_writer(&mut *out, &f),
         RawBsonRef::String(s) => write_string(out, s),
         RawBsonRef::Document(document) => write_object(out, document, None)?,
@@ -74,10 +75,19 @@ fn write_value(out: &mut Vec<u8>, value: RawBsonRef<'_>) -> Result<(), RawError>
 }
 
 /// A JSON string with every non-ASCII or control character as `\uXXXX`, as Python's
-/// `json.dumps` writes it by default.
+/// `json.dumps` writes it by default. Runs of characters that need no escape go out in one
+/// copy: most text is such a run.
 fn write_string(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
-    for c in s.chars() {
+    let mut rest = s;
+    loop {
+        let plain = rest
+            .bytes()
+            .position(|b| !matches!(b, b' '..=b'~') || b == b'"' || b == b'\\')
+            .unwrap_or(rest.len());
+        out.extend_from_slice(&rest.as_bytes()[..plain]);
+        rest = &rest[plain..];
+        let Some(c) = rest.chars().next() else { break };
         match c {
             '"' => out.extend_from_slice(b"\\\""),
             '\\' => out.extend_from_slice(b"\\\\"),
@@ -86,7 +96,6 @@ fn write_string(out: &mut Vec<u8>, s: &str) {
             '\t' => out.extend_from_slice(b"\\t"),
             '\u{8}' => out.extend_from_slice(b"\\b"),
             '\u{c}' => out.extend_from_slice(b"\\f"),
-            ' '..='~' => out.push(c as u8),
             _ => {
                 let mut units = [0u16; 2];
                 for unit in c.encode_utf16(&mut units) {
@@ -94,6 +103,7 @@ fn write_string(out: &mut Vec<u8>, s: &str) {
                 }
             }
         }
+        rest = &rest[c.len_utf8()..];
     }
     out.push(b'"');
 }
@@ -120,6 +130,14 @@ mod tests {
         assert_eq!(
             render(document),
             r#"{"a":[1.5,2.0,-0.0,null,true],"b":1,"c":{"y":5000000000,"z":"\u00e9\ud83d\ude00\n\"\u007f"}}"#
+        );
+    }
+
+    #[test]
+    fn escapes_at_either_end_of_a_plain_run() {
+        assert_eq!(
+            render(doc! { "s": "\"plain \\ text\u{1}", "": "" }),
+            r#"{"":"","s":"\"plain \\ text\u0001"}"#
         );
     }
 

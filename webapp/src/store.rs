@@ -1,5 +1,7 @@
 //! The `data` collection: inserts, ordered reads and pings.
 
+use std::sync::Arc;
+
 use futures::TryStreamExt;
 use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{Document, RawDocumentBuf, doc};
@@ -41,8 +43,9 @@ pub struct Store {
     client: Client,
     database: Database,
     documents: Collection<RawDocumentBuf>,
-    /// The servers named in the URI, for log lines about a MongoDB that does not answer.
-    hosts: String,
+    /// The servers named in the URI, for log lines about a MongoDB that does not answer;
+    /// shared, since every request clones the store.
+    hosts: Arc<str>,
 }
 
 impl Store {
@@ -72,7 +75,8 @@ impl Store {
             .iter()
             .map(ToString::to_string)
             .collect::<Vec<_>>()
-            .join(",");
+            .join(",")
+            .into();
         let client = Client::with_options(options)?;
         let database = client.database(&database_name);
         let documents = database.collection_with_options(
