@@ -126,8 +126,8 @@ const QUEUE: usize = 1000;
 const IN_FLIGHT: usize = 4;
 /// How long the changes to one object's children are gathered into one Event, from the
 /// first: where the volume's preparation is quick (tens of milliseconds on simulated
-/// nodes, seconds on a real one), a new object's two passes (its children, then the volume and MongoDB)
-/// come within it, and one Event tells what two would have.
+/// nodes, seconds on a real one), a new object's two passes (its children, then the volume
+/// and MongoDB) come within it, and one Event tells what two would have.
 pub const GATHERING: Duration = Duration::from_secs(1);
 
 /// What a reconcile has to tell about an object.

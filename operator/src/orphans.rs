@@ -24,8 +24,8 @@ use crate::{execute, plan};
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Sweeps whenever `wake` is notified (an object was deleted, a preparation pod changed,
-/// the objects were listed),
-/// once both caches are filled; a failed sweep is tried again later. Runs until dropped.
+/// the objects were listed), once both caches are filled; a failed sweep is tried again
+/// later. Runs until dropped.
 pub async fn sweep(
     client: Client,
     apps: Store<FlaskMongoApp>,

@@ -28,12 +28,12 @@ use crate::{App, metrics, render, validate};
 pub const MAX_LIMIT: u32 = 10_000;
 /// Header that carries the cursor of the next page.
 pub const NEXT_CURSOR_HEADER: &str = "x-next-cursor";
-/// The routes' patterns, which are also the metrics' route labels.
 const WELCOME: &str = "/";
 const DATA: &str = "/data";
 const HEALTHZ: &str = "/healthz";
 const READYZ: &str = "/readyz";
 const METRICS: &str = "/metrics";
+/// Every route's pattern: the metrics' route label is one of these, or `unmatched`.
 const ROUTES: [&str; 5] = [WELCOME, DATA, HEALTHZ, READYZ, METRICS];
 /// The body of every `201` of `POST /data`, as `json_response` writes it.
 const INSERTED: &[u8] = b"{\"status\":\"Data inserted\"}\n";

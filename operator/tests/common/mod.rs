@@ -66,10 +66,7 @@ pub async fn switch_to_delete(apps: &Api<FlaskMongoApp>, name: &str) {
         Duration::from_secs(30),
         || async {
             let app = apps.get(name).await.ok()?;
-            app.finalizers()
-                .iter()
-                .any(|finalizer| finalizer == flaskmongo_operator::plan::FINALIZER)
-                .then_some(())
+            (app.finalizers() == [flaskmongo_operator::plan::FINALIZER]).then_some(())
         },
     )
     .await;
