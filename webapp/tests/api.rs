@@ -526,6 +526,10 @@ async fn metrics_count_requests_by_route_method_and_status() {
     assert_eq!(get_text(&format!("{url}/data")).await.0, 200);
     assert_eq!(get_text(&format!("{url}/no/such/page")).await.0, 404);
     assert_eq!(send(http().delete(format!("{url}/data"))).await.0, 405);
+    // Every other route once: each is counted under its own pattern, none as `unmatched`.
+    for route in ["/", "/healthz", "/readyz", "/metrics"] {
+        assert_eq!(get_text(&format!("{url}{route}")).await.0, 200, "{route}");
+    }
 
     let (status, content_type, text) = get_typed(&format!("{url}/metrics")).await;
     assert_eq!(status, 200);
@@ -539,6 +543,10 @@ async fn metrics_count_requests_by_route_method_and_status() {
         r#"http_requests_total{route="/data",method="GET",status="200"} 1"#,
         r#"http_requests_total{route="unmatched",method="GET",status="404"} 1"#,
         r#"http_requests_total{route="/data",method="DELETE",status="405"} 1"#,
+        r#"http_requests_total{route="/",method="GET",status="200"} 1"#,
+        r#"http_requests_total{route="/healthz",method="GET",status="200"} 1"#,
+        r#"http_requests_total{route="/readyz",method="GET",status="200"} 1"#,
+        r#"http_requests_total{route="/metrics",method="GET",status="200"} 1"#,
         r#"http_request_duration_seconds_count{route="/data",method="POST"} 3"#,
         r#"http_request_duration_seconds_bucket{le="+Inf",route="/data",method="POST"} 3"#,
         "# TYPE http_request_duration_seconds histogram",
