@@ -456,8 +456,8 @@ fn describe<K: Resource<DynamicType = ()>>(object: &K) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
 
     use flaskmongo_crd::{DeletionPolicy, FlaskMongoAppSpec};
     use k8s_openapi::api::core::v1::PersistentVolumeClaim;
@@ -467,8 +467,9 @@ mod tests {
     use kube::core::PartialObjectMeta;
 
     use super::*;
-    use crate::children::Instance;
+    use crate::children::persistent_volume::Placement;
     use crate::children::tests::app;
+    use crate::children::{Instance, volume_preparation};
     use crate::observe::Snapshot;
     use crate::plan::{FINALIZER, Plan, plan};
 
@@ -524,6 +525,116 @@ mod tests {
                 "poll {poll}: deletes nothing again"
             );
             assert_eq!(changes.summary(), None, "poll {poll}: no Event");
+        }
+    }
+
+    /// The requests of one [`converge`] of a new object whose volume's directory was just
+    /// prepared, as `METHOD path` in the order they were sent, and its outcome. The API
+    /// server answers every write with the object written, but refuses the volume when
+    /// `refuse_volume`.
+    async fn first_writes(refuse_volume: bool) -> (Vec<String>, Result<()>) {
+        let owner = app("shop", "team-a", FlaskMongoAppSpec::default());
+        let instance = Instance::new(&owner).unwrap();
+        let volumes = crate::Volumes::default();
+        let mut prepared = volume_preparation::build(
+            &instance,
+            &Placement::new(&instance, &volumes.root),
+            &volumes,
+        );
+        prepared.spec.get_or_insert_default().node_name = Some("node-1".to_owned());
+        prepared.status.get_or_insert_default().phase = Some("Succeeded".to_owned());
+        let snapshot = Snapshot {
+            volume_preparation: Some(prepared),
+            ..Snapshot::default()
+        };
+        let Ok(Plan::Converge(converging)) =
+            plan(&owner, &instance, &snapshot, &volumes, || "p".repeat(32))
+        else {
+            panic!("expected the children to be written");
+        };
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let log = sent.clone();
+        let client = Client::new(
+            tower::service_fn(move |request: http::Request<kube::client::Body>| {
+                let line = format!("{} {}", request.method(), request.uri().path());
+                log.lock().unwrap().push(line.clone());
+                async move {
+                    let (status, body) = if refuse_volume && line.contains("/persistentvolumes/") {
+                        let refusal = json!({ "kind": "Status", "apiVersion": "v1",
+                            "status": "Failure", "code": 500, "reason": "InternalError",
+                            "message": "etcd is unavailable" });
+                        (500, refusal.to_string().into_bytes())
+                    } else if line.starts_with("DELETE ") {
+                        let gone = json!({ "apiVersion": "v1", "kind": "Pod",
+                            "metadata": { "name": "gone" } });
+                        (200, gone.to_string().into_bytes())
+                    } else {
+                        (200, request.into_body().collect_bytes().await?.to_vec())
+                    };
+                    Ok::<_, kube::Error>(
+                        http::Response::builder()
+                            .status(status)
+                            .body(kube::client::Body::from(body))
+                            .unwrap(),
+                    )
+                }
+            }),
+            "default",
+        );
+        let changes = Changes::default();
+        let (_, outcome) = converge(&client, &owner, *converging, &changes).await;
+        let sent = sent.lock().unwrap().clone();
+        (sent, outcome)
+    }
+
+    /// Where the first request whose line contains `part` is among `sent`.
+    fn position(sent: &[String], part: &str) -> Option<usize> {
+        sent.iter().position(|line| line.contains(part))
+    }
+
+    #[tokio::test]
+    async fn the_volume_is_written_before_mongodb_and_the_secret_before_the_workloads() {
+        let (sent, outcome) = first_writes(false).await;
+        outcome.unwrap();
+        let at = |part| {
+            position(&sent, part).unwrap_or_else(|| panic!("no request for {part}: {sent:?}"))
+        };
+        let volume = at("/persistentvolumes/team-a.shop.mongo");
+        let secret = at("/namespaces/team-a/secrets");
+        assert!(volume < at("/statefulsets/shop-mongo"), "{sent:?}");
+        assert!(volume < at("/pods/prepare-volume-"), "{sent:?}");
+        assert!(secret < at("/deployments/shop-web"), "{sent:?}");
+        assert!(secret < at("/statefulsets/shop-mongo"), "{sent:?}");
+        assert_eq!(
+            sent.len(),
+            9,
+            "every child once, and the pod's removal: {sent:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_volume_holds_back_only_what_needs_it_and_is_named() {
+        let (sent, outcome) = first_writes(true).await;
+        let error = outcome.unwrap_err().to_string();
+        assert!(
+            error.contains("PersistentVolume team-a.shop.mongo"),
+            "{error}"
+        );
+        assert_eq!(
+            position(&sent, "/statefulsets/shop-mongo"),
+            None,
+            "{sent:?}"
+        );
+        assert_eq!(position(&sent, "/pods/prepare-volume-"), None, "{sent:?}");
+        for other in [
+            "/namespaces/team-a/secrets",
+            "/deployments/shop-web",
+            "/services/shop-web",
+            "/services/shop-mongo",
+            "/horizontalpodautoscalers/shop-web",
+            "/networkpolicies/shop-network",
+        ] {
+            assert!(position(&sent, other).is_some(), "no {other}: {sent:?}");
         }
     }
 }
