@@ -8,7 +8,7 @@
 //! minutes, most of the operator's memory under a flood.
 
 use std::collections::hash_map::Entry;
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -174,47 +174,51 @@ impl Publisher {
     }
 }
 
-/// The changes of each object (by uid) waiting for their Event.
+/// The changes of each object (by uid) waiting for their Event, and the uids in the order
+/// their Events fall due: every Event is due a [`GATHERING`] after its first change, so
+/// that is the order in which they were added.
 #[derive(Default)]
-struct Gathered(HashMap<String, Pending>);
+struct Gathered {
+    pending: HashMap<String, Pending>,
+    due_order: VecDeque<(Instant, String)>,
+}
 
 struct Pending {
     regarding: ObjectReference,
     changes: Changes,
-    due: Instant,
 }
 
 impl Gathered {
     /// Adds `changes` to those of `regarding`; their Event is due a [`GATHERING`] after
-    /// the first.
+    /// the first. `now` never goes back.
     fn add(&mut self, regarding: ObjectReference, changes: Changes, now: Instant) {
         let uid = regarding.uid.clone().unwrap_or_default();
-        match self.0.entry(uid) {
+        match self.pending.entry(uid) {
             Entry::Occupied(mut pending) => pending.get_mut().changes.absorb(changes),
             Entry::Vacant(slot) => {
-                let due = now + GATHERING;
-                slot.insert(Pending {
-                    regarding,
-                    changes,
-                    due,
-                });
+                self.due_order
+                    .push_back((now + GATHERING, slot.key().clone()));
+                slot.insert(Pending { regarding, changes });
             }
         }
     }
 
     /// When the next Event is due.
     fn next_due(&self) -> Option<Instant> {
-        self.0.values().map(|pending| pending.due).min()
+        self.due_order.front().map(|(due, _)| *due)
     }
 
-    /// The Events due at `now` (all of them with `None`), taken out.
+    /// The Events due at `now` (all of them with `None`), taken out in the order they fell
+    /// due.
     fn take_due(&mut self, now: Option<Instant>) -> Vec<(Event, ObjectReference)> {
-        let due = self
-            .0
-            .extract_if(|_, pending| now.is_none_or(|now| pending.due <= now));
         let mut events = Vec::new();
-        for (_, pending) in due {
-            if let Some((reason, note)) = pending.changes.summary() {
+        while let Some(due) = self.next_due()
+            && now.is_none_or(|now| due <= now)
+            && let Some((_, uid)) = self.due_order.pop_front()
+        {
+            if let Some(pending) = self.pending.remove(&uid)
+                && let Some((reason, note)) = pending.changes.summary()
+            {
                 events.push((event(EventType::Normal, reason, note), pending.regarding));
             }
         }
