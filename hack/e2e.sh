@@ -41,7 +41,9 @@ traces() {
   echo "# processes of the stack or in containers"
   local pid own_mnt; own_mnt=$(readlink /proc/self/ns/mnt)
   for pid in $(ls /proc | grep -E '^[0-9]+$'); do
-    local cmd; cmd=$(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null) || continue
+    # Redirections apply left to right: the error of a process gone meanwhile is silenced
+    # only when 2>/dev/null comes first.
+    local cmd; cmd=$(tr '\0' ' ' 2>/dev/null < "/proc/$pid/cmdline") || continue
     if [[ $cmd == *"$STATE"* ]] || [ "$(readlink "/proc/$pid/ns/mnt" 2>/dev/null)" != "$own_mnt" ]; then
       [ -n "$cmd" ] && echo "$cmd"
     fi

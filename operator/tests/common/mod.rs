@@ -52,15 +52,12 @@ where
 /// finalizer, as a user does before deleting it: deleted before the finalizer is there, an
 /// object keeps its data as under `Retain`.
 pub async fn switch_to_delete(apps: &Api<FlaskMongoApp>, name: &str) {
-    apps.patch(
+    patch_spec(
+        apps,
         name,
-        &PatchParams::default(),
-        &Patch::Merge(
-            json!({ "spec": { "mongo": { "storage": { "deletionPolicy": "Delete" } } } }),
-        ),
+        json!({ "mongo": { "storage": { "deletionPolicy": "Delete" } } }),
     )
-    .await
-    .unwrap_or_else(|e| panic!("cannot switch FlaskMongoApp {name} to Delete: {e}"));
+    .await;
     wait_for(
         "the finalizer that removes the data",
         Duration::from_secs(30),
@@ -70,6 +67,17 @@ pub async fn switch_to_delete(apps: &Api<FlaskMongoApp>, name: &str) {
         },
     )
     .await;
+}
+
+/// Merges `patch` into the spec of the object `name`.
+pub async fn patch_spec(apps: &Api<FlaskMongoApp>, name: &str, patch: Value) -> FlaskMongoApp {
+    apps.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(&json!({ "spec": patch })),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("cannot patch FlaskMongoApp {name}: {e}"))
 }
 
 /// A namespaced kind the tests read.
@@ -212,14 +220,7 @@ impl Env {
 
     /// Merges `patch` into the object's spec.
     pub async fn patch_spec(&self, name: &str, patch: Value) -> FlaskMongoApp {
-        self.api::<FlaskMongoApp>()
-            .patch(
-                name,
-                &PatchParams::default(),
-                &Patch::Merge(&json!({ "spec": patch })),
-            )
-            .await
-            .unwrap_or_else(|e| panic!("cannot patch FlaskMongoApp {name}: {e}"))
+        patch_spec(&self.api(), name, patch).await
     }
 
     /// The object, as stored.
