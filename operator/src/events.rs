@@ -23,8 +23,8 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-/// The children one reconcile created, updated or deleted: one Event for them all instead
-/// of one per child.
+/// The children one reconcile created, updated, stopped or deleted: one Event for them all
+/// instead of one per child.
 #[derive(Default)]
 pub struct Changes(Mutex<Vec<(Verb, String)>>);
 
@@ -35,6 +35,8 @@ pub enum Verb {
     Created,
     /// It existed and was changed.
     Updated,
+    /// It was told to run no pod before it is removed.
+    Stopped,
     /// It was removed.
     Deleted,
 }
@@ -45,6 +47,7 @@ impl Verb {
         match self {
             Self::Created => "Created",
             Self::Updated => "Updated",
+            Self::Stopped => "Stopped",
             Self::Deleted => "Deleted",
         }
     }
@@ -54,6 +57,7 @@ impl Verb {
         match self {
             Self::Created => "created",
             Self::Updated => "updated",
+            Self::Stopped => "stopped",
             Self::Deleted => "deleted",
         }
     }
@@ -82,9 +86,9 @@ impl Changes {
             .extend(later);
     }
 
-    /// The Event's reason (the first of Created, Updated, Deleted that happened) and note
-    /// (`created Secret a, Service a-mongo; deleted HorizontalPodAutoscaler a-web`), or
-    /// `None` when nothing changed.
+    /// The Event's reason (the first of Created, Updated, Stopped, Deleted that happened)
+    /// and note (`created Secret a, Service a-mongo; deleted HorizontalPodAutoscaler a-web`),
+    /// or `None` when nothing changed.
     pub fn summary(self) -> Option<(String, String)> {
         let mut changes = self.0.into_inner().unwrap_or_else(|e| e.into_inner());
         // The reconciles of a second may change one child twice the same way.

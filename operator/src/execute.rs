@@ -15,7 +15,7 @@ use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::apply;
 use crate::error::{Error, Refusal, Result};
@@ -146,13 +146,13 @@ pub async fn finalize<K: Owner>(
     match plan {
         Finalize::Nothing => Ok(Cleanup::Done),
         Finalize::Wait(targets) => {
-            delete_all(client, &targets, changes).await?;
+            clean_up(client, &targets, changes).await?;
             Ok(Cleanup::Pending)
         }
         Finalize::Release { stages, finalizers } => {
             let last = stages.len();
             for (number, stage) in stages.iter().enumerate() {
-                let found = delete_all(client, stage, changes).await?;
+                let found = clean_up(client, stage, changes).await?;
                 if found && number + 1 < last {
                     return Ok(Cleanup::Pending);
                 }
@@ -351,19 +351,41 @@ where
     }
 }
 
-/// Deletes every target concurrently; returns whether any was still there.
-pub async fn delete_all(client: &Client, targets: &[Target], changes: &Changes) -> Result<bool> {
-    let deletions = targets.iter().map(|target| {
+/// Deletes or stops every target concurrently; returns whether any was still there.
+pub async fn clean_up(client: &Client, targets: &[Target], changes: &Changes) -> Result<bool> {
+    let cleanups = targets.iter().map(|target| {
         let api: Api<DynamicObject> = match &target.namespace {
             Some(namespace) => Api::namespaced_with(client.clone(), namespace, &target.resource),
             None => Api::all_with(client.clone(), &target.resource),
         };
-        async move { delete(changes, &api, &target.name, target.describe()).await }
+        async move {
+            match &target.stop {
+                Some(patch) => stop(changes, &api, &target.name, target.describe(), patch).await,
+                None => delete(changes, &api, &target.name, target.describe()).await,
+            }
+        }
     });
-    future::join_all(deletions)
+    future::join_all(cleanups)
         .await
         .into_iter()
-        .try_fold(false, |found, deleted| Ok(found | deleted?))
+        .try_fold(false, |found, done| Ok(found | done?))
+}
+
+/// Stops `name` (`what`, for messages) with the merge patch `patch`; returns whether it
+/// was there.
+async fn stop(
+    changes: &Changes,
+    api: &Api<DynamicObject>,
+    name: &str,
+    what: String,
+    patch: &Value,
+) -> Result<bool> {
+    let params = PatchParams {
+        field_manager: Some(MANAGER.to_owned()),
+        ..PatchParams::default()
+    };
+    let outcome = api.patch(name, &params, &Patch::Merge(patch)).await;
+    found(changes, Verb::Stopped, ("stop", what), outcome)
 }
 
 /// Deletes `name` (`what`, for messages); returns whether it was there.
@@ -371,14 +393,26 @@ async fn delete<K>(changes: &Changes, api: &Api<K>, name: &str, what: String) ->
 where
     K: Resource + Clone + DeserializeOwned + Debug,
 {
-    match api.delete(name, &DeleteParams::background()).await {
+    let outcome = api.delete(name, &DeleteParams::background()).await;
+    found(changes, Verb::Deleted, ("delete", what), outcome)
+}
+
+/// Whether the request to `action` `what` found it (a 404: it was gone already); what it
+/// did is recorded as `verb`.
+fn found<T>(
+    changes: &Changes,
+    verb: Verb,
+    (action, what): (&str, String),
+    outcome: kube::Result<T>,
+) -> Result<bool> {
+    match outcome {
         Ok(_) => {
-            tracing::info!(child = %what, "deleted");
-            changes.record(Verb::Deleted, what);
+            tracing::info!(child = %what, "{}", verb.word());
+            changes.record(verb, what);
             Ok(true)
         }
         Err(error) if Refusal::of(&error) == Some(Refusal::NotFound) => Ok(false),
-        Err(source) => Err(Error::kube(format!("delete {what}"), source)),
+        Err(source) => Err(Error::kube(format!("{action} {what}"), source)),
     }
 }
 
@@ -468,7 +502,7 @@ mod tests {
 
     use super::*;
     use crate::children::persistent_volume::Placement;
-    use crate::children::tests::app;
+    use crate::children::tests::{app, finished};
     use crate::children::{Instance, volume_preparation};
     use crate::observe::Snapshot;
     use crate::plan::{FINALIZER, Plan, plan};
@@ -497,15 +531,10 @@ mod tests {
         let instance = Instance::new(&owner).unwrap();
         let sent = Arc::new(AtomicUsize::new(0));
         let counted = sent.clone();
-        let client = Client::new(
-            tower::service_fn(move |_: http::Request<kube::client::Body>| {
-                counted.fetch_add(1, Ordering::SeqCst);
-                async {
-                    Err::<http::Response<kube::client::Body>, _>(std::io::Error::other("sent"))
-                }
-            }),
-            "default",
-        );
+        let client = stand_in(move |_| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async { Ok((500, Vec::new())) }
+        });
         for poll in 1..=3 {
             let Ok(Plan::Finalize(cleanup)) = plan(
                 &owner,
@@ -528,49 +557,110 @@ mod tests {
         }
     }
 
-    /// The requests of one [`converge`] of a new object whose volume's directory was just
-    /// prepared, as `METHOD path` in the order they were sent, and its outcome. The API
-    /// server answers every write with the object written, but refuses the volume when
-    /// `refuse_volume`.
-    async fn first_writes(refuse_volume: bool) -> (Vec<String>, Result<()>) {
-        let owner = app("shop", "team-a", FlaskMongoAppSpec::default());
+    /// The requests (`METHOD path`, and the body of a patch to the StatefulSet) of one
+    /// clean-up under `Delete` of an object whose StatefulSet and claim the caches no longer
+    /// show, its outcome and its Event. The API server has the StatefulSet when
+    /// `statefulset_there` (its cache lagged), and nothing else to delete but the Secret.
+    async fn clean_up_with_nothing_cached(
+        statefulset_there: bool,
+    ) -> (Vec<String>, Cleanup, Option<(String, String)>) {
+        let mut spec = FlaskMongoAppSpec::default();
+        spec.mongo.storage.deletion_policy = DeletionPolicy::Delete;
+        let mut owner = app("shop", "team-a", spec);
+        owner.metadata.deletion_timestamp = Some(Time(Timestamp::from_second(1).unwrap()));
+        owner.metadata.finalizers = Some(vec![FINALIZER.to_owned()]);
         let instance = Instance::new(&owner).unwrap();
-        let volumes = crate::Volumes::default();
-        let mut prepared = volume_preparation::build(
+        let Ok(Plan::Finalize(cleanup)) = plan(
+            &owner,
             &instance,
-            &Placement::new(&instance, &volumes.root),
-            &volumes,
-        );
-        prepared.spec.get_or_insert_default().node_name = Some("node-1".to_owned());
-        prepared.status.get_or_insert_default().phase = Some("Succeeded".to_owned());
-        let snapshot = Snapshot {
-            volume_preparation: Some(prepared),
-            ..Snapshot::default()
-        };
-        let Ok(Plan::Converge(converging)) =
-            plan(&owner, &instance, &snapshot, &volumes, || "p".repeat(32))
-        else {
-            panic!("expected the children to be written");
+            &Snapshot::default(),
+            &crate::Volumes::default(),
+            || unreachable!(),
+        ) else {
+            panic!("expected a clean-up");
         };
         let sent = Arc::new(Mutex::new(Vec::new()));
         let log = sent.clone();
-        let client = Client::new(
-            tower::service_fn(move |request: http::Request<kube::client::Body>| {
-                let line = format!("{} {}", request.method(), request.uri().path());
-                log.lock().unwrap().push(line.clone());
+        let released = serde_json::to_vec(&owner).unwrap();
+        let client = stand_in(move |request| {
+            let line = format!("{} {}", request.method(), request.uri().path());
+            let released = released.clone();
+            let log = log.clone();
+            async move {
+                let body = request.into_body().collect_bytes().await?;
+                if line.contains("/statefulsets/") {
+                    log.lock()
+                        .unwrap()
+                        .push(format!("{line} {}", String::from_utf8_lossy(&body)));
+                } else {
+                    log.lock().unwrap().push(line.clone());
+                }
+                Ok(if line.contains("/flaskmongoapps/") {
+                    (200, released)
+                } else if line.contains("/secrets/")
+                    || statefulset_there && line.contains("/statefulsets/")
+                {
+                    gone_pod()
+                } else {
+                    refusal(404, "NotFound")
+                })
+            }
+        });
+        let changes = Changes::default();
+        let done = finalize(&client, &owner, cleanup, &changes).await.unwrap();
+        let sent = sent.lock().unwrap().clone();
+        (sent, done, changes.summary())
+    }
+
+    #[tokio::test]
+    async fn mongodb_is_stopped_not_deleted_to_confirm_it_gone_before_the_data() {
+        let (mut sent, done, event) = clean_up_with_nothing_cached(false).await;
+        assert_eq!(done, Cleanup::Done);
+        // The first stage runs concurrently: its two requests in either order.
+        sent[..2].sort();
+        assert_eq!(
+            sent,
+            [
+                "DELETE /api/v1/namespaces/team-a/persistentvolumeclaims/data-shop-mongo-0",
+                r#"PATCH /apis/apps/v1/namespaces/team-a/statefulsets/shop-mongo {"spec":{"replicas":0}}"#,
+                "DELETE /api/v1/namespaces/team-a/secrets/shop-mongo-credentials",
+                "PATCH /apis/flaskmongo.dev/v1alpha1/namespaces/team-a/flaskmongoapps/shop",
+            ]
+        );
+        assert_eq!(
+            event,
+            Some((
+                "Deleted".to_owned(),
+                "deleted Secret shop-mongo-credentials".to_owned()
+            ))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_statefulset_the_cache_missed_is_stopped_and_the_data_waits() {
+        let (sent, done, event) = clean_up_with_nothing_cached(true).await;
+        assert_eq!(done, Cleanup::Pending);
+        assert_eq!(sent.len(), 2, "nothing after the first stage: {sent:?}");
+        assert_eq!(
+            event,
+            Some((
+                "Stopped".to_owned(),
+                "stopped StatefulSet shop-mongo".to_owned()
+            ))
+        );
+    }
+
+    /// A client whose API server is `answer`: the status and body of each response.
+    fn stand_in<F, Answer>(answer: F) -> Client
+    where
+        F: Fn(http::Request<kube::client::Body>) -> Answer + Clone + Send + 'static,
+        Answer: Future<Output = std::result::Result<(u16, Vec<u8>), kube::Error>> + Send + 'static,
+    {
+        Client::new(
+            tower::service_fn(move |request| {
+                let answered = answer(request);
                 async move {
-                    let (status, body) = if refuse_volume && line.contains("/persistentvolumes/") {
-                        let refusal = json!({ "kind": "Status", "apiVersion": "v1",
-                            "status": "Failure", "code": 500, "reason": "InternalError",
-                            "message": "etcd is unavailable" });
-                        (500, refusal.to_string().into_bytes())
-                    } else if line.starts_with("DELETE ") {
-                        let gone = json!({ "apiVersion": "v1", "kind": "Pod",
-                            "metadata": { "name": "gone" } });
-                        (200, gone.to_string().into_bytes())
-                    } else {
-                        (200, request.into_body().collect_bytes().await?.to_vec())
-                    };
+                    let (status, body) = answered.await?;
                     Ok::<_, kube::Error>(
                         http::Response::builder()
                             .status(status)
@@ -580,7 +670,59 @@ mod tests {
                 }
             }),
             "default",
+        )
+    }
+
+    /// The API server's refusal with `code` and `reason`.
+    fn refusal(code: u16, reason: &str) -> (u16, Vec<u8>) {
+        let status = json!({ "kind": "Status", "apiVersion": "v1", "status": "Failure",
+            "code": code, "reason": reason, "message": reason });
+        (code, status.to_string().into_bytes())
+    }
+
+    /// The answer to a deletion.
+    fn gone_pod() -> (u16, Vec<u8>) {
+        let gone = json!({ "apiVersion": "v1", "kind": "Pod", "metadata": { "name": "gone" } });
+        (200, gone.to_string().into_bytes())
+    }
+
+    /// The requests of one [`converge`] of a new object whose volume's directory was just
+    /// prepared, as `METHOD path` in the order they were sent, and its outcome. The API
+    /// server answers every write with the object written, but refuses the volume when
+    /// `refuse_volume`.
+    async fn first_writes(refuse_volume: bool) -> (Vec<String>, Result<()>) {
+        let owner = app("shop", "team-a", FlaskMongoAppSpec::default());
+        let instance = Instance::new(&owner).unwrap();
+        let volumes = crate::Volumes::default();
+        let prepared = volume_preparation::build(
+            &instance,
+            &Placement::new(&instance, &volumes.root),
+            &volumes,
         );
+        let snapshot = Snapshot {
+            volume_preparation: Some(finished(prepared, "Succeeded")),
+            ..Snapshot::default()
+        };
+        let Ok(Plan::Converge(converging)) =
+            plan(&owner, &instance, &snapshot, &volumes, || "p".repeat(32))
+        else {
+            panic!("expected the children to be written");
+        };
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let log = sent.clone();
+        let client = stand_in(move |request| {
+            let line = format!("{} {}", request.method(), request.uri().path());
+            log.lock().unwrap().push(line.clone());
+            async move {
+                Ok(if refuse_volume && line.contains("/persistentvolumes/") {
+                    refusal(500, "InternalError")
+                } else if line.starts_with("DELETE ") {
+                    gone_pod()
+                } else {
+                    (200, request.into_body().collect_bytes().await?.to_vec())
+                })
+            }
+        });
         let changes = Changes::default();
         let (_, outcome) = converge(&client, &owner, *converging, &changes).await;
         let sent = sent.lock().unwrap().clone();

@@ -49,7 +49,7 @@ pub async fn sweep(
         let names = preparations.names();
         let orphans =
             plan::orphaned_preparations(names.iter().map(String::as_str), &live, &namespace);
-        let delay = match execute::delete_all(&client, &orphans, &Changes::default()).await {
+        let delay = match execute::clean_up(&client, &orphans, &Changes::default()).await {
             Ok(_) => {
                 failures = 0;
                 SWEEP_INTERVAL

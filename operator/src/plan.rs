@@ -167,22 +167,22 @@ pub struct Hold {
 pub enum Finalize {
     /// Our finalizer is not there: nothing to do.
     Nothing,
-    /// What holds the data is still there: delete these (what is not already being
-    /// deleted), and look again shortly.
+    /// What holds the data is still there: delete or stop these (what is not already
+    /// going), and look again shortly.
     Wait(Vec<Target>),
     /// Delete stage by stage, then set `finalizers` (the object's, without ours). Each
-    /// stage runs concurrently; one that still finds something to delete ends the run
-    /// before the next stage (the caches lagged: look again), unless it is the last.
+    /// stage runs concurrently; one that still finds something to delete or stop ends the
+    /// run before the next stage (the caches lagged: look again), unless it is the last.
     Release {
-        /// The deletions, in order.
+        /// The deletions and stops, in order.
         stages: Vec<Vec<Target>>,
         /// The finalizers to leave on the object.
         finalizers: Vec<String>,
     },
 }
 
-/// An object to delete, named by kind and name.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An object to delete, or to stop before it is deleted, named by kind and name.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Target {
     /// Its kind, for a dynamic API.
     pub resource: ApiResource,
@@ -190,6 +190,9 @@ pub struct Target {
     pub namespace: Option<String>,
     /// Its name.
     pub name: String,
+    /// A merge patch that stops it, sent instead of the deletion: a 404 tells all the
+    /// same that it is gone.
+    pub stop: Option<Value>,
 }
 
 impl Target {
@@ -202,6 +205,7 @@ impl Target {
             resource: ApiResource::erase::<K>(&()),
             namespace: Some(namespace.to_owned()),
             name,
+            stop: None,
         }
     }
 
@@ -214,6 +218,15 @@ impl Target {
             resource: ApiResource::erase::<K>(&()),
             namespace: None,
             name,
+            stop: None,
+        }
+    }
+
+    /// The same object, stopped by `patch` instead of deleted.
+    pub fn stopped_by(self, patch: Value) -> Self {
+        Self {
+            stop: Some(patch),
+            ..self
         }
     }
 
@@ -625,10 +638,15 @@ fn belongs_to(instance: &Instance<'_>, meta: &ObjectMeta) -> bool {
 /// `Retain` that had it before (an earlier version set it on every object, and one changed
 /// from `Delete` keeps it). Under `Retain` the data, its claim and its Secret stay, and the
 /// namespaced children go with the object through their owner references. Under `Delete`:
-/// first the StatefulSet (so no pod holds the claim) and the claim; once both are gone,
-/// the volume and the Secret; then the finalizer. Under both, a volume's preparation pod
-/// (in another namespace, so no owner reference takes it away) goes in the last stage;
+/// first the StatefulSet is stopped, then deleted with the claim; once both are gone, the
+/// volume and the Secret; then the finalizer. Under both, a volume's preparation pod (in
+/// another namespace, so no owner reference takes it away) goes in the last stage;
 /// [`orphaned_preparations`] finds that of an object that had no finalizer.
+///
+/// The StatefulSet's controller creates the claim of a pod it is about to create, from a
+/// copy of the StatefulSet read before: one deleted while it runs could still make the
+/// claim after the clean-up confirmed it gone, and that claim would outlive its object.
+/// Once the controller has seen the StatefulSet asked to run no pod, it makes none.
 fn finalize(
     app: &FlaskMongoApp,
     instance: &Instance<'_>,
@@ -660,27 +678,38 @@ fn finalize(
         };
     }
     let namespace = instance.namespace;
-    let holders = [
-        (
-            Target::namespaced::<StatefulSet>(instance.mongo_name(), namespace),
-            snapshot.statefulset.as_ref().map(|s| &s.metadata),
-        ),
-        (
-            Target::namespaced::<PersistentVolumeClaim>(instance.claim_name(), namespace),
-            snapshot.claim.as_ref().map(|c| &c.metadata),
-        ),
-    ];
-    if holders.iter().any(|(_, live)| live.is_some()) {
-        return Finalize::Wait(
-            holders
-                .into_iter()
-                .filter(|(_, live)| live.is_some_and(|meta| meta.deletion_timestamp.is_none()))
-                .map(|(target, _)| target)
-                .collect(),
-        );
+    let statefulset = Target::namespaced::<StatefulSet>(instance.mongo_name(), namespace);
+    let stop = statefulset
+        .clone()
+        .stopped_by(json!({ "spec": { "replicas": 0 } }));
+    let claim = Target::namespaced::<PersistentVolumeClaim>(instance.claim_name(), namespace);
+    let live_claim = snapshot.claim.as_ref().map(|c| &c.metadata);
+    let claim_to_delete = live_claim.is_some_and(|meta| meta.deletion_timestamp.is_none());
+    if let Some(live) = &snapshot.statefulset {
+        // One already going gets no new pod from its controller.
+        let going = live.metadata.deletion_timestamp.is_some();
+        let stopped = going || is_stopped(live);
+        let mut targets = Vec::new();
+        if stopped && !going {
+            targets.push(statefulset);
+        } else if !stopped && live.spec.replicas != Some(0) {
+            targets.push(stop);
+        }
+        // Deleted while the StatefulSet may still run a pod, the claim would be made again.
+        if stopped && claim_to_delete {
+            targets.push(claim);
+        }
+        return Finalize::Wait(targets);
     }
-    // The caches show neither: deleting both again confirms it (404) before the data goes.
-    let release = holders.into_iter().map(|(target, _)| target).collect();
+    if live_claim.is_some() {
+        return Finalize::Wait(if claim_to_delete {
+            vec![claim]
+        } else {
+            Vec::new()
+        });
+    }
+    // The caches show neither: stopping the one and deleting the other again confirms both
+    // gone (404) before the data goes.
     let mut data = Vec::new();
     if storage.persistent_volume.create
         && let Some(volume) = own_volume(instance, snapshot)
@@ -693,7 +722,7 @@ fn finalize(
     ));
     data.extend(preparation);
     Finalize::Release {
-        stages: vec![release, data],
+        stages: vec![vec![stop, claim], data],
         finalizers,
     }
 }

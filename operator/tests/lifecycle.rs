@@ -4,12 +4,13 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{Env, InProcess, TEST_MANAGER, wait_for};
 use flaskmongo_crd::FlaskMongoApp;
 use flaskmongo_operator::children::persistent_volume::Placement;
 use flaskmongo_operator::children::{self, Instance};
+use futures::future;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{
@@ -17,7 +18,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 fn web_image(deployment: &Deployment) -> String {
@@ -418,6 +419,71 @@ async fn deletion_retains_or_removes_the_data() {
         || async { matches!(volumes.get_opt(&volume).await, Ok(None)).then_some(()) },
     )
     .await;
+    env.teardown().await;
+}
+
+/// MongoDB's claim is made by the StatefulSet's controller, from a copy of the StatefulSet
+/// it read before: one deleted while that copy still asks for a pod could get its claim
+/// after the clean-up confirmed it gone. Under `Delete`, objects deleted as soon as their
+/// StatefulSet appears have it stopped, as its controller reports, before it goes, and
+/// leave no claim behind.
+#[tokio::test(flavor = "multi_thread")]
+async fn objects_deleted_as_soon_as_mongodb_appears_stop_it_first_and_leave_no_claim() {
+    use futures::StreamExt;
+    use kube::runtime::watcher;
+
+    let env = Env::start("fma-quick").await;
+    let delete = json!({ "mongo": { "storage": { "deletionPolicy": "Delete" } } });
+    let names: Vec<String> = (0..4).map(|n| format!("quick-{n}")).collect();
+    let (shared, delete, apps) = (&env, &delete, &env.api::<FlaskMongoApp>());
+    future::join_all(names.iter().map(|name| async move {
+        let mongo = format!("{name}-mongo");
+        let mut events = watcher(
+            shared.api::<StatefulSet>(),
+            watcher::Config::default().fields(&format!("metadata.name={mongo}")),
+        )
+        .boxed();
+        shared.apply(name, delete.clone()).await.unwrap();
+        let last = tokio::time::timeout(Duration::from_secs(90), async {
+            let mut deleted = false;
+            while let Some(event) = events.next().await {
+                match event {
+                    Ok(watcher::Event::Apply(_) | watcher::Event::InitApply(_)) if !deleted => {
+                        apps.delete(name, &DeleteParams::default()).await.unwrap();
+                        deleted = true;
+                    }
+                    Ok(watcher::Event::Delete(last)) => return last,
+                    _ => {}
+                }
+            }
+            panic!("the watch of {mongo} ended");
+        })
+        .await
+        .unwrap_or_else(|_| panic!("timed out after 90 s waiting for {mongo} to come and go"));
+        let status = last.status.unwrap_or_default();
+        assert_eq!(
+            (
+                last.spec.replicas,
+                status.replicas,
+                status.observed_generation
+            ),
+            (Some(0), 0, last.metadata.generation),
+            "{mongo} was deleted before its controller had stopped it"
+        );
+    }))
+    .await;
+    for name in &names {
+        env.wait_gone::<FlaskMongoApp>(name).await;
+    }
+    // A claim made late appears within moments of the StatefulSet's last sync.
+    let claims = env.api::<PersistentVolumeClaim>();
+    let watching = Instant::now();
+    while watching.elapsed() < Duration::from_secs(5) {
+        let left = claims.list(&ListParams::default()).await.unwrap();
+        let left: Vec<String> = left.iter().map(ResourceExt::name_any).collect();
+        assert!(left.is_empty(), "claims left behind: {left:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     env.teardown().await;
 }
 

@@ -3,7 +3,7 @@ use std::collections::BTreeMap;
 use flaskmongo_crd::{
     DeletionPolicy, EnvVar as SpecEnvVar, FlaskMongoApp, FlaskMongoAppSpec, ImagePullPolicy,
 };
-use k8s_openapi::api::core::v1::{Container, EnvVar, PodSpec};
+use k8s_openapi::api::core::v1::{Container, EnvVar, Pod, PodSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 use proptest::prelude::*;
@@ -11,6 +11,16 @@ use proptest::prelude::*;
 use super::persistent_volume::Placement;
 use super::*;
 use crate::labels::{INSTANCE, MANAGED_BY, MANAGER};
+
+/// The node the preparation pods of the tests run on.
+pub(crate) const NODE: &str = "node-7";
+
+/// `pod` as the kubelet leaves it, in `phase`, on [`NODE`].
+pub(crate) fn finished(mut pod: Pod, phase: &str) -> Pod {
+    pod.spec.get_or_insert_default().node_name = Some(NODE.to_owned());
+    pod.status.get_or_insert_default().phase = Some(phase.to_owned());
+    pod
+}
 
 /// An object as the API server would return it: with a namespace and a uid.
 pub(crate) fn app(name: &str, namespace: &str, spec: FlaskMongoAppSpec) -> FlaskMongoApp {

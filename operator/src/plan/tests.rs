@@ -7,7 +7,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::core::PartialObjectMeta;
 
 use super::*;
-use crate::children::tests::app;
+use crate::children::tests::{NODE, app, finished};
 use crate::execute::Applied;
 use crate::labels::INSTANCE;
 use crate::observe::Unseen;
@@ -16,8 +16,6 @@ const PASSWORD: &str = "abcdefghijklmnopqrstuvwxyz012345";
 const OTHER_FINALIZER: &str = "example.com/keep";
 const ROOT: &str = "/var/lib/flaskmongo";
 const PREPARATION_NAMESPACE: &str = "flaskmongo-volumes";
-/// The node the preparation pods of these tests run on.
-const NODE: &str = "node-7";
 
 fn volumes() -> Volumes {
     Volumes {
@@ -128,13 +126,6 @@ fn settle(snapshot: &mut Snapshot, writes: Writes) -> bool {
         .take()
         .map(|pod| finished(pod, "Succeeded"));
     changed.contains(&true)
-}
-
-/// `pod` as the kubelet leaves it, in `phase`, on [`NODE`].
-fn finished(mut pod: Pod, phase: &str) -> Pod {
-    pod.spec.get_or_insert_default().node_name = Some(NODE.to_owned());
-    pod.status.get_or_insert_default().phase = Some(phase.to_owned());
-    pod
 }
 
 /// `deployment` with the managed fields the operator's apply leaves when it sets
@@ -465,7 +456,12 @@ fn deletion_cleans_up_in_order_then_releases_the_finalizer() {
         s.mongo.storage.persistent_volume.create = false;
     });
     let statefulset = converged(&shop(FlaskMongoAppSpec::default())).statefulset;
-    let mut going_statefulset = statefulset.clone().unwrap();
+    let serving = running(statefulset.clone().unwrap(), 1);
+    let mut told_to_stop = serving.clone();
+    told_to_stop.spec.replicas = Some(0);
+    told_to_stop.metadata.generation = Some(3);
+    let stopped = running(told_to_stop.clone(), 0);
+    let mut going_statefulset = serving.clone();
     going_statefulset.metadata = terminating(going_statefulset.metadata);
     let going_claim = PartialObjectMeta {
         metadata: terminating(claim().metadata),
@@ -475,6 +471,7 @@ fn deletion_cleans_up_in_order_then_releases_the_finalizer() {
     without_ours.metadata.finalizers = Some(vec![OTHER_FINALIZER.to_owned()]);
 
     let sts = Target::namespaced::<StatefulSet>("shop-mongo".to_owned(), "team-a");
+    let stop = sts.clone().stopped_by(json!({ "spec": { "replicas": 0 } }));
     let pvc = Target::namespaced::<PersistentVolumeClaim>("data-shop-mongo-0".to_owned(), "team-a");
     let pv = Target::cluster::<PersistentVolume>("team-a.shop.mongo".to_owned());
     let secret = Target::namespaced::<Secret>("shop-mongo-credentials".to_owned(), "team-a");
@@ -499,25 +496,53 @@ fn deletion_cleans_up_in_order_then_releases_the_finalizer() {
             release(vec![]),
         ),
         (
-            "Delete: the StatefulSet and the claim first",
+            "Delete: MongoDB is stopped first, and its claim kept while it may run",
             deleting(shop(delete.clone())),
-            statefulset.clone(),
+            Some(serving),
+            Some(claim()),
+            Finalize::Wait(vec![stop.clone()]),
+        ),
+        (
+            "Delete: told to stop, its controller has not seen it yet",
+            deleting(shop(delete.clone())),
+            Some(told_to_stop),
+            Some(claim()),
+            Finalize::Wait(vec![]),
+        ),
+        (
+            "Delete: stopped, so the StatefulSet and the claim",
+            deleting(shop(delete.clone())),
+            Some(stopped.clone()),
             Some(claim()),
             Finalize::Wait(vec![sts.clone(), pvc.clone()]),
         ),
         (
             "Delete: what is already going is not deleted again",
             deleting(shop(delete.clone())),
-            Some(going_statefulset),
+            Some(going_statefulset.clone()),
             Some(going_claim.clone()),
             Finalize::Wait(vec![]),
         ),
         (
+            "Delete: the StatefulSet going, the claim goes",
+            deleting(shop(delete.clone())),
+            Some(going_statefulset),
+            Some(claim()),
+            Finalize::Wait(vec![pvc.clone()]),
+        ),
+        (
             "Delete: the claim goes once no pod holds it",
             deleting(shop(delete.clone())),
-            statefulset.clone(),
+            Some(stopped),
             Some(going_claim),
             Finalize::Wait(vec![sts.clone()]),
+        ),
+        (
+            "Delete: the StatefulSet gone, the claim goes",
+            deleting(shop(delete.clone())),
+            None,
+            Some(claim()),
+            Finalize::Wait(vec![pvc.clone()]),
         ),
         (
             "Delete: both gone, so the volume and the Secret, after confirming",
@@ -525,7 +550,7 @@ fn deletion_cleans_up_in_order_then_releases_the_finalizer() {
             None,
             None,
             release(vec![
-                vec![sts.clone(), pvc.clone()],
+                vec![stop.clone(), pvc.clone()],
                 vec![pv, secret.clone()],
             ]),
         ),
@@ -534,7 +559,7 @@ fn deletion_cleans_up_in_order_then_releases_the_finalizer() {
             deleting(shop(dynamic)),
             None,
             None,
-            release(vec![vec![sts, pvc], vec![secret]]),
+            release(vec![vec![stop, pvc], vec![secret]]),
         ),
     ];
     for (case, app, statefulset, claim, expected) in cases {
