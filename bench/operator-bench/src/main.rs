@@ -4,6 +4,7 @@
 //! time, and writes at steady state. Writes `target/bench/operator.json` (`bench/report.py` turns it into
 //! the operator section of `BENCHMARKS.md`).
 
+mod components;
 mod observe;
 mod report;
 
@@ -26,6 +27,7 @@ use serde_json::json;
 use testenv::Stack;
 use testenv::process::{OperatorProcess, Usage, metric_series, usage};
 
+use crate::components::Components;
 use crate::observe::Observer;
 use crate::report::{CpuByProcess, Figures, Latency, Requests, Run, Scale};
 
@@ -78,9 +80,11 @@ async fn main() -> Result<()> {
         .map(|dir| dir.join("operator-logs"))
         .unwrap_or_else(|| PathBuf::from("operator-logs"));
     std::fs::create_dir_all(&logs)?;
+    let components = Components::connect(&stack).await?;
     let bench = Bench {
         client,
         stack,
+        components,
         args,
         logs,
     };
@@ -125,6 +129,7 @@ async fn main() -> Result<()> {
 struct Bench {
     client: Client,
     stack: Stack,
+    components: Components,
     args: Args,
     logs: PathBuf,
 }
@@ -208,6 +213,7 @@ impl Bench {
         let names: Vec<String> = (0..count).map(|i| format!("scale-{i:04}")).collect();
         let before = footprint(&operator);
         let cpu_before = self.cpu_by_process(Some(&operator))?;
+        let counted_before = self.components.read().await?;
         let started = Instant::now();
         let created: Vec<Result<FlaskMongoApp>> = stream::iter(&names)
             .map(|name| create_app(&api, name))
@@ -255,6 +261,7 @@ impl Bench {
             .count();
         let after = footprint(&operator);
         let mut to_ready_cpu = delta(&cpu_before, &self.cpu_by_process(Some(&operator))?);
+        let components = delta(&counted_before, &self.components.read().await?);
         // The operator's own CPU time is reported with its footprint.
         to_ready_cpu.remove(OPERATOR);
         let steady_writes = if steady {
@@ -277,6 +284,7 @@ impl Bench {
             to_ready_cpu,
             converging_cpu,
             baseline_cpu: CpuByProcess::new(),
+            components,
         };
         Ok((run, steady_writes))
     }

@@ -12,12 +12,18 @@ use kube::{Api, Client};
 use serde_json::{Value, json};
 use testenv::process::Usage;
 
+use crate::components;
+
 /// API requests by method and resource (`PATCH deployments`).
 pub type Requests = BTreeMap<String, f64>;
 
 /// CPU seconds by process of the local stack (`etcd`, `kube-apiserver`, ...), the bench
 /// and the operator.
 pub type CpuByProcess = BTreeMap<String, f64>;
+
+/// The stack's components' own counters by figure (`kube-scheduler: scheduling attempts,
+/// scheduled`), from their `/metrics`.
+pub type Counters = BTreeMap<String, f64>;
 
 /// All the CPU seconds of `cpu`.
 fn total(cpu: &CpuByProcess) -> f64 {
@@ -75,6 +81,8 @@ pub struct Run {
     pub converging_cpu: CpuByProcess,
     /// CPU time of each process of the stack and the bench (its client) during the baseline.
     pub baseline_cpu: CpuByProcess,
+    /// What the stack's components counted of their own work during the operator's run.
+    pub components: Counters,
 }
 
 /// Everything one benchmark run measured.
@@ -346,6 +354,7 @@ fn entries(figures: &Figures) -> Vec<Entry> {
                 )
             }));
         }
+        entries.extend(inside_the_components(n, runs));
         // Both sides of the ratio on the same cores: how much of them each kept busy shows
         // whether the ratio is one of work or of waiting.
         entries.extend([
@@ -385,6 +394,82 @@ fn entries(figures: &Figures) -> Vec<Entry> {
         .target(0.0, Bound::AtMost),
     );
     entries
+}
+
+/// Where the time of the operator's runs of `n` objects went inside the stack, from the
+/// components' own counters: the controller-manager's and the API server's five busiest
+/// queues and resources, how long a claim waited for the volume binder, the scheduler's
+/// attempts and etcd's commits.
+fn inside_the_components(n: usize, runs: &[Run]) -> Vec<Entry> {
+    let during = |figure: &str, values: Vec<f64>, unit| {
+        Entry::of_runs(
+            format!("{n} objects: {figure}, during the operator's run"),
+            values.into_iter(),
+            unit,
+        )
+    };
+    let counted = |figure: &str| -> Vec<f64> {
+        runs.iter()
+            .map(|run| run.components.get(figure).copied().unwrap_or(0.0))
+            .collect()
+    };
+    let mut entries = Vec::new();
+    for (prefix, limit, unit) in [
+        (components::working(""), 5, "s"),
+        (components::handling(""), 5, "s"),
+        ("kube-scheduler: ".to_owned(), usize::MAX, "count"),
+        ("etcd: ".to_owned(), usize::MAX, "s"),
+    ] {
+        for figure in largest(runs, &prefix, limit) {
+            entries.push(during(&figure, counted(&figure), unit));
+        }
+    }
+    let (waited, claims) = (
+        components::waiting(components::CLAIM_QUEUE),
+        components::taken(components::CLAIM_QUEUE),
+    );
+    let mean_wait = counted(&waited)
+        .into_iter()
+        .zip(counted(&claims))
+        .filter(|(_, claims)| *claims > 0.0)
+        .map(|(seconds, claims)| seconds / claims)
+        .collect();
+    entries.push(during(
+        &format!(
+            "{}: mean seconds a claim waited for the volume binder",
+            components::CONTROLLER_MANAGER
+        ),
+        mean_wait,
+        "s",
+    ));
+    entries
+}
+
+/// The `limit` figures starting with `prefix` with the largest medians over `runs`,
+/// largest first.
+fn largest(runs: &[Run], prefix: &str, limit: usize) -> Vec<String> {
+    let figures: BTreeSet<&String> = runs
+        .iter()
+        .flat_map(|run| run.components.keys())
+        .filter(|figure| figure.starts_with(prefix))
+        .collect();
+    let mut ranked: Vec<(f64, &String)> = figures
+        .into_iter()
+        .map(|figure| {
+            let mut values: Vec<f64> = runs
+                .iter()
+                .map(|run| run.components.get(figure).copied().unwrap_or(0.0))
+                .collect();
+            values.sort_by(f64::total_cmp);
+            (median(&values).unwrap_or(0.0), figure)
+        })
+        .collect();
+    ranked.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+    ranked
+        .into_iter()
+        .take(limit)
+        .map(|(_, figure)| figure.clone())
+        .collect()
 }
 
 /// MB of peak RSS per object: the least-squares slope through the idle process (0 objects)
@@ -483,6 +568,67 @@ mod tests {
         assert_eq!((single.value, single.range), (Some(5.0), None));
         let none = Entry::new("z", None, "s");
         assert_eq!((none.value, none.range), (None, None));
+    }
+
+    /// A run whose components counted `counters`, and nothing else measured.
+    fn counting(counters: &[(String, f64)]) -> Run {
+        Run {
+            converged_seconds: None,
+            ready_seconds: None,
+            ready_count: 0,
+            baseline_seconds: 0.0,
+            usage: Usage {
+                rss_bytes: 0,
+                peak_rss_bytes: 0,
+                cpu_seconds: 0.0,
+            },
+            reconciles: 0.0,
+            requests: Requests::new(),
+            to_ready_cpu: CpuByProcess::new(),
+            converging_cpu: CpuByProcess::new(),
+            baseline_cpu: CpuByProcess::new(),
+            components: counters.iter().cloned().collect(),
+        }
+    }
+
+    #[test]
+    fn the_components_busiest_queues_by_median_and_a_claims_mean_wait() {
+        let working = components::working;
+        let claims = components::CLAIM_QUEUE;
+        // Seven queues; "a" busiest in one run only, so its median is the smallest.
+        let run = |a: f64| {
+            let mut counters: Vec<(String, f64)> = ["b", "c", "d", "e", "f", "g"]
+                .iter()
+                .zip([60.0, 50.0, 40.0, 30.0, 20.0, 10.0])
+                .map(|(queue, seconds)| (working(queue), seconds))
+                .collect();
+            counters.push((working("a"), a));
+            counters.push((components::waiting(claims), 100.0 * a));
+            counters.push((components::taken(claims), a));
+            counting(&counters)
+        };
+        let runs = [run(1000.0), run(1.0), run(2.0)];
+        let names: Vec<String> = inside_the_components(10, &runs)
+            .into_iter()
+            .map(|entry| format!("{} = {:?}", entry.name, entry.value))
+            .collect();
+        let queue = |queue: &str, seconds: f64| {
+            format!(
+                "10 objects: {}, during the operator's run = Some({seconds:?})",
+                working(queue)
+            )
+        };
+        assert_eq!(
+            names,
+            [
+                queue("b", 60.0),
+                queue("c", 50.0),
+                queue("d", 40.0),
+                queue("e", 30.0),
+                queue("f", 20.0),
+                "10 objects: kube-controller-manager: mean seconds a claim waited for the volume binder, during the operator's run = Some(100.0)".to_owned(),
+            ]
+        );
     }
 
     #[test]

@@ -36,6 +36,11 @@ pub fn env_file() -> PathBuf {
     }
 }
 
+/// A client of `config`, or a panic that says why not.
+fn client_of(config: Config) -> Client {
+    Client::try_from(config).unwrap_or_else(|err| panic!("cannot build a kube client: {err}"))
+}
+
 /// Reads the stack's env file, or panics with how to start the stack.
 pub fn stack() -> Stack {
     stack_from(&env_file())
@@ -74,12 +79,41 @@ pub fn stack_from(path: &Path) -> Stack {
 impl Stack {
     /// A kube client for the local API server, as its administrator.
     pub async fn client(&self) -> Client {
+        client_of(self.admin_config().await)
+    }
+
+    /// The administrator's kubeconfig, as a client's configuration.
+    async fn admin_config(&self) -> Config {
         let kubeconfig = Kubeconfig::read_from(&self.kubeconfig)
             .unwrap_or_else(|err| panic!("cannot read {}: {err}", self.kubeconfig.display()));
-        let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
             .await
-            .unwrap_or_else(|err| panic!("bad kubeconfig {}: {err}", self.kubeconfig.display()));
-        Client::try_from(config).unwrap_or_else(|err| panic!("cannot build a kube client: {err}"))
+            .unwrap_or_else(|err| panic!("bad kubeconfig {}: {err}", self.kubeconfig.display()))
+    }
+
+    /// A client for the stack's component serving at `url` on 127.0.0.1 (its `/metrics`), as
+    /// the administrator. The controller-manager and the scheduler serve with certificates
+    /// they made themselves, so none is verified: the address is this machine's.
+    pub async fn component_client(&self, url: &str) -> Client {
+        let mut config = self.admin_config().await;
+        config.cluster_url = url
+            .parse()
+            .unwrap_or_else(|err| panic!("bad component URL {url}: {err}"));
+        config.accept_invalid_certs = true;
+        client_of(config)
+    }
+
+    /// The port `name` (`KCM_PORT`, ...) that `hack/local-stack.sh up` chose, from its
+    /// `ports` file.
+    pub fn port(&self, name: &str) -> std::io::Result<u16> {
+        let dir = self.vars.get("LOCAL_STACK_DIR").ok_or_else(|| {
+            std::io::Error::other("the stack's env file has no LOCAL_STACK_DIR: restart the stack")
+        })?;
+        let path = Path::new(dir).join("ports");
+        std::fs::read_to_string(&path)?
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
+            .ok_or_else(|| std::io::Error::other(format!("{}: no {name}", path.display())))
     }
 
     /// `kubectl` of the pinned version, talking to the local API server as its administrator.

@@ -143,12 +143,16 @@ pub fn sum_metric(text: &str, prefix: &str) -> f64 {
 }
 
 /// The series of the metric `name` in the text format `text`: each one's labels, as
-/// `(label, value)` pairs in the order written, and its value.
+/// `(label, value)` pairs in the order written (none for a metric without labels), and its
+/// value.
 pub fn metric_series(text: &str, name: &str) -> Vec<(Vec<(String, String)>, f64)> {
     text.lines()
-        .filter_map(|line| line.strip_prefix(name)?.strip_prefix('{'))
-        .filter_map(|rest| {
-            let (labels, value) = rest.rsplit_once("} ")?;
+        .filter_map(|line| {
+            let rest = line.strip_prefix(name)?;
+            let (labels, value) = match rest.strip_prefix('{') {
+                Some(labelled) => labelled.rsplit_once("} ")?,
+                None => ("", rest.strip_prefix(' ')?),
+            };
             let labels = labels
                 .split(',')
                 .filter_map(|pair| {
@@ -302,6 +306,11 @@ mod tests {
             ]
         );
         assert!(metric_series(text, "absent").is_empty());
+        let unlabelled = "x_seconds_sum 2.5\nx_seconds_sum_more 1\n";
+        assert_eq!(
+            metric_series(unlabelled, "x_seconds_sum"),
+            vec![(vec![], 2.5)]
+        );
     }
 
     #[test]
