@@ -600,7 +600,7 @@ mod tests {
                 } else if line.contains("/secrets/")
                     || statefulset_there && line.contains("/statefulsets/")
                 {
-                    gone_pod()
+                    an_object()
                 } else {
                     refusal(404, "NotFound")
                 })
@@ -680,16 +680,17 @@ mod tests {
         (code, status.to_string().into_bytes())
     }
 
-    /// The answer to a deletion.
-    fn gone_pod() -> (u16, Vec<u8>) {
-        let gone = json!({ "apiVersion": "v1", "kind": "Pod", "metadata": { "name": "gone" } });
-        (200, gone.to_string().into_bytes())
+    /// An answer with an object, as to a deletion or a patch that found its target.
+    fn an_object() -> (u16, Vec<u8>) {
+        let object = json!({ "apiVersion": "v1", "kind": "Pod", "metadata": { "name": "any" } });
+        (200, object.to_string().into_bytes())
     }
 
     /// The requests of one [`converge`] of a new object whose volume's directory was just
-    /// prepared, as `METHOD path` in the order they were sent, and its outcome. The API
-    /// server answers every write with the object written, but refuses the volume when
-    /// `refuse_volume`.
+    /// prepared, as `METHOD path` in the order they were sent, with `answered` and the
+    /// volume's path when its answer went out, and its outcome. The API server answers every
+    /// write with the object written, the volume a moment later than the rest (what waits
+    /// for it is sent after that answer), but refuses the volume when `refuse_volume`.
     async fn first_writes(refuse_volume: bool) -> (Vec<String>, Result<()>) {
         let owner = app("shop", "team-a", FlaskMongoAppSpec::default());
         let instance = Instance::new(&owner).unwrap();
@@ -713,11 +714,16 @@ mod tests {
         let client = stand_in(move |request| {
             let line = format!("{} {}", request.method(), request.uri().path());
             log.lock().unwrap().push(line.clone());
+            let log = log.clone();
             async move {
+                if line.contains("/persistentvolumes/") {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    log.lock().unwrap().push(format!("answered {line}"));
+                }
                 Ok(if refuse_volume && line.contains("/persistentvolumes/") {
                     refusal(500, "InternalError")
                 } else if line.starts_with("DELETE ") {
-                    gone_pod()
+                    an_object()
                 } else {
                     (200, request.into_body().collect_bytes().await?.to_vec())
                 })
@@ -741,7 +747,7 @@ mod tests {
         let at = |part| {
             position(&sent, part).unwrap_or_else(|| panic!("no request for {part}: {sent:?}"))
         };
-        let volume = at("/persistentvolumes/team-a.shop.mongo");
+        let volume = at("answered PATCH /api/v1/persistentvolumes/team-a.shop.mongo");
         let secret = at("/namespaces/team-a/secrets");
         assert!(volume < at("/statefulsets/shop-mongo"), "{sent:?}");
         assert!(volume < at("/pods/prepare-volume-"), "{sent:?}");
@@ -749,8 +755,8 @@ mod tests {
         assert!(secret < at("/statefulsets/shop-mongo"), "{sent:?}");
         assert_eq!(
             sent.len(),
-            9,
-            "every child once, and the pod's removal: {sent:?}"
+            10,
+            "every child once, the pod's removal and the volume's answer: {sent:?}"
         );
     }
 
