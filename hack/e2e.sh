@@ -2,7 +2,8 @@
 # `make e2e`: the user's whole path on a fresh real-node stack (hack/real-node.sh), with the
 # images built here: install the operator with `kubectl apply -k config/default`, apply the
 # sample, `kubectl get flaskmongoapps`, `curl` the NodePort, read the operator's logs, lose the
-# mongo pod and a web pod, drive the autoscaler with load, then `down` must leave nothing.
+# mongo pod and a web pod, drive the autoscaler with load, delete a second object with its
+# data, then `down` must leave nothing.
 #
 # Every check prints PASS or FAIL; the last line counts them. Timings are printed as measured.
 # Under CI=true a missing prerequisite fails the run; elsewhere too, with how to get it.
@@ -222,6 +223,32 @@ started=$SECONDS
 check "after the load the web pods return to minReplicas" wait_for 240 bash -c \
   "[ \"\$(kubectl -n $NAMESPACE get deployment $APP-web -o jsonpath='{.spec.replicas}')\" = 2 ]"
 measured "end of load → back to 2 replicas: $((SECONDS - started)) s (scale-down window 15 s)"
+
+step "a second object, under deletionPolicy: Delete: kubectl delete stops its MongoDB, then its data goes"
+DOOMED=doomed
+hack/standin-sample.sh '{"metadata": {"name": "'"$DOOMED"'"}, "spec": {"web": {"replicas": 1,
+  "service": {"nodePort": null}, "resources": {"requests": {"cpu": "20m"}}}, "autoscaling": {"enabled": false},
+  "mongo": {"storage": {"deletionPolicy": "Delete"}}}}' | kube apply -f - >/dev/null
+check "kubectl wait --for=condition=Ready flaskmongoapp/$DOOMED" \
+  kube wait --for=condition=Ready "flaskmongoapp/$DOOMED" --timeout=300s
+check "the operator has added its finalizer" bash -c \
+  "kubectl -n $NAMESPACE get flaskmongoapp $DOOMED -o jsonpath='{.metadata.finalizers}' | grep -q flaskmongo.dev/cleanup"
+doomed_pv=$(kubectl get pv -l "app.kubernetes.io/instance=$DOOMED" -o jsonpath="{.items[?(@.spec.claimRef.namespace=='$NAMESPACE')].metadata.name}")
+doomed_dir=$(kubectl get pv "$doomed_pv" -o jsonpath='{.spec.hostPath.path}')
+started=$SECONDS
+kube delete flaskmongoapp "$DOOMED" --wait=false >/dev/null
+check "the object, its claim, its volume $doomed_pv and its Secret are gone" wait_for 120 bash -c \
+  "! kubectl -n $NAMESPACE get flaskmongoapp $DOOMED && ! kubectl -n $NAMESPACE get pvc data-$DOOMED-mongo-0 &&
+   ! kubectl get pv $doomed_pv && ! kubectl -n $NAMESPACE get secret $DOOMED-mongo-credentials"
+measured "delete → the object and its data gone: $((SECONDS - started)) s"
+check "the leader's log shows MongoDB's StatefulSet stopped, then deleted" bash -c \
+  "kubectl logs -n flaskmongo-system -l app.kubernetes.io/name=flaskmongo-operator --tail=-1 | python3 -c '
+import json, sys
+lines = [json.loads(line) for line in sys.stdin]
+said = [l[\"message\"] for l in lines if l.get(\"child\") == \"StatefulSet $DOOMED-mongo\" and l[\"message\"] in (\"stopped\", \"deleted\")]
+sys.exit(said != [\"stopped\", \"deleted\"])'"
+check "its files stay on the node (no hostPath volume's data is deleted by Kubernetes); removed by hand" \
+  bash -c "[ -d '$doomed_dir' ] && rm -rf '$doomed_dir'"
 
 step "make local-down leaves nothing behind"
 trap - EXIT
