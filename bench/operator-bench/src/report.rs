@@ -408,11 +408,6 @@ fn inside_the_components(n: usize, runs: &[Run]) -> Vec<Entry> {
             unit,
         )
     };
-    let counted = |figure: &str| -> Vec<f64> {
-        runs.iter()
-            .map(|run| run.components.get(figure).copied().unwrap_or(0.0))
-            .collect()
-    };
     let mut entries = Vec::new();
     for (prefix, limit, unit) in [
         (components::working(""), 5, "s"),
@@ -421,16 +416,16 @@ fn inside_the_components(n: usize, runs: &[Run]) -> Vec<Entry> {
         ("etcd: ".to_owned(), usize::MAX, "s"),
     ] {
         for figure in largest(runs, &prefix, limit) {
-            entries.push(during(&figure, counted(&figure), unit));
+            entries.push(during(&figure, counted(runs, &figure), unit));
         }
     }
     let (waited, claims) = (
         components::waiting(components::CLAIM_QUEUE),
         components::taken(components::CLAIM_QUEUE),
     );
-    let mean_wait = counted(&waited)
+    let mean_wait = counted(runs, &waited)
         .into_iter()
-        .zip(counted(&claims))
+        .zip(counted(runs, &claims))
         .filter(|(_, claims)| *claims > 0.0)
         .map(|(seconds, claims)| seconds / claims)
         .collect();
@@ -445,6 +440,13 @@ fn inside_the_components(n: usize, runs: &[Run]) -> Vec<Entry> {
     entries
 }
 
+/// What each of `runs` counted of `figure` (0 where it counted none).
+fn counted(runs: &[Run], figure: &str) -> Vec<f64> {
+    runs.iter()
+        .map(|run| run.components.get(figure).copied().unwrap_or(0.0))
+        .collect()
+}
+
 /// The `limit` figures starting with `prefix` with the largest medians over `runs`,
 /// largest first.
 fn largest(runs: &[Run], prefix: &str, limit: usize) -> Vec<String> {
@@ -456,10 +458,7 @@ fn largest(runs: &[Run], prefix: &str, limit: usize) -> Vec<String> {
     let mut ranked: Vec<(f64, &String)> = figures
         .into_iter()
         .map(|figure| {
-            let mut values: Vec<f64> = runs
-                .iter()
-                .map(|run| run.components.get(figure).copied().unwrap_or(0.0))
-                .collect();
+            let mut values = counted(runs, figure);
             values.sort_by(f64::total_cmp);
             (median(&values).unwrap_or(0.0), figure)
         })

@@ -106,10 +106,7 @@ impl Stack {
     /// The port `name` (`KCM_PORT`, ...) that `hack/local-stack.sh up` chose, from its
     /// `ports` file.
     pub fn port(&self, name: &str) -> std::io::Result<u16> {
-        let dir = self.vars.get("LOCAL_STACK_DIR").ok_or_else(|| {
-            std::io::Error::other("the stack's env file has no LOCAL_STACK_DIR: restart the stack")
-        })?;
-        let path = Path::new(dir).join("ports");
+        let path = self.dir()?.join("ports");
         std::fs::read_to_string(&path)?
             .lines()
             .find_map(|line| line.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
@@ -131,11 +128,8 @@ impl Stack {
     /// The stack's processes by name (`etcd`, `kube-apiserver`, ...), from the pid files that
     /// `hack/local-stack.sh up` writes, sorted by name.
     pub fn components(&self) -> std::io::Result<Vec<(String, u32)>> {
-        let dir = self.vars.get("LOCAL_STACK_DIR").ok_or_else(|| {
-            std::io::Error::other("the stack's env file has no LOCAL_STACK_DIR: restart the stack")
-        })?;
         let mut components = Vec::new();
-        for entry in std::fs::read_dir(Path::new(dir).join("pids"))? {
+        for entry in std::fs::read_dir(self.dir()?.join("pids"))? {
             let path = entry?.path();
             let Some(name) = path.file_stem().and_then(|stem| stem.to_str()) else {
                 continue;
@@ -148,6 +142,18 @@ impl Stack {
         }
         components.sort();
         Ok(components)
+    }
+
+    /// The folder `hack/local-stack.sh up` keeps the stack's state in.
+    fn dir(&self) -> std::io::Result<&Path> {
+        self.vars
+            .get("LOCAL_STACK_DIR")
+            .map(Path::new)
+            .ok_or_else(|| {
+                std::io::Error::other(
+                    "the stack's env file has no LOCAL_STACK_DIR: restart the stack",
+                )
+            })
     }
 
     /// A `mongodb://` URI for a database of its own, so tests do not see each other's data.
