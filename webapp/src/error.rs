@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use mongodb::error::{ErrorKind, WriteFailure};
 
 use crate::routes::json_response;
+use crate::validate::MAX_DOCUMENT_BYTES;
 
 /// Why a request failed. Each variant maps to a status and a JSON `{"error": "..."}` body.
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +19,14 @@ pub enum Error {
     PayloadTooLarge {
         /// The limit, in bytes.
         limit: usize,
+    },
+    /// The document is larger than MongoDB stores.
+    #[error(
+        "the document is {bytes} bytes as BSON, over MongoDB's limit of {MAX_DOCUMENT_BYTES} bytes"
+    )]
+    DocumentTooLarge {
+        /// Its size as BSON.
+        bytes: usize,
     },
     /// The request is malformed or its document is not acceptable.
     #[error("{0}")]
@@ -47,7 +56,9 @@ impl Error {
     pub fn status(&self) -> StatusCode {
         match self {
             Error::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::PayloadTooLarge { .. } | Error::DocumentTooLarge { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::NotFound => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,

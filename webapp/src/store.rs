@@ -1,14 +1,16 @@
 //! The `data` collection: inserts, ordered reads and pings.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use futures::TryStreamExt;
 use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{Document, RawDocumentBuf, doc};
+use mongodb::error::{ErrorKind, WriteFailure};
 use mongodb::options::{Acknowledgment, ClientOptions, CollectionOptions, WriteConcern};
 use mongodb::{Client, Collection, Cursor, Database};
-
 use serde::Deserialize;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
 
 use crate::config::Config;
 
@@ -22,6 +24,9 @@ pub const COLLECTION: &str = "data";
 /// 100 documents comes in one round trip instead of two (the first batch fills up exactly, and
 /// a second is asked for to learn that none follows), 100,000 documents in 400 instead of 1,000.
 pub const BATCH_SIZE: u32 = 250;
+
+/// A document waiting to be inserted, and where its request waits for the outcome.
+type Waiting = (RawDocumentBuf, oneshot::Sender<mongodb::error::Result<()>>);
 
 #[derive(Deserialize)]
 struct IdOnly {
@@ -46,6 +51,10 @@ pub struct Store {
     /// The servers named in the URI, for log lines about a MongoDB that does not answer;
     /// shared, since every request clones the store.
     hosts: Arc<str>,
+    /// Where requests leave their documents for the inserter.
+    inserts: mpsc::Sender<Waiting>,
+    /// The inserter, awaited on close so that every document handed to it is written first.
+    inserter: Arc<Mutex<Option<JoinHandle<()>>>>,
 }
 
 impl Store {
@@ -85,11 +94,17 @@ impl Store {
                 .write_concern(write_concern)
                 .build(),
         );
+        // Requests at once are bounded, so the documents waiting are too.
+        let most_waiting = usize::from(config.max_concurrent_requests);
+        let (inserts, waiting) = mpsc::channel(most_waiting);
+        let inserter = tokio::spawn(insert_waiting(documents.clone(), waiting, most_waiting));
         Ok(Self {
             client,
             database,
             documents,
             hosts,
+            inserts,
+            inserter: Arc::new(Mutex::new(Some(inserter))),
         })
     }
 
@@ -98,13 +113,16 @@ impl Store {
         &self.hosts
     }
 
-    /// Stores `document`, returning once the write is acknowledged.
+    /// Stores `document`, returning once the write is acknowledged. It goes to the database
+    /// with the documents of the other requests waiting at that moment, in one command.
     pub async fn insert(&self, document: RawDocumentBuf) -> mongodb::error::Result<()> {
-        let insert = self.documents.insert_one(&document);
-        // The driver has made its own copy: ours need not live through the round trip.
-        drop(document);
-        insert.await?;
-        Ok(())
+        let (outcome, receiver) = oneshot::channel();
+        // Either end is gone only once the store is closing.
+        self.inserts
+            .send((document, outcome))
+            .await
+            .map_err(|_| ErrorKind::Shutdown)?;
+        receiver.await.map_err(|_| ErrorKind::Shutdown)?
     }
 
     /// Documents after `after` (or from the first), at most `limit` of them (or all).
@@ -158,9 +176,59 @@ impl Store {
             .map(drop)
     }
 
-    /// Closes the connection pool once every cursor is dropped.
+    /// Writes the documents already handed over, then closes the connection pool once every
+    /// cursor is dropped.
     pub async fn close(self) {
+        let inserter = self.inserter.lock().ok().and_then(|mut slot| slot.take());
+        // The inserter stops when the last sender goes: this one, once no request is left.
+        drop(self.inserts);
+        if let Some(inserter) = inserter {
+            let _ = inserter.await;
+        }
         self.client.shutdown().await;
+    }
+}
+
+/// Inserts the documents that requests leave in `waiting`: every document waiting goes in one
+/// command, and the next command leaves once this one is answered. FerretDB's cost is per
+/// command (at 4 requests at once, 2,400 single inserts a second took 0.35 ms of its CPU
+/// each, batches of four 8,000 a second and 0.11 ms each), so the busier the service, the
+/// larger and cheaper its batches; a lone request still goes at once, alone.
+async fn insert_waiting(
+    documents: Collection<RawDocumentBuf>,
+    mut waiting: mpsc::Receiver<Waiting>,
+    most: usize,
+) {
+    let mut batch = Vec::with_capacity(most);
+    while waiting.recv_many(&mut batch, most).await > 0 {
+        let (new, outcomes): (Vec<_>, Vec<_>) = batch.drain(..).unzip();
+        // Unordered: a document the server refuses does not stop the others.
+        let failure = documents.insert_many(&new).ordered(false).await.err();
+        drop(new);
+        for (index, outcome) in outcomes.into_iter().enumerate() {
+            // A request that gave up no longer listens; its document is stored all the same.
+            let _ = outcome.send(outcome_of(failure.as_ref(), index));
+        }
+    }
+}
+
+/// What an `insert_many` that failed with `failure` (or succeeded) came to for its document at
+/// `index`: the server's refusal of that document, else an unconfirmed write concern, else
+/// success; an error of the whole command is every document's.
+fn outcome_of(failure: Option<&mongodb::error::Error>, index: usize) -> mongodb::error::Result<()> {
+    let Some(err) = failure else { return Ok(()) };
+    let ErrorKind::InsertMany(failure) = err.kind.as_ref() else {
+        return Err(err.clone());
+    };
+    let refused = failure.write_errors.iter().flatten();
+    if let Some(refused) = refused.into_iter().find(|refused| refused.index == index) {
+        return Err(ErrorKind::Write(WriteFailure::WriteError(refused.clone().into())).into());
+    }
+    match &failure.write_concern_error {
+        Some(unconfirmed) => {
+            Err(ErrorKind::Write(WriteFailure::WriteConcernError(unconfirmed.clone())).into())
+        }
+        None => Ok(()),
     }
 }
 
@@ -169,5 +237,78 @@ fn id_filter(range: &Document) -> Document {
         Document::new()
     } else {
         doc! { "_id": range.clone() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mongodb::bson::from_document;
+    use mongodb::error::{Error, InsertManyError};
+
+    use super::*;
+
+    fn failed_insert(failure: Document) -> Error {
+        let failure: InsertManyError = from_document(failure).expect("an insert_many failure");
+        ErrorKind::InsertMany(failure).into()
+    }
+
+    /// The outcome of each of three documents, told by what its request would answer.
+    fn outcomes(failure: Option<&Error>) -> Vec<String> {
+        (0..3)
+            .map(
+                |index| match outcome_of(failure, index).map_err(|err| *err.kind) {
+                    Ok(()) => "stored".to_owned(),
+                    Err(ErrorKind::Write(WriteFailure::WriteError(refused))) => {
+                        format!("refused: {}", refused.message)
+                    }
+                    Err(ErrorKind::Write(WriteFailure::WriteConcernError(unconfirmed))) => {
+                        format!("unconfirmed: {}", unconfirmed.message)
+                    }
+                    Err(other) => format!("failed: {other}"),
+                },
+            )
+            .collect()
+    }
+
+    #[test]
+    fn a_refused_document_fails_only_its_own_request() {
+        let result = failed_insert(doc! {
+            "writeErrors": [{ "index": 1, "code": 2, "errmsg": "invalid key" }],
+        });
+        assert_eq!(
+            outcomes(Some(&result)),
+            ["stored", "refused: invalid key", "stored"]
+        );
+    }
+
+    #[test]
+    fn an_unconfirmed_write_concern_is_every_documents_but_a_refused_ones() {
+        let result = failed_insert(doc! {
+            "writeErrors": [{ "index": 2, "code": 2, "errmsg": "invalid key" }],
+            "writeConcernError": { "code": 64, "errmsg": "waiting for replication timed out" },
+        });
+        assert_eq!(
+            outcomes(Some(&result)),
+            [
+                "unconfirmed: waiting for replication timed out",
+                "unconfirmed: waiting for replication timed out",
+                "refused: invalid key",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_failed_command_is_every_documents_failure() {
+        let reset = Error::from(ErrorKind::Io(Arc::new(
+            std::io::ErrorKind::ConnectionReset.into(),
+        )));
+        let failed = outcomes(Some(&reset));
+        assert!(
+            failed
+                .iter()
+                .all(|outcome| outcome.starts_with("failed: I/O error")),
+            "{failed:?}"
+        );
+        assert_eq!(outcomes(None), ["stored", "stored", "stored"]);
     }
 }

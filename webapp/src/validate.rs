@@ -17,6 +17,9 @@ use crate::error::Error;
 
 /// Deepest accepted nesting of objects and arrays; the top-level object is level 1.
 pub const MAX_DEPTH: usize = 32;
+/// MongoDB's largest document, in bytes of BSON. The driver refuses a larger one before
+/// sending anything, and with it every document of the same insert.
+pub const MAX_DOCUMENT_BYTES: usize = 16 * 1024 * 1024;
 
 /// Whether the request declares a JSON body: `application/json` or `application/*+json`,
 /// the types the old app's `request.get_json()` accepted.
@@ -61,6 +64,9 @@ pub fn document_from_body(body: &[u8], id: ObjectId) -> Result<RawDocumentBuf, E
     .map_err(|err| Error::BadRequest(format!("malformed JSON: {err}")))?;
     match writer.problem {
         Some(problem) => Err(Error::BadRequest(problem)),
+        None if writer.out.len() > MAX_DOCUMENT_BYTES => Err(Error::DocumentTooLarge {
+            bytes: writer.out.len(),
+        }),
         None => Ok(RawDocumentBuf::from_bytes(writer.out)?),
     }
 }
@@ -492,6 +498,21 @@ mod tests {
             }
         );
         assert_eq!(document.keys().next().map(String::as_str), Some("_id"));
+    }
+
+    #[test]
+    fn a_document_over_mongodbs_limit_is_refused_with_its_size() {
+        // The id's element and the document's own bytes around a string member `s`.
+        const AROUND_THE_STRING: usize = 30;
+        let body = |length: usize| format!(r#"{{"s":"{}"}}"#, "x".repeat(length));
+        let largest = convert(&body(MAX_DOCUMENT_BYTES - AROUND_THE_STRING)).unwrap();
+        assert_eq!(largest.as_bytes().len(), MAX_DOCUMENT_BYTES);
+        let over = convert(&body(MAX_DOCUMENT_BYTES - AROUND_THE_STRING + 1)).unwrap_err();
+        assert_eq!(
+            over.to_string(),
+            "the document is 16777217 bytes as BSON, over MongoDB's limit of 16777216 bytes"
+        );
+        assert_eq!(over.status(), 413);
     }
 
     fn json() -> impl Strategy<Value = Json> {

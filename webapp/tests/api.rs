@@ -292,6 +292,19 @@ async fn the_body_limit_is_configurable() {
     assert_eq!(stored(&url).await.len(), 1);
 }
 
+#[tokio::test]
+async fn a_document_over_mongodbs_limit_is_refused_with_its_size() {
+    let url = spawn_app(&stack_uri("huge"), &["--body-limit-bytes", "20000000"]).await;
+    let huge = format!("{{\"pad\":\"{}\"}}", "x".repeat(17_000_000));
+    let response = post_json(&url, huge).await;
+    assert_eq!(response.status(), 413);
+    assert_eq!(
+        response.text().await.unwrap(),
+        "{\"error\":\"the document is 17000032 bytes as BSON, over MongoDB's limit of 16777216 bytes\"}\n"
+    );
+    assert!(stored(&url).await.is_empty());
+}
+
 /// Follows the `Link` headers from `/data?limit=N`; returns each page's documents.
 async fn pages(url: &str, limit: u32) -> Vec<Vec<Value>> {
     let mut pages = Vec::new();

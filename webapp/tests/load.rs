@@ -5,19 +5,16 @@ pub mod common;
 
 use std::collections::BTreeMap;
 
-use common::{http, spawn_app, stack_uri};
+use common::{FerretDb, http, spawn_app, stack_uri};
 use futures::future::join_all;
 use serde_json::{Value, json};
 
-const CLIENTS: u64 = 64;
-const DOCUMENTS: u64 = 10_000;
-
-/// One client's share of the documents: it posts them one after another, each on its own
-/// connection pool, and returns the status of each by its number.
-async fn post_share(url: &str, client_index: u64) -> Vec<(u64, u16)> {
+/// One client's share of `documents` among `clients`: it posts them one after another, each
+/// client on its own connection pool, and returns the status of each by its number.
+async fn post_share(url: &str, clients: u64, documents: u64, client_index: u64) -> Vec<(u64, u16)> {
     let client = http();
     let mut statuses = Vec::new();
-    for seq in (client_index..DOCUMENTS).step_by(CLIENTS as usize) {
+    for seq in (client_index..documents).step_by(clients as usize) {
         let status = match client
             .post(format!("{url}/data"))
             .json(&json!({ "seq": seq, "client": client_index }))
@@ -33,14 +30,15 @@ async fn post_share(url: &str, client_index: u64) -> Vec<(u64, u16)> {
     statuses
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn sixty_four_clients_post_ten_thousand_documents_and_each_acknowledged_one_is_stored() {
-    let url = spawn_app(&stack_uri("load"), &[]).await;
-    let results: Vec<(u64, u16)> = join_all((0..CLIENTS).map(|i| post_share(&url, i)))
-        .await
-        .into_iter()
-        .flatten()
-        .collect();
+/// `documents` posted by `clients` at once; checks that each was acknowledged and is stored
+/// exactly once.
+async fn post_at_once(url: &str, clients: u64, documents: u64) {
+    let results: Vec<(u64, u16)> =
+        join_all((0..clients).map(|i| post_share(url, clients, documents, i)))
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
 
     let mut by_status: BTreeMap<u16, u64> = BTreeMap::new();
     for (_, status) in &results {
@@ -53,7 +51,7 @@ async fn sixty_four_clients_post_ten_thousand_documents_and_each_acknowledged_on
         .collect();
     assert_eq!(
         acknowledged.len() as u64,
-        DOCUMENTS,
+        documents,
         "every POST answered 201; statuses (0 = no response): {by_status:?}"
     );
 
@@ -86,4 +84,25 @@ async fn sixty_four_clients_post_ten_thousand_documents_and_each_acknowledged_on
         .filter(|seq| !copies.contains_key(seq))
         .collect();
     assert!(lost.is_empty(), "acknowledged but not stored: {lost:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sixty_four_clients_post_ten_thousand_documents_and_each_acknowledged_one_is_stored() {
+    let url = spawn_app(&stack_uri("load"), &[]).await;
+    post_at_once(&url, 64, 10_000).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn documents_posted_at_once_go_to_the_database_together() {
+    let mut ferretdb = FerretDb::on_free_port();
+    ferretdb.start();
+    let url = spawn_app(&ferretdb.uri("together"), &[]).await;
+    let before = ferretdb.commands("insert").await;
+    post_at_once(&url, 16, 1_600).await;
+    let inserts = ferretdb.commands("insert").await - before;
+    assert!(
+        (1.0..=800.0).contains(&inserts),
+        "1,600 documents posted by 16 clients at once took {inserts} insert commands: \
+         expected at most one per two documents"
+    );
 }

@@ -76,6 +76,8 @@ pub async fn wait_for_status(url: &str, status: u16, timeout: Duration) -> bool 
 pub struct FerretDb {
     dir: PathBuf,
     port: u16,
+    /// Where it serves its own metrics.
+    debug_port: u16,
     child: Option<Child>,
 }
 
@@ -87,6 +89,7 @@ impl FerretDb {
         Self {
             dir,
             port: testenv::process::free_addr().port(),
+            debug_port: testenv::process::free_addr().port(),
             child: None,
         }
     }
@@ -111,6 +114,7 @@ impl FerretDb {
         let child = Command::new(&launcher)
             .arg(self.port.to_string())
             .arg(&self.dir)
+            .arg(self.debug_port.to_string())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file handle"))
             .stderr(log)
@@ -130,6 +134,22 @@ impl FerretDb {
             }
             thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// How many `command`s it has received since it started, by its own metrics.
+    pub async fn commands(&self, command: &str) -> f64 {
+        let url = format!("http://127.0.0.1:{}/debug/metrics", self.debug_port);
+        let (status, text) = get_text(&url).await;
+        assert_eq!(status, 200, "FerretDB's metrics at {url}: {text}");
+        testenv::process::metric_series(&text, "ferretdb_client_requests_total")
+            .into_iter()
+            .filter(|(labels, _)| {
+                labels
+                    .iter()
+                    .any(|(label, value)| label == "command" && value == command)
+            })
+            .map(|(_, count)| count)
+            .sum()
     }
 
     /// Kills the server at once, as a crash would, and waits for it to be gone.
