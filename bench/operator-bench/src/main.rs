@@ -17,11 +17,11 @@ use clap::Parser;
 use flaskmongo_crd::FlaskMongoApp;
 use flaskmongo_operator::children::persistent_volume::{self, Placement};
 use flaskmongo_operator::children::{self, Instance, secret};
-use flaskmongo_operator::{apply, labels};
+use flaskmongo_operator::{DEFAULT_PREPARATION_NAMESPACE, apply, labels};
 use futures::{StreamExt, stream};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{Namespace, Secret};
-use kube::api::{ListParams, PostParams};
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolume, Pod, Secret};
+use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Client, CustomResourceExt};
 use serde_json::json;
 use testenv::Stack;
@@ -61,6 +61,19 @@ struct Args {
     json: PathBuf,
 }
 
+/// The namespace of the single-object runs.
+const LATENCY_NAMESPACE: &str = "bench-latency";
+
+/// The namespace of the operator's run `pair` at `count` objects.
+fn scale_namespace(count: usize, pair: u32) -> String {
+    format!("bench-scale-{count}-{pair}")
+}
+
+/// The namespace of the baseline's run `pair` at `count` objects.
+fn baseline_namespace(count: usize, pair: u32) -> String {
+    format!("bench-baseline-{count}-{pair}")
+}
+
 /// The bench's field manager.
 const MANAGER: &str = "flaskmongo-bench";
 /// The operator's name among the processes whose CPU time is measured.
@@ -92,6 +105,7 @@ async fn main() -> Result<()> {
     let idle = bench.idle().await?;
     eprintln!("[bench] idle: {idle:?}");
     let latency = bench.latency().await?;
+    bench.remove(LATENCY_NAMESPACE).await?;
     let mut scales = Vec::new();
     let mut steady_writes = None;
     let pairs = bench.args.pairs;
@@ -103,7 +117,9 @@ async fn main() -> Result<()> {
         for pair in 1..=pairs {
             let steady = Some(count) == last && pair == pairs;
             let (mut run, writes) = bench.scale(count, pair, steady).await?;
+            bench.remove(&scale_namespace(count, pair)).await?;
             (run.baseline_seconds, run.baseline_cpu) = bench.baseline(count, pair).await?;
+            bench.remove(&baseline_namespace(count, pair)).await?;
             eprintln!("[bench] {count} objects, pair {pair} of {pairs}: {run:?}");
             runs.push(run);
             steady_writes = writes.or(steady_writes);
@@ -167,7 +183,7 @@ impl Bench {
     /// the create call returning to all eight children, and to `Ready=True`, and the API
     /// requests the operator sent for them, its last Events included.
     async fn latency(&self) -> Result<Latency> {
-        let namespace = "bench-latency";
+        let namespace = LATENCY_NAMESPACE;
         let operator = self.operator_for(namespace).await?;
         let observer = Observer::start(&self.client, namespace).await;
         let api: Api<FlaskMongoApp> = Api::namespaced(self.client.clone(), namespace);
@@ -206,7 +222,7 @@ impl Bench {
     /// `count` objects created as fast as the client can, in a namespace of run `pair`;
     /// with `steady`, then the writes of the operator over the steady-state window.
     async fn scale(&self, count: usize, pair: u32, steady: bool) -> Result<(Run, Option<f64>)> {
-        let namespace = format!("bench-scale-{count}-{pair}");
+        let namespace = scale_namespace(count, pair);
         let operator = self.operator_for(&namespace).await?;
         let observer = Observer::start(&self.client, &namespace).await;
         let api: Api<FlaskMongoApp> = Api::namespaced(self.client.clone(), &namespace);
@@ -289,6 +305,54 @@ impl Bench {
         Ok((run, steady_writes))
     }
 
+    /// Deletes `namespace`, the volumes of its objects and any preparation pod left for them,
+    /// and waits, up to `--ready-timeout`, until they are gone: every run then starts on the
+    /// same cluster, where runs left in place made each pair slower than the one before.
+    async fn remove(&self, namespace: &str) -> Result<()> {
+        let started = Instant::now();
+        let of_run =
+            ListParams::default().labels(&format!("{}={namespace}", labels::OWNER_NAMESPACE));
+        let namespaces: Api<Namespace> = Api::all(self.client.clone());
+        let volumes: Api<PersistentVolume> = Api::all(self.client.clone());
+        let preparations: Api<Pod> =
+            Api::namespaced(self.client.clone(), DEFAULT_PREPARATION_NAMESPACE);
+        let all = DeleteParams::default();
+        namespaces
+            .delete(namespace, &all)
+            .await
+            .with_context(|| format!("delete namespace {namespace}"))?;
+        volumes
+            .delete_collection(&all, &of_run)
+            .await
+            .with_context(|| format!("delete the volumes of {namespace}"))?;
+        preparations
+            .delete_collection(&all, &of_run)
+            .await
+            .with_context(|| format!("delete the preparation pods of {namespace}"))?;
+        let deadline = started + Duration::from_secs(self.args.ready_timeout);
+        loop {
+            let namespace_left = namespaces.get_opt(namespace).await?.is_some();
+            let volumes_left = volumes.list_metadata(&of_run).await?.items.len();
+            if !namespace_left && volumes_left == 0 {
+                eprintln!(
+                    "[bench] {namespace} removed in {:.1} s",
+                    started.elapsed().as_secs_f64()
+                );
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                // The next run shares the cluster with what is left.
+                eprintln!(
+                    "[bench] {namespace}: still there after {} s (namespace: {namespace_left}, \
+                     volumes: {volumes_left}); going on",
+                    self.args.ready_timeout
+                );
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    }
+
     /// Writes the operator sends over the steady-state window (Lease renewals aside, and
     /// there is no Lease here), counted by its own client layer, per minute.
     async fn steady_writes(&self, operator: &OperatorProcess) -> f64 {
@@ -327,7 +391,7 @@ impl Bench {
     /// desired children by server-side apply, as one reconcile would; with the CPU time
     /// each process used meanwhile.
     async fn baseline(&self, count: usize, pair: u32) -> Result<(f64, CpuByProcess)> {
-        let namespace = format!("bench-baseline-{count}-{pair}");
+        let namespace = baseline_namespace(count, pair);
         create_namespace(&self.client, &namespace).await?;
         let api: Api<FlaskMongoApp> = Api::namespaced(self.client.clone(), &namespace);
         let names: Vec<String> = (0..count).map(|i| format!("baseline-{i:04}")).collect();
