@@ -220,8 +220,8 @@ fn outcome_of(failure: Option<&mongodb::error::Error>, index: usize) -> mongodb:
     let ErrorKind::InsertMany(failure) = err.kind.as_ref() else {
         return Err(err.clone());
     };
-    let refused = failure.write_errors.iter().flatten();
-    if let Some(refused) = refused.into_iter().find(|refused| refused.index == index) {
+    let mut refused = failure.write_errors.iter().flatten();
+    if let Some(refused) = refused.find(|refused| refused.index == index) {
         return Err(ErrorKind::Write(WriteFailure::WriteError(refused.clone().into())).into());
     }
     match &failure.write_concern_error {
@@ -282,7 +282,7 @@ mod tests {
     }
 
     #[test]
-    fn an_unconfirmed_write_concern_is_every_documents_but_a_refused_ones() {
+    fn an_unconfirmed_write_concern_fails_every_document_but_a_refused_one() {
         let result = failed_insert(doc! {
             "writeErrors": [{ "index": 2, "code": 2, "errmsg": "invalid key" }],
             "writeConcernError": { "code": 64, "errmsg": "waiting for replication timed out" },
@@ -298,7 +298,7 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_command_is_every_documents_failure() {
+    fn a_failed_command_fails_every_document() {
         let reset = Error::from(ErrorKind::Io(Arc::new(
             std::io::ErrorKind::ConnectionReset.into(),
         )));
