@@ -1,5 +1,6 @@
 //! The service under load: many clients posting at once, every acknowledged document stored
-//! exactly once.
+//! exactly once, their documents sharing insert commands, and a document the database refuses
+//! failing only its own request.
 
 pub mod common;
 
