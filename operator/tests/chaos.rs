@@ -236,8 +236,18 @@ async fn volumes_of(client: &Client, namespace: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// The name of the credentials Secret of the object `name`.
+fn secret_name(name: &str) -> String {
+    format!("{name}-mongo-credentials")
+}
+
+/// The name of the volume of the object `name` in `namespace`.
+fn volume_name(namespace: &str, name: &str) -> String {
+    format!("{namespace}.{name}.mongo")
+}
+
 /// What a namespace must hold, and nothing more, once everything converged.
-#[derive(Debug, Default, PartialEq)]
+#[derive(Debug, Default)]
 struct Expected {
     deployments: BTreeSet<String>,
     services: BTreeSet<String>,
@@ -245,12 +255,20 @@ struct Expected {
     statefulsets: BTreeSet<String>,
     secrets: BTreeSet<String>,
     volumes: BTreeSet<String>,
+    /// Secrets and volumes that may be there or not: of objects deleted under `Retain`
+    /// before the test saw them made, which a reconcile under way may still have made.
+    either: BTreeSet<String>,
 }
 
 impl Expected {
-    /// The children of the live objects (with autoscaling on or off) and, of deleted
-    /// ones, the Secrets and volumes kept under `Retain`.
-    fn new(namespace: &str, live: &BTreeMap<String, bool>, retained: &BTreeSet<String>) -> Self {
+    /// The children of the live objects (with autoscaling on or off) and, of ones deleted
+    /// under `Retain`, the Secret and volume kept, which must be there if `retained` names
+    /// them among those seen before the deletion.
+    fn new(
+        namespace: &str,
+        live: &BTreeMap<String, bool>,
+        retained: &BTreeMap<String, BTreeSet<String>>,
+    ) -> Self {
         let mut expected = Self::default();
         for (name, autoscaling) in live {
             expected.deployments.insert(format!("{name}-web"));
@@ -261,11 +279,45 @@ impl Expected {
             }
             expected.statefulsets.insert(format!("{name}-mongo"));
         }
-        for name in live.keys().chain(retained) {
-            expected.secrets.insert(format!("{name}-mongo-credentials"));
-            expected.volumes.insert(format!("{namespace}.{name}.mongo"));
+        for name in live.keys() {
+            expected.secrets.insert(secret_name(name));
+            expected.volumes.insert(volume_name(namespace, name));
+        }
+        for (name, seen) in retained {
+            for (kept, must) in [
+                (secret_name(name), &mut expected.secrets),
+                (volume_name(namespace, name), &mut expected.volumes),
+            ] {
+                if seen.contains(&kept) {
+                    must.insert(kept);
+                } else {
+                    expected.either.insert(kept);
+                }
+            }
         }
         expected
+    }
+
+    /// Whether `found` holds exactly these children, each of `either` or not.
+    fn matches(&self, found: &Expected) -> bool {
+        let kept = |must: &BTreeSet<String>, found: &BTreeSet<String>| {
+            must.is_subset(found)
+                && found
+                    .difference(must)
+                    .all(|name| self.either.contains(name))
+        };
+        (
+            &self.deployments,
+            &self.services,
+            &self.hpas,
+            &self.statefulsets,
+        ) == (
+            &found.deployments,
+            &found.services,
+            &found.hpas,
+            &found.statefulsets,
+        ) && kept(&self.secrets, &found.secrets)
+            && kept(&self.volumes, &found.volumes)
     }
 
     async fn found(client: &Client, namespace: &str) -> Self {
@@ -276,6 +328,7 @@ impl Expected {
             statefulsets: names_of::<StatefulSet>(client, namespace).await,
             secrets: names_of::<Secret>(client, namespace).await,
             volumes: volumes_of(client, namespace).await,
+            either: BTreeSet::new(),
         }
     }
 }
@@ -295,7 +348,7 @@ async fn check_live_children(
     check_children(
         client,
         namespace,
-        Expected::new(namespace, &live, &BTreeSet::new()),
+        Expected::new(namespace, &live, &BTreeMap::new()),
     )
     .await;
 }
@@ -309,7 +362,7 @@ async fn check_children(client: &Client, namespace: &str, expected: Expected) {
     let settled = tokio::time::timeout(Duration::from_secs(60), async {
         loop {
             found = Expected::found(client, namespace).await;
-            if found == expected {
+            if expected.matches(&found) {
                 return;
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
@@ -556,6 +609,23 @@ async fn a_standby_finishes_the_work_of_a_leader_killed_during_convergence() {
     env.teardown().await;
 }
 
+/// The object `name`'s Secret and volume that exist now, a volume being deleted aside (that
+/// of an earlier object of the name under `Delete`).
+async fn kept_children(client: &Client, namespace: &str, name: &str) -> BTreeSet<String> {
+    let secret = Api::<Secret>::namespaced(client.clone(), namespace)
+        .get_metadata_opt(&secret_name(name))
+        .await
+        .expect("the Secret can be read")
+        .map(|_| secret_name(name));
+    let volume = Api::<PersistentVolume>::all(client.clone())
+        .get_metadata_opt(&volume_name(namespace, name))
+        .await
+        .expect("the volume can be read")
+        .filter(|volume| volume.metadata.deletion_timestamp.is_none())
+        .map(|_| volume_name(namespace, name));
+    secret.into_iter().chain(volume).collect()
+}
+
 /// One step of the churn.
 #[derive(Debug, Clone, Copy)]
 enum Step {
@@ -578,7 +648,8 @@ async fn churn_leaves_live_objects_converged_and_only_retained_data_of_deleted_o
     let duration = Duration::from_secs(env_number("CHAOS_CHURN_SECONDS", 20) as u64);
     // name → (autoscaling, retain) of the live incarnation.
     let mut live: BTreeMap<String, (bool, bool)> = BTreeMap::new();
-    let mut retained = BTreeSet::new();
+    // name → its Secret and volume seen before it was deleted under `Retain`.
+    let mut retained = BTreeMap::new();
     let mut steps = 0;
     let started = Instant::now();
     while started.elapsed() < duration {
@@ -628,11 +699,14 @@ async fn churn_leaves_live_objects_converged_and_only_retained_data_of_deleted_o
                 live.insert(name.clone(), (autoscaling, retain));
             }
             Step::Delete => {
+                // Only what was made can be kept: an object deleted at once may have no
+                // Secret or volume yet.
+                let seen = kept_children(&env.client, &ns, name).await;
                 api.delete(name, &DeleteParams::default())
                     .await
                     .expect("the object can be deleted");
                 if live.remove(name).is_some_and(|(_, retain)| retain) {
-                    retained.insert(name.clone());
+                    retained.insert(name.clone(), seen);
                 }
             }
         }
