@@ -190,10 +190,9 @@ impl Store {
 }
 
 /// Inserts the documents that requests leave in `waiting`: every document waiting goes in one
-/// command, and the next command leaves once this one is answered. FerretDB's cost is per
-/// command (at 4 requests at once, 2,400 single inserts a second took 0.35 ms of its CPU
-/// each, batches of four 8,000 a second and 0.11 ms each), so the busier the service, the
-/// larger and cheaper its batches; a lone request still goes at once, alone.
+/// command, and the next command leaves once this one is answered. The database's cost is per
+/// command (BENCHMARKS.md: FerretDB's CPU per POST), so the busier the service, the larger and
+/// cheaper its batches; a lone request still goes at once, alone.
 async fn insert_waiting(
     documents: Collection<RawDocumentBuf>,
     mut waiting: mpsc::Receiver<Waiting>,
@@ -201,10 +200,13 @@ async fn insert_waiting(
 ) {
     let mut batch = Vec::with_capacity(most);
     while waiting.recv_many(&mut batch, most).await > 0 {
-        let (new, outcomes): (Vec<_>, Vec<_>) = batch.drain(..).unzip();
         // Unordered: a document the server refuses does not stop the others.
-        let failure = documents.insert_many(&new).ordered(false).await.err();
-        drop(new);
+        let insert = documents
+            .insert_many(batch.iter().map(|(document, _)| document))
+            .ordered(false);
+        // The driver has made its own copies: ours need not live through the round trip.
+        let outcomes: Vec<_> = batch.drain(..).map(|(_, outcome)| outcome).collect();
+        let failure = insert.await.err();
         for (index, outcome) in outcomes.into_iter().enumerate() {
             // A request that gave up no longer listens; its document is stored all the same.
             let _ = outcome.send(outcome_of(failure.as_ref(), index));
