@@ -5,22 +5,24 @@
 //! of eleven slots. With 1,000 `FlaskMongoApp`s the caches hold 8,000 objects, so the
 //! operator keeps the text and parses an object back only when a reconcile reads it. The
 //! text repeats itself (keys, labels, names), so deflate at its fastest level keeps less
-//! than half of it (one object's seven children: 14.4 KB of JSON, 6.3 KB stored), for some
-//! microseconds per object stored or read.
+//! than half of it, for some microseconds per object stored or read. Objects of one kind
+//! repeat each other even more, so each cache hands deflate the JSON of the first object
+//! it stored as a preset dictionary: an object then costs little more than what sets it
+//! apart (on a local stack, the nine cached children and pods of one object: 33 KB of
+//! JSON, 10.5 KB deflated alone, 2.8 KB against the dictionary).
 //!
 //! Unlike kube-runtime's store, a cache takes in each object of a list as it arrives rather
 //! than when the list is complete: a streaming list after an API server restart can take
 //! seconds, and a reconcile that one of its objects triggers must see that object, not the
 //! version from before the outage.
 
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
-use std::io::Read;
+use std::io;
 use std::marker::PhantomData;
 use std::sync::{Arc, PoisonError, RwLock};
 
-use flate2::Compression;
-use flate2::read::DeflateDecoder;
-use flate2::write::DeflateEncoder;
+use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 use kube::Resource;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
@@ -30,7 +32,25 @@ use tokio::sync::watch;
 
 use crate::error::{Error, Result};
 
-type Objects<K> = HashMap<ObjectRef<K>, Packed<K>>;
+/// Deflate looks back this far, so a longer dictionary's head would never be used.
+const WINDOW: usize = 32 * 1024;
+
+/// The objects of a cache and the dictionary they are packed against.
+struct Objects<K: Resource<DynamicType = ()>> {
+    /// The last [`WINDOW`] bytes of the JSON of the first object stored; empty until then.
+    /// It stays when that object goes, since the others are packed against it.
+    dictionary: Box<[u8]>,
+    by_key: HashMap<ObjectRef<K>, Packed<K>>,
+}
+
+impl<K: Resource<DynamicType = ()>> Default for Objects<K> {
+    fn default() -> Self {
+        Self {
+            dictionary: Box::default(),
+            by_key: HashMap::new(),
+        }
+    }
+}
 
 /// One object as the caches keep it: its JSON text, compressed.
 pub struct Packed<K> {
@@ -38,13 +58,66 @@ pub struct Packed<K> {
     kind: PhantomData<fn() -> K>,
 }
 
+thread_local! {
+    // One compressor and one decompressor per thread, reset for each object: a new deflate
+    // state is one block of some 370 KB, and allocating and freeing one per object stored
+    // fragmented the heap (a 100-object run peaked at 27 MB against 19 MB before).
+    static DEFLATE: RefCell<Compress> = RefCell::new(Compress::new(Compression::fast(), false));
+    static INFLATE: RefCell<Decompress> = RefCell::new(Decompress::new(false));
+}
+
+/// `json` deflated (raw, with no zlib header) against `dictionary` (empty for none).
+fn deflate(json: &[u8], dictionary: &[u8]) -> io::Result<Box<[u8]>> {
+    DEFLATE.with_borrow_mut(|compress| {
+        compress.reset();
+        if !dictionary.is_empty() {
+            compress.set_dictionary(dictionary)?;
+        }
+        let mut out = Vec::with_capacity(json.len().max(64) / 2);
+        loop {
+            let read = usize::try_from(compress.total_in()).unwrap_or(json.len());
+            match compress.compress_vec(&json[read..], &mut out, FlushCompress::Finish)? {
+                Status::StreamEnd => return Ok(out.into_boxed_slice()),
+                Status::Ok | Status::BufError => out.reserve(out.capacity()),
+            }
+        }
+    })
+}
+
+/// What [`deflate`] made of `bytes` with the same `dictionary`.
+fn inflate(bytes: &[u8], dictionary: &[u8]) -> io::Result<Vec<u8>> {
+    INFLATE.with_borrow_mut(|decompress| {
+        decompress.reset(false);
+        if !dictionary.is_empty() {
+            decompress.set_dictionary(dictionary)?;
+        }
+        let mut json = Vec::with_capacity(bytes.len().max(16) * 4);
+        loop {
+            let read = usize::try_from(decompress.total_in()).unwrap_or(bytes.len());
+            let status =
+                decompress.decompress_vec(&bytes[read..], &mut json, FlushDecompress::Finish)?;
+            if status == Status::StreamEnd {
+                return Ok(json);
+            }
+            // Room left over means the input ran out before the stream's end.
+            if json.len() < json.capacity() {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "truncated"));
+            }
+            json.reserve(json.capacity());
+        }
+    })
+}
+
 impl<K: Serialize> Packed<K> {
-    /// `object`, packed.
-    pub fn pack(object: &K) -> std::io::Result<Self> {
-        let mut encoder = DeflateEncoder::new(Vec::new(), Compression::fast());
-        serde_json::to_writer(&mut encoder, object)?;
+    /// `object`, packed alone.
+    pub fn pack(object: &K) -> io::Result<Self> {
+        Self::pack_against(object, &[])
+    }
+
+    /// `object`, packed with `dictionary` (empty for none) as deflate's preset dictionary.
+    fn pack_against(object: &K, dictionary: &[u8]) -> io::Result<Self> {
         Ok(Self {
-            bytes: encoder.finish()?.into_boxed_slice(),
+            bytes: deflate(&serde_json::to_vec(object)?, dictionary)?,
             kind: PhantomData,
         })
     }
@@ -53,10 +126,12 @@ impl<K: Serialize> Packed<K> {
 impl<K: DeserializeOwned> Packed<K> {
     /// The object, parsed back.
     pub fn unpack(&self) -> serde_json::Result<K> {
-        let mut json = Vec::new();
-        DeflateDecoder::new(&*self.bytes)
-            .read_to_end(&mut json)
-            .map_err(serde_json::Error::io)?;
+        self.unpack_against(&[])
+    }
+
+    /// The object, parsed back with the dictionary it was packed against.
+    fn unpack_against(&self, dictionary: &[u8]) -> serde_json::Result<K> {
+        let json = inflate(&self.bytes, dictionary).map_err(serde_json::Error::io)?;
         serde_json::from_slice(&json)
     }
 }
@@ -127,12 +202,15 @@ where
     pub fn get(&self, key: &ObjectRef<K>) -> Result<Option<K>> {
         let objects = self.objects.read().unwrap_or_else(PoisonError::into_inner);
         objects
+            .by_key
             .get(key)
             .map(|stored| {
-                stored.unpack().map_err(|source| Error::Cached {
-                    what: key.to_string(),
-                    source,
-                })
+                stored
+                    .unpack_against(&objects.dictionary)
+                    .map_err(|source| Error::Cached {
+                        what: key.to_string(),
+                        source,
+                    })
             })
             .transpose()
     }
@@ -140,13 +218,13 @@ where
     /// Whether an object named by `key` is cached.
     pub fn contains(&self, key: &ObjectRef<K>) -> bool {
         let objects = self.objects.read().unwrap_or_else(PoisonError::into_inner);
-        objects.contains_key(key)
+        objects.by_key.contains_key(key)
     }
 
     /// The names of the cached objects, without parsing any.
     pub fn names(&self) -> Vec<String> {
         let objects = self.objects.read().unwrap_or_else(PoisonError::into_inner);
-        objects.keys().map(|key| key.name.clone()).collect()
+        objects.by_key.keys().map(|key| key.name.clone()).collect()
     }
 
     /// Waits until the cache holds its first complete list; returns at once if the watch
@@ -165,7 +243,8 @@ where
     /// the one the event names or, at the end of a list, those the list no longer has (gone
     /// while the watch was down), whose owners must be reconciled as well.
     pub fn apply(&mut self, event: watcher::Event<K>) -> Vec<K> {
-        let mut objects = self.objects.write().unwrap_or_else(PoisonError::into_inner);
+        let mut guard = self.objects.write().unwrap_or_else(PoisonError::into_inner);
+        let objects = &mut *guard;
         match event {
             watcher::Event::Init => {
                 self.listed = Some(HashSet::new());
@@ -175,22 +254,23 @@ where
                 self.listed
                     .get_or_insert_with(HashSet::new)
                     .insert(key(&object));
-                store(&mut objects, &object);
+                store(objects, &object);
                 vec![object]
             }
             watcher::Event::InitDone => {
                 let listed = self.listed.take().unwrap_or_default();
                 let gone: Vec<ObjectRef<K>> = objects
+                    .by_key
                     .keys()
                     .filter(|key| !listed.contains(*key))
                     .cloned()
                     .collect();
                 self.ready.send_replace(true);
                 gone.iter()
-                    .filter_map(|key| objects.remove(key).map(|stored| (key, stored)))
+                    .filter_map(|key| objects.by_key.remove(key).map(|stored| (key, stored)))
                     .filter_map(|(key, stored)| {
                         stored
-                            .unpack()
+                            .unpack_against(&objects.dictionary)
                             .inspect_err(|error| {
                                 tracing::warn!(object = %key, %error, "cannot read a removed object");
                             })
@@ -199,35 +279,41 @@ where
                     .collect()
             }
             watcher::Event::Apply(object) => {
-                store(&mut objects, &object);
+                store(objects, &object);
                 vec![object]
             }
             watcher::Event::Delete(object) => {
-                objects.remove(&key(&object));
+                objects.by_key.remove(&key(&object));
                 vec![object]
             }
         }
     }
 }
 
-/// Stores `object` as its compressed JSON. Should that ever fail, the object is left out,
-/// so the operator sees it as missing and applies it again: a wasted write, never a wrong
-/// one.
+/// Stores `object` as its compressed JSON; the first object stored becomes the dictionary.
+/// Should that ever fail, the object is left out, so the operator sees it as missing and
+/// applies it again: a wasted write, never a wrong one.
 fn store<K: Resource<DynamicType = ()> + Serialize>(objects: &mut Objects<K>, object: &K) {
     let key = key(object);
-    match Packed::pack(object) {
+    if objects.dictionary.is_empty()
+        && let Ok(json) = serde_json::to_vec(object)
+    {
+        objects.dictionary = json[json.len().saturating_sub(WINDOW)..].into();
+    }
+    match Packed::pack_against(object, &objects.dictionary) {
         Ok(stored) => {
-            objects.insert(key, stored);
+            objects.by_key.insert(key, stored);
         }
         Err(error) => {
             tracing::warn!(object = %key, %error, "cannot cache; treating it as missing");
-            objects.remove(&key);
+            objects.by_key.remove(&key);
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use k8s_openapi::api::apps::v1::Deployment;
     use k8s_openapi::api::core::v1::Service;
     use kube::api::ObjectMeta;
 
@@ -252,28 +338,68 @@ mod tests {
         ObjectRef::new(name).within("shop")
     }
 
+    fn deployment(name: &str) -> Deployment {
+        let app = crate::children::tests::app(name, "team-a", Default::default());
+        let instance = crate::children::Instance::new(&app).unwrap();
+        crate::children::desired(&instance).deployment
+    }
+
+    fn stored_bytes<K: Resource<DynamicType = ()>>(cache: &Cache<K>, object: &K) -> usize {
+        cache.objects.read().unwrap().by_key[&key(object)]
+            .bytes
+            .len()
+    }
+
+    fn json_bytes(object: &impl Serialize) -> usize {
+        serde_json::to_vec(object).unwrap().len()
+    }
+
     #[test]
     fn a_child_is_stored_in_less_than_half_its_json() {
-        let app = crate::children::tests::app("shop", "team-a", Default::default());
-        let instance = crate::children::Instance::new(&app).unwrap();
-        let deployment = crate::children::desired(&instance).deployment;
+        let deployment = deployment("shop");
         let (cache, mut writer) = cache();
         writer.apply(watcher::Event::Apply(deployment.clone()));
-        let stored = cache
-            .objects
-            .read()
-            .unwrap()
-            .values()
-            .next()
-            .unwrap()
-            .bytes
-            .len();
-        let json = serde_json::to_vec(&deployment).unwrap().len();
+        let (stored, json) = (stored_bytes(&cache, &deployment), json_bytes(&deployment));
         assert!(
             stored * 2 < json,
             "{stored} bytes stored for {json} of JSON"
         );
         assert_eq!(cache.get(&key(&deployment)).unwrap(), Some(deployment));
+    }
+
+    #[test]
+    fn children_after_the_first_are_stored_in_a_tenth_of_their_json_even_once_it_is_gone() {
+        let (first, second, third) = (deployment("shop"), deployment("till"), deployment("cart"));
+        let (cache, mut writer) = cache();
+        for deployment in [&first, &second, &third] {
+            writer.apply(watcher::Event::Apply(deployment.clone()));
+        }
+        writer.apply(watcher::Event::Delete(first.clone()));
+        for deployment in [second, third] {
+            let (stored, json) = (stored_bytes(&cache, &deployment), json_bytes(&deployment));
+            assert!(
+                stored * 10 < json,
+                "{stored} bytes stored for {json} of JSON"
+            );
+            assert_eq!(cache.get(&key(&deployment)).unwrap(), Some(deployment));
+        }
+        assert!(!cache.contains(&key(&first)));
+    }
+
+    #[test]
+    fn a_damaged_object_is_an_error_not_a_wait() {
+        let packed = Packed::pack(&deployment("shop")).unwrap();
+        for length in [0, packed.bytes.len() / 2] {
+            let damaged = Packed::<Deployment> {
+                bytes: packed.bytes[..length].into(),
+                kind: PhantomData,
+            };
+            assert!(
+                damaged.unpack().is_err(),
+                "{length} of {} bytes",
+                packed.bytes.len()
+            );
+        }
     }
 
     #[tokio::test]

@@ -194,8 +194,8 @@ struct Written {
     /// When the last of them was made.
     at: Instant,
     /// The children as the API server returned them from their applies, while the caches
-    /// do not hold them; packed as the caches keep objects, since many objects can be
-    /// waiting for their next reconcile at once.
+    /// do not hold them; compressed as the caches keep objects (alone, with no dictionary),
+    /// since many objects can be waiting for their next reconcile at once.
     applied: Packed<Snapshot>,
     /// The preparation pod deleted (its uid) and when, while the cache still holds it.
     deleted_preparation: Option<(String, Time)>,
