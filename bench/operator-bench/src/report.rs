@@ -205,11 +205,12 @@ const RATIO_TARGET: f64 = 1.25;
 /// Peak RSS at 1,000 objects.
 const RSS_TARGET_MB: f64 = 32.0;
 
-fn entries(figures: &Figures) -> Vec<Entry> {
+/// The figures of the objects created one at a time (at least one).
+fn single_object_entries(figures: &Figures) -> Vec<Entry> {
     let latency = &figures.latency;
     let n = figures.samples;
     let one_at_a_time = format!("{n} objects one at a time");
-    let per_object = |requests: f64| (n > 0).then(|| requests / n as f64);
+    let per_object = |requests: f64| Some(requests / n as f64);
     let mut entries = vec![
         Entry::new(
             format!("single object: create → all 8 children, p50, {one_at_a_time}"),
@@ -268,6 +269,17 @@ fn entries(figures: &Figures) -> Vec<Entry> {
             "requests",
         )
     }));
+    entries
+}
+
+fn entries(figures: &Figures) -> Vec<Entry> {
+    // A run with no single objects (`--samples 0`) measured none of their figures, so it
+    // claims none of their targets either.
+    let mut entries = if figures.samples > 0 {
+        single_object_entries(figures)
+    } else {
+        Vec::new()
+    };
     entries.extend([
         Entry::new("0 objects: peak RSS", Some(mb(figures.idle)), "MB"),
         Entry::new(
@@ -627,6 +639,45 @@ mod tests {
                 queue("f", 20.0),
                 "10 objects: kube-controller-manager: mean seconds a claim waited for the volume binder, during the operator's run = Some(100.0)".to_owned(),
             ]
+        );
+    }
+
+    #[test]
+    fn a_run_with_no_single_objects_claims_none_of_their_targets() {
+        let figures = |samples: usize| Figures {
+            machine: Value::Null,
+            samples,
+            latency: Latency {
+                children_ms: vec![40.0; samples],
+                ready_ms: vec![90.0; samples],
+                preparation_ms: vec![30.0; samples],
+                requests: Requests::from([("PATCH services".to_owned(), 2.0 * samples as f64)]),
+            },
+            idle: counting(&[]).usage,
+            scales: Vec::new(),
+            steady_writes: None,
+            steady_seconds: 10,
+        };
+        let single = |samples| {
+            entries(&figures(samples))
+                .into_iter()
+                .filter(|entry| entry.name.starts_with("single object"))
+                .map(|entry| (entry.name, entry.value, entry.target.is_some()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(single(0), []);
+        let measured = single(2);
+        assert!(
+            measured.contains(&(
+                "single object: API requests per object: PATCH services".to_owned(),
+                Some(2.0),
+                false
+            )),
+            "{measured:?}"
+        );
+        assert!(
+            measured.iter().all(|(_, value, _)| value.is_some()),
+            "{measured:?}"
         );
     }
 
