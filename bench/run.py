@@ -225,7 +225,8 @@ class Bench:
         [port] = free_ports(1)
         settings = self.settings
         argv = {
-            "webapp": [settings.webapp, "--listen-address=127.0.0.1", f"--port={port}"],
+            # No load balancer routes to it, so it stops without draining.
+            "webapp": [settings.webapp, "--listen-address=127.0.0.1", f"--port={port}", "--drain-secs=0"],
             BARE: [settings.load, "serve", f"--port={port}"],
             "flask": [settings.python, "app.py"],
             # --timeout: the default 30 s could kill a worker in a 100,000-document GET.

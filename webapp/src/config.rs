@@ -16,8 +16,10 @@ use clap::{Parser, ValueEnum};
         ?limit=N&after=CURSOR pages through them), POST /data (stores one JSON object), \
         GET /healthz (liveness), GET /readyz (pings MongoDB), GET /metrics (Prometheus).\n\n\
         The database is the one named in the path of MONGODB_URI, else `flask_db`; the \
-        collection is `data`. SIGTERM or SIGINT stops accepting connections and lets \
-        in-flight requests finish within the shutdown grace period."
+        collection is `data`. After SIGTERM or SIGINT the service drains: for the drain \
+        period it goes on answering, each response with `Connection: close` so that clients \
+        reconnect elsewhere while load balancers stop routing here; then it stops accepting \
+        connections and lets in-flight requests finish within the shutdown grace period."
 )]
 pub struct Config {
     /// MongoDB connection string; its path names the database (default `flask_db`).
@@ -65,7 +67,13 @@ pub struct Config {
     #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     pub request_timeout_secs: u64,
 
-    /// After SIGTERM or SIGINT, how long in-flight requests may take to finish, in seconds.
+    /// After SIGTERM or SIGINT, how long the service goes on accepting connections while it
+    /// tells each client to close its own, in seconds. Kubernetes takes a moment to remove a
+    /// stopping pod from its Service; connections it sends meanwhile are still answered.
+    #[arg(long, env = "DRAIN_SECS", default_value_t = 5)]
+    pub drain_secs: u64,
+
+    /// After the drain, how long in-flight requests may take to finish, in seconds.
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 20)]
     pub shutdown_grace_secs: u64,
 
@@ -99,8 +107,20 @@ impl Config {
         Duration::from_secs(self.request_timeout_secs)
     }
 
-    /// The shutdown grace period as a duration.
-    pub fn shutdown_grace(&self) -> Duration {
-        Duration::from_secs(self.shutdown_grace_secs)
+    /// How the service stops after SIGTERM or SIGINT.
+    pub fn shutdown(&self) -> Shutdown {
+        Shutdown {
+            drain: Duration::from_secs(self.drain_secs),
+            grace: Duration::from_secs(self.shutdown_grace_secs),
+        }
     }
+}
+
+/// How the service stops once asked to.
+#[derive(Debug, Clone, Copy)]
+pub struct Shutdown {
+    /// How long it goes on accepting connections, answering each with `Connection: close`.
+    pub drain: Duration,
+    /// How long in-flight requests may then take to finish.
+    pub grace: Duration,
 }

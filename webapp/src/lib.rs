@@ -13,13 +13,14 @@ mod validate;
 
 use std::future::{Future, IntoFuture};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
-pub use config::{Config, DEFAULT_WORKER_THREADS, LogFormat};
+pub use config::{Config, DEFAULT_WORKER_THREADS, LogFormat, Shutdown};
 pub use error::Error;
 pub use log_output::BatchedStdout;
 pub use routes::{MAX_LIMIT, NEXT_CURSOR_HEADER};
@@ -33,8 +34,8 @@ use store::Store;
 /// How long closing the connection pool may take once the server has stopped.
 const POOL_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The state every request shares: one MongoDB client, the metrics and the limits.
-/// Cloning is cheap: the client and the metrics are shared.
+/// The state every request shares: one MongoDB client, the metrics, the limits and whether
+/// the service drains. Cloning is cheap: the client, the metrics and the flag are shared.
 #[derive(Clone, Debug)]
 pub struct App {
     store: Store,
@@ -43,6 +44,7 @@ pub struct App {
     body_limit: usize,
     request_timeout: Duration,
     ping_timeout: Duration,
+    draining: Arc<AtomicBool>,
 }
 
 impl App {
@@ -56,7 +58,13 @@ impl App {
             body_limit: config.body_limit_bytes,
             request_timeout: config.request_timeout(),
             ping_timeout: config.server_selection_timeout(),
+            draining: Arc::default(),
         })
+    }
+
+    /// Whether the service has been asked to stop and tells clients to close connections.
+    fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
     }
 
     /// The HTTP routes of the service.
@@ -71,13 +79,15 @@ impl App {
     }
 }
 
-/// Serves `app` on `listener` until `shutdown` completes, then stops accepting connections,
-/// gives in-flight requests up to `grace` to finish and closes the MongoDB pool.
+/// Serves `app` on `listener` until `stop` completes, then drains: goes on serving for
+/// `shutdown.drain`, each response with `Connection: close`. Then it stops accepting
+/// connections, gives in-flight requests up to `shutdown.grace` to finish and closes the
+/// MongoDB pool.
 pub async fn serve(
     listener: TcpListener,
     app: App,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-    grace: Duration,
+    stop: impl Future<Output = ()> + Send + 'static,
+    shutdown: Shutdown,
 ) -> std::io::Result<()> {
     let (stopping, stopped) = tokio::sync::oneshot::channel();
     // Each write leaves at once: the last small write of a streamed body (its end) would
@@ -88,16 +98,23 @@ pub async fn serve(
             tracing::warn!(error = %err, "cannot set TCP_NODELAY on a connection");
         }
     });
+    let draining = Arc::clone(&app.draining);
     let server = axum::serve(listener, app.router()).with_graceful_shutdown(async move {
-        shutdown.await;
+        stop.await;
+        draining.store(true, Ordering::Relaxed);
+        tracing::info!(
+            drain_secs = shutdown.drain.as_secs_f64(),
+            "draining: answering with Connection: close"
+        );
+        tokio::time::sleep(shutdown.drain).await;
         let _ = stopping.send(());
     });
     let mut server = std::pin::pin!(server.into_future());
     tokio::select! {
         result = &mut server => result?,
         _ = stopped => {
-            tracing::info!(grace_secs = grace.as_secs_f64(), "shutting down: finishing in-flight requests");
-            match tokio::time::timeout(grace, &mut server).await {
+            tracing::info!(grace_secs = shutdown.grace.as_secs_f64(), "shutting down: finishing in-flight requests");
+            match tokio::time::timeout(shutdown.grace, &mut server).await {
                 Ok(result) => result?,
                 Err(_elapsed) => tracing::warn!("in-flight requests outlasted the shutdown grace period"),
             }

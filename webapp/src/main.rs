@@ -55,7 +55,7 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     // Handlers are installed before serving so that no signal is missed.
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
-    let shutdown = async move {
+    let stop = async move {
         let name = tokio::select! {
             _ = terminate.recv() => "SIGTERM",
             _ = interrupt.recv() => "SIGINT",
@@ -65,6 +65,6 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     let app = App::new(&config).await?;
     let listener = TcpListener::bind((config.listen_address, config.port)).await?;
     tracing::info!(address = %listener.local_addr()?, "listening");
-    serve(listener, app, shutdown, config.shutdown_grace()).await?;
+    serve(listener, app, stop, config.shutdown()).await?;
     Ok(())
 }

@@ -7,7 +7,7 @@ use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, MatchedPath, Query, Request, State};
-use axum::http::header::{CONTENT_TYPE, LINK};
+use axum::http::header::{CONNECTION, CONTENT_TYPE, LINK};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
@@ -74,16 +74,25 @@ fn json_text(status: StatusCode, body: impl Into<Body>) -> Response {
         .into_response()
 }
 
-/// Bounds the time to the response head, then counts and logs the request (never its body).
+/// Bounds the time to the response head, asks the client to close the connection while the
+/// service drains, then counts and logs the request (never its body).
 async fn observe(State(app): State<App>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = method_label(request.method());
     let route = route_label(&request);
     // A clone shares the request's bytes: no copy of the path on every request.
     let uri = request.uri().clone();
-    let response = tokio::time::timeout(app.request_timeout, next.run(request))
+    let mut response = tokio::time::timeout(app.request_timeout, next.run(request))
         .await
         .unwrap_or_else(|_elapsed| Error::Timeout.into_response());
+    if app.is_draining() {
+        // The client's next request then opens a new connection, which the Service sends
+        // to a replica that is not stopping. (HTTP/2 drops the header: its clients move at
+        // the GOAWAY that ends the drain.)
+        response
+            .headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+    }
     let latency = started.elapsed();
     let status = response.status().as_u16();
     app.metrics.observe_request(route, method, status, latency);

@@ -1,5 +1,5 @@
 //! The `webapp` binary as Kubernetes runs it: its `--help`, start-up without MongoDB,
-//! graceful shutdown on SIGTERM and its log lines.
+//! the drain and graceful shutdown on SIGTERM, and its log lines.
 
 pub mod common;
 
@@ -49,6 +49,7 @@ fn help_documents_every_flag_and_environment_variable() {
         ),
         ("--body-limit-bytes", "BODY_LIMIT_BYTES"),
         ("--request-timeout-secs", "REQUEST_TIMEOUT_SECS"),
+        ("--drain-secs", "DRAIN_SECS"),
         ("--shutdown-grace-secs", "SHUTDOWN_GRACE_SECS"),
         ("--worker-threads", "WORKER_THREADS"),
         ("--max-concurrent-requests", "MAX_CONCURRENT_REQUESTS"),
@@ -194,6 +195,93 @@ async fn sigterm_lets_an_in_flight_request_finish_then_exits_0() {
             .unwrap(),
         1
     );
+}
+
+/// Sends `GET path` on `stream` and returns the response's head, lower-cased, once its
+/// body has been read too: by its length, else up to the end of the connection.
+fn get_on(stream: &mut TcpStream, path: &str) -> String {
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: webapp\r\n\r\n").unwrap();
+    let mut received = Vec::new();
+    let mut byte = [0; 1];
+    while !received.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            stream.read(&mut byte).unwrap(),
+            1,
+            "connection closed in the head"
+        );
+        received.push(byte[0]);
+    }
+    let head = String::from_utf8(received).unwrap().to_lowercase();
+    let length = head
+        .lines()
+        .find_map(|line| line.strip_prefix("content-length: "));
+    match length {
+        Some(length) => stream
+            .read_exact(&mut vec![0; length.trim().parse().unwrap()])
+            .unwrap(),
+        // A streamed body ends where the server closes the connection, if it does.
+        None => drop(stream.read_to_end(&mut Vec::new()).unwrap()),
+    }
+    head
+}
+
+#[test]
+fn sigterm_drains_then_stops_accepting_connections() {
+    let drain = Duration::from_secs(2);
+    let mut app = Webapp::start(&stack_uri("drain"), &[("DRAIN_SECS", "2")]);
+    let mut kept = TcpStream::connect(app.address).unwrap();
+    kept.set_read_timeout(Some(PROCESS_TIMEOUT)).unwrap();
+    let before = get_on(&mut kept, "/healthz");
+    assert!(before.starts_with("http/1.1 200 ok\r\n"), "{before}");
+    assert!(!before.contains("connection: close"), "{before}");
+
+    let started = Instant::now();
+    app.terminate();
+    let deadline = started + PROCESS_TIMEOUT;
+    while !app
+        .output()
+        .iter()
+        .any(|line| line.contains("\"draining: answering with Connection: close\""))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no drain in:\n{}",
+            app.output().join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // A client that kept its connection is answered, then told to go elsewhere.
+    let during = get_on(&mut kept, "/healthz");
+    assert!(during.starts_with("http/1.1 200 ok\r\n"), "{during}");
+    assert!(during.contains("connection: close\r\n"), "{during}");
+    assert_eq!(
+        kept.read(&mut [0; 1]).unwrap(),
+        0,
+        "the server kept the connection open"
+    );
+    // A connection sent before the Service forgets this replica is still served.
+    let mut late = TcpStream::connect(app.address).expect("connections accepted while draining");
+    late.set_read_timeout(Some(PROCESS_TIMEOUT)).unwrap();
+    let late_head = get_on(&mut late, "/data?limit=1");
+    assert!(late_head.starts_with("http/1.1 200 ok\r\n"), "{late_head}");
+    assert!(late_head.contains("connection: close\r\n"), "{late_head}");
+
+    while TcpStream::connect(app.address).is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "still accepting connections after the drain"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let refused_after = started.elapsed();
+    assert!(
+        refused_after >= drain,
+        "stopped accepting after {refused_after:?}, within the drain"
+    );
+    let status = app
+        .wait_for_exit(PROCESS_TIMEOUT)
+        .expect("webapp exits after the drain");
+    assert!(status.success(), "{status}");
 }
 
 #[test]

@@ -52,7 +52,12 @@ pub async fn spawn_app(mongodb_uri: &str, args: &[&str]) -> String {
         .await
         .expect("bind 127.0.0.1:0");
     let url = format!("http://{}", listener.local_addr().expect("local address"));
-    tokio::spawn(serve(listener, app, std::future::pending(), Duration::ZERO));
+    tokio::spawn(serve(
+        listener,
+        app,
+        std::future::pending(),
+        config.shutdown(),
+    ));
     url
 }
 
@@ -186,6 +191,7 @@ pub struct Webapp {
 
 impl Webapp {
     /// Starts the binary with only `MONGODB_URI` and `env` set, and waits for it to listen.
+    /// It stops without a drain period unless `env` sets `DRAIN_SECS`.
     pub fn start(mongodb_uri: &str, env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_webapp"))
             .env_clear()
@@ -193,6 +199,7 @@ impl Webapp {
             .env("LISTEN_ADDRESS", "127.0.0.1")
             .env("PORT", "0")
             .env("LOG_FORMAT", "json")
+            .env("DRAIN_SECS", "0")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
