@@ -2,8 +2,8 @@
 # `make e2e`: the user's whole path on a fresh real-node stack (hack/real-node.sh), with the
 # images built here: install the operator with `kubectl apply -k config/default`, apply the
 # sample, `kubectl get flaskmongoapps`, `curl` the NodePort, read the operator's logs, lose the
-# mongo pod and a web pod, drive the autoscaler with load, delete a second object with its
-# data, then `down` must leave nothing.
+# mongo pod and a web pod, roll the web pods out under load, drive the autoscaler with load,
+# delete a second object with its data, then `down` must leave nothing.
 #
 # Every check prints PASS or FAIL; the last line counts them. Timings are printed as measured.
 # Under CI=true a missing prerequisite fails the run; elsewhere too, with how to get it.
@@ -191,6 +191,21 @@ measured "requests during the web pod's replacement: $ok answered, $fails failed
 check "no request fails while a web pod is replaced (the stopping pod drains first)" \
   test "$fails" -eq 0 -a "$ok" -gt 0
 check "the web Deployment is back to 2 ready pods" wait_for 120 bash -c "[ \"\$(kubectl -n $NAMESPACE get deployment $APP-web -o jsonpath='{.status.readyReplicas}')\" = 2 ]"
+
+step "change the web tier while requests go on: kubectl patch rolls the web pods out"
+load 40 2 /data > "$STATE/during-rollout" &
+loader=$!
+sleep 3
+started=$SECONDS
+kube patch flaskmongoapp "$APP" --type merge -p '{"spec": {"web": {"env": [{"name": "RUST_LOG", "value": "info"}]}}}'
+check "the operator puts the change into the web Deployment" wait_for 30 bash -c \
+  "kubectl -n $NAMESPACE get deployment $APP-web -o jsonpath='{.spec.template.spec.containers[0].env}' | grep -q RUST_LOG"
+check "the web Deployment rolls it out" kube rollout status "deployment/$APP-web" --timeout=120s
+measured "web rollout done: $((SECONDS - started)) s after the patch"
+wait "$loader"
+read -r ok fails < "$STATE/during-rollout"
+measured "requests during the web rollout: $ok answered, $fails failed"
+check "no request fails while the web pods are rolled out" test "$fails" -eq 0 -a "$ok" -gt 0
 
 step "load through the NodePort for ${LOAD_SECONDS}s: the autoscaler adds web pods from real CPU metrics"
 check "metrics-server reports the web pods' CPU" wait_for 90 bash -c "kubectl -n $NAMESPACE top pods --no-headers | grep -q '$APP-web'"
