@@ -285,12 +285,11 @@ def webapp_section(raw, entries):
             "cores."
         ),
         (
-            "- Method: Flask and gunicorn run once per workload; the webapp and the ceiling "
-            "(and on POST the bare server) alternate, webapp then ceiling (then bare server), "
-            "pair after pair, so that a change of conditions during the run moves every side "
-            "of their ratios alike. Tables give the median of a server's runs; a ratio between "
-            "alternating sides is taken pair by pair and given as its median "
-            "(minimum–maximum); a target is met when the median meets it."
+            "- Method: every server runs once per round, in turn (the webapp, the ceiling, on "
+            "POST the bare server, then Flask's server and gunicorn), round after round, so "
+            "that a change of conditions during the run moves every side of every ratio alike. "
+            "Tables give the median of a server's runs; a ratio is taken round by round and "
+            "given as its median (minimum–maximum); a target is met when the median meets it."
         ),
         (
             "- Each server is started afresh for each run. CPU ms/req: user + system CPU "
@@ -305,12 +304,10 @@ def webapp_section(raw, entries):
     runs = {run["workload"]: run for run in raw["runs"]}
     for workload, run in runs.items():
         load = f"{run['duration']:g} s of load at {run['connections']} connections"
-        if BARE in sides(grouped, workload):
-            pairs = f"{run['pairs']} rounds of the webapp, the ceiling and the bare server"
-        else:
-            pairs = f"{run['pairs']} pairs of the webapp and the ceiling"
+        bare = ", the bare server" if BARE in sides(grouped, workload) else ""
+        rounds = f"{run['pairs']} rounds of the webapp, the ceiling{bare}, Flask and gunicorn"
         rerun = f"`BENCH_WORKLOADS={workload} make bench-webapp`"
-        lines += [f"### {run['title']} ({load}, {pairs})", "", f"Rerun alone: {rerun}.", ""]
+        lines += [f"### {run['title']} ({load}, {rounds})", "", f"Rerun alone: {rerun}.", ""]
         header = ["server"] + [heading for heading, _, _ in METRICS.values()]
         rows = [
             [SERVERS[server]]

@@ -5,12 +5,12 @@ MongoDB-compatible server, workload by workload, and writes the raw figures as J
 figures into targets and the webapp's section of BENCHMARKS.md.
 
 Each server is started afresh for each run, so its CPU time and peak memory belong to that run
-alone. Flask and gunicorn run once per workload; the webapp and the ceiling (and on POST the bare
-server) alternate, `--pairs` times, so that their ratios are taken pair by pair. CPU time and
-memory are read from /proc for the server's whole process tree (gunicorn's arbiter and workers
-summed): CPU time just before and just after the load, idle memory after one request of the
-workload, peak memory (VmHWM) after the load. The database's CPU time over the same window is
-recorded too, since on one machine it competes with the server.
+alone. Every server runs once per round, in turn, `--pairs` rounds, so that the ratios between
+any two are taken round by round. CPU time and memory are read from /proc for the server's
+whole process tree (gunicorn's arbiter and workers summed): CPU time just before and just after
+the load, idle memory after one request of the workload, peak memory (VmHWM) after the load.
+The database's CPU time over the same window is recorded too, since on one machine it competes
+with the server.
 """
 
 import argparse
@@ -31,11 +31,13 @@ from free_ports import free_ports  # noqa: E402  (the scripts' one port finder, 
 
 BENCH = Path(__file__).resolve().parent
 FLASK_APP = BENCH / "flask_app"
-# Measured in alternation, pair after pair: the webapp and its driver-only ceiling, and where
-# HTTP's own cost is the question (POST, whose database work is the smallest), the bare server.
-PAIRED = ("webapp", "ceiling")
+# Measured in turn, once per round: the webapp and its driver-only ceiling; where HTTP's own
+# cost is the question (POST, whose database work is the smallest), the bare server; and Flask's
+# two servers, the reference users know.
+LIMITS = ("webapp", "ceiling")
 BARE = "bare"
 BARE_WORKLOADS = ("post",)
+REFERENCES = ("flask", "gunicorn")
 READY_TIMEOUT = 30.0
 # One request of the 100,000-document workload takes seconds, most of them in the database.
 REQUEST_TIMEOUT = 120.0
@@ -326,7 +328,7 @@ def arguments():
     add("--duration", type=float, default=10.0, help="seconds of load per small workload")
     add("--large-connections", type=int, default=1, help="connections, 100,000 documents")
     add("--large-duration", type=float, default=60.0, help="seconds of load, 100,000 documents")
-    add("--pairs", type=positive, default=3, help="webapp and ceiling runs, alternating")
+    add("--pairs", type=positive, default=3, help="rounds, each running every server once")
     add("--workloads", type=lambda text: text.split(","), help="e.g. post,get_100 (default all)")
     add("--out", type=Path, required=True, help="where to write the raw figures (JSON)")
     return parser.parse_args()
@@ -362,16 +364,14 @@ def main():
     for workload in (workload for workload in workloads if workload.key in chosen):
         progress(f"{workload.title}: seeding {workload.documents} documents")
         bench.seed(workload)
-        # Flask's two servers once, as the reference users know; the webapp and the ceiling
-        # (and the bare server) alternate, pair after pair, so that a change of conditions
-        # during the run moves every side of their ratios alike.
-        order = [("flask", None), ("gunicorn", None)]
-        paired = PAIRED + ((BARE,) if workload.key in BARE_WORKLOADS else ())
-        order += [(server, pair) for pair in range(settings.pairs) for server in paired]
+        # Round after round, so that a change of conditions during the run moves every side
+        # of every ratio alike.
+        bare = (BARE,) if workload.key in BARE_WORKLOADS else ()
+        servers = LIMITS + bare + REFERENCES
+        order = [(server, pair) for pair in range(settings.pairs) for server in servers]
         for server, pair in order:
             load = f"{workload.duration:g}s at {workload.connections} connections"
-            round_name = "" if pair is None else f", pair {pair + 1} of {settings.pairs}"
-            progress(f"{workload.title}: {server}{round_name}, {load}")
+            progress(f"{workload.title}: {server}, round {pair + 1} of {settings.pairs}, {load}")
             figures = bench.run(server, workload)
             progress(
                 f"  {figures['rps']:.1f} req/s, p99 {figures['p99_ms']} ms, "

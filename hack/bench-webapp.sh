@@ -6,7 +6,7 @@
 #
 # Settings (environment), defaults in brackets: BENCH_CONNECTIONS [4] and BENCH_DURATION [10 s]
 # for the small workloads, BENCH_LARGE_CONNECTIONS [1] and BENCH_LARGE_DURATION [60 s] for the
-# 100,000-document GET; BENCH_PAIRS [3], the alternating runs of the webapp and the ceiling;
+# 100,000-document GET; BENCH_PAIRS [3], the rounds, each of which runs every server once;
 # BENCH_WORKLOADS [get_100,post,get_100k], to rerun some alone; BENCH_MAX_LOAD [1.5], the load
 # average to wait for before measuring, for at most BENCH_QUIET_WAIT [300] seconds, so that
 # other work skews the figures less.
