@@ -34,7 +34,7 @@ FLASK_APP = BENCH / "flask_app"
 # Measured in turn, once per round: the webapp and its driver-only ceiling; where HTTP's own
 # cost is the question (POST, whose database work is the smallest), the bare server; and Flask's
 # two servers, the reference users know.
-LIMITS = ("webapp", "ceiling")
+WEBAPP_AND_CEILING = ("webapp", "ceiling")
 BARE = "bare"
 BARE_WORKLOADS = ("post",)
 REFERENCES = ("flask", "gunicorn")
@@ -367,7 +367,7 @@ def main():
         # Round after round, so that a change of conditions during the run moves every side
         # of every ratio alike.
         bare = (BARE,) if workload.key in BARE_WORKLOADS else ()
-        servers = LIMITS + bare + REFERENCES
+        servers = WEBAPP_AND_CEILING + bare + REFERENCES
         order = [(server, pair) for pair in range(settings.pairs) for server in servers]
         for server, pair in order:
             load = f"{workload.duration:g}s at {workload.connections} connections"

@@ -179,33 +179,39 @@ check "a new mongo pod is Ready" wait_for 120 bash -c \
 measured "mongo pod replaced and Ready: $((SECONDS - started)) s"
 check "GET /data returns the earlier document" wait_for 30 bash -c "[ \"\$(curl -sS $url/data)\" = '$get' ]"
 
+# no_request_fails SECONDS WHAT ACTION: runs the function ACTION 3 s into SECONDS of GET /data
+# from 2 clients on the NodePort; not one request may fail.
+no_request_fails() {
+  local seconds=$1 what=$2 action=$3 loader ok fails
+  load "$seconds" 2 /data > "$STATE/during-$action" &
+  loader=$!
+  sleep 3
+  "$action"
+  wait "$loader"
+  read -r ok fails < "$STATE/during-$action"
+  measured "requests $what: $ok answered, $fails failed"
+  check "no request fails $what" test "$fails" -eq 0 -a "$ok" -gt 0
+}
+
 step "lose a web pod while requests go on"
-victim=$(kube get pods -l app.kubernetes.io/instance=$APP,app.kubernetes.io/component=web -o jsonpath='{.items[0].metadata.name}')
-load 20 2 /data > "$STATE/during-delete" &
-loader=$!
-sleep 3
-kube delete pod "$victim" --wait=false
-wait "$loader"
-read -r ok fails < "$STATE/during-delete"
-measured "requests during the web pod's replacement: $ok answered, $fails failed"
-check "no request fails while a web pod is replaced (the stopping pod drains first)" \
-  test "$fails" -eq 0 -a "$ok" -gt 0
+delete_a_web_pod() {
+  kube delete pod --wait=false \
+    "$(kube get pods -l app.kubernetes.io/instance=$APP,app.kubernetes.io/component=web -o jsonpath='{.items[0].metadata.name}')"
+}
+# The stopping pod drains first.
+no_request_fails 20 "while a web pod is replaced" delete_a_web_pod
 check "the web Deployment is back to 2 ready pods" wait_for 120 bash -c "[ \"\$(kubectl -n $NAMESPACE get deployment $APP-web -o jsonpath='{.status.readyReplicas}')\" = 2 ]"
 
 step "change the web tier while requests go on: kubectl patch rolls the web pods out"
-load 40 2 /data > "$STATE/during-rollout" &
-loader=$!
-sleep 3
-started=$SECONDS
-kube patch flaskmongoapp "$APP" --type merge -p '{"spec": {"web": {"env": [{"name": "RUST_LOG", "value": "info"}]}}}'
-check "the operator puts the change into the web Deployment" wait_for 30 bash -c \
-  "kubectl -n $NAMESPACE get deployment $APP-web -o jsonpath='{.spec.template.spec.containers[0].env}' | grep -q RUST_LOG"
-check "the web Deployment rolls it out" kube rollout status "deployment/$APP-web" --timeout=120s
-measured "web rollout done: $((SECONDS - started)) s after the patch"
-wait "$loader"
-read -r ok fails < "$STATE/during-rollout"
-measured "requests during the web rollout: $ok answered, $fails failed"
-check "no request fails while the web pods are rolled out" test "$fails" -eq 0 -a "$ok" -gt 0
+roll_out_a_change() {
+  local started=$SECONDS
+  kube patch flaskmongoapp "$APP" --type merge -p '{"spec": {"web": {"env": [{"name": "RUST_LOG", "value": "info"}]}}}'
+  check "the operator puts the change into the web Deployment" wait_for 30 bash -c \
+    "kubectl -n $NAMESPACE get deployment $APP-web -o jsonpath='{.spec.template.spec.containers[0].env}' | grep -q RUST_LOG"
+  check "the web Deployment rolls it out" kube rollout status "deployment/$APP-web" --timeout=120s
+  measured "web rollout done: $((SECONDS - started)) s after the patch"
+}
+no_request_fails 40 "while the web pods are rolled out" roll_out_a_change
 
 step "load through the NodePort for ${LOAD_SECONDS}s: the autoscaler adds web pods from real CPU metrics"
 check "metrics-server reports the web pods' CPU" wait_for 90 bash -c "kubectl -n $NAMESPACE top pods --no-headers | grep -q '$APP-web'"
