@@ -1,6 +1,6 @@
 """Measures the webapp, the reference Flask app (its own server and gunicorn), the driver-only
-ceiling and, on POST, the ceiling's insert behind a bare HTTP server against one
-MongoDB-compatible server, workload by workload, and writes the raw figures as JSON.
+ceiling and, on the small workloads, the ceiling's read or insert behind a bare HTTP server
+against one MongoDB-compatible server, workload by workload, and writes the raw figures as JSON.
 `hack/bench-webapp.sh` builds everything, starts FerretDB and calls this; `report.py` turns the
 figures into targets and the webapp's section of BENCHMARKS.md.
 
@@ -32,11 +32,11 @@ from free_ports import free_ports  # noqa: E402  (the scripts' one port finder, 
 BENCH = Path(__file__).resolve().parent
 FLASK_APP = BENCH / "flask_app"
 # Measured in turn, once per round: the webapp and its driver-only ceiling; where HTTP's own
-# cost is the question (POST, whose database work is the smallest), the bare server; and Flask's
-# two servers, the reference users know.
+# cost is the question (the small workloads, whose database work is the least), the bare
+# server; and Flask's two servers, the reference users know.
 WEBAPP_AND_CEILING = ("webapp", "ceiling")
 BARE = "bare"
-BARE_WORKLOADS = ("post",)
+BARE_WORKLOADS = ("get_100", "post")
 REFERENCES = ("flask", "gunicorn")
 READY_TIMEOUT = 30.0
 # One request of the 100,000-document workload takes seconds, most of them in the database.

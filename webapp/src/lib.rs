@@ -23,6 +23,7 @@ use tokio::net::TcpListener;
 pub use config::{Config, DEFAULT_WORKER_THREADS, LogFormat, Shutdown};
 pub use error::Error;
 pub use log_output::BatchedStdout;
+pub use render::write_document;
 pub use routes::{MAX_LIMIT, NEXT_CURSOR_HEADER};
 pub use store::{BATCH_SIZE, COLLECTION, DEFAULT_DATABASE};
 pub use validate::MAX_DEPTH;

@@ -8,10 +8,12 @@
 //! same driver and database could serve on this machine. Both time each request the same way
 //! and report the same JSON line, so that every ratio compares like with like.
 //!
-//! `serve` is the other bound: the ceiling's insert behind the smallest HTTP/1.1 server, hyper
-//! alone on as many threads as the webapp's default, with no routing, middleware, validation,
-//! metrics or log line. Between it and the ceiling lies what serving HTTP costs any server;
-//! between it and the webapp, what the webapp's own layers cost.
+//! `serve` is the other bound: the ceiling's insert and read behind the smallest HTTP/1.1
+//! server, hyper alone on as many threads as the webapp's default, with no routing, middleware,
+//! validation, metrics or log line; the read's documents written as JSON by the webapp's own
+//! code, in one body. Between it and the ceiling lies what serving HTTP (and, on `GET`,
+//! writing JSON) costs any server; between it and the webapp, what the webapp's own layers
+//! cost.
 //!
 //! `ceiling` talks to the benchmark runner over stdin and stdout so that the runner can read
 //! this process's CPU time and memory from `/proc` exactly as it does for the HTTP servers: it
@@ -26,8 +28,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use flaskmongo_webapp::{BATCH_SIZE, COLLECTION, DEFAULT_DATABASE, DEFAULT_WORKER_THREADS};
-use futures::TryStreamExt;
+use flaskmongo_webapp::{
+    BATCH_SIZE, COLLECTION, DEFAULT_DATABASE, DEFAULT_WORKER_THREADS, write_document,
+};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
@@ -35,7 +38,7 @@ use hyper::header::{CONTENT_TYPE, HOST, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use mongodb::bson::oid::ObjectId;
-use mongodb::bson::{Document, RawDocumentBuf, doc};
+use mongodb::bson::{Document, RawDocument, RawDocumentBuf, doc};
 use mongodb::options::{Acknowledgment, ClientOptions, CollectionOptions, WriteConcern};
 use mongodb::{Client, Collection};
 use tokio::net::{TcpListener, TcpStream};
@@ -73,9 +76,9 @@ enum Command {
         #[command(flatten)]
         load: LoadArgs,
     },
-    /// Serves `POST /data` with the ceiling's insert behind a bare HTTP/1.1 server on
-    /// 127.0.0.1:PORT (see above); every other request gets an empty 200, which tells the
-    /// runner it is up.
+    /// Serves `POST /data` and `GET /data` with the ceiling's insert and read behind a bare
+    /// HTTP/1.1 server on 127.0.0.1:PORT (see above); every other request gets an empty 200,
+    /// which tells the runner it is up.
     Serve {
         /// MongoDB connection string; its path names the database (default `flask_db`).
         #[arg(long, env = "MONGODB_URI")]
@@ -247,13 +250,10 @@ async fn serve(
         let (stream, _) = listener.accept().await.context("accepting a connection")?;
         // As the webapp: a response goes out at once, not after the client's next ACK.
         stream.set_nodelay(true)?;
-        let insert = DriverQuery {
-            collection: collection.clone(),
-            workload: Workload::Post,
-        };
+        let collection = collection.clone();
         tokio::spawn(async move {
             let service =
-                hyper::service::service_fn(move |request| answer(request, insert.clone()));
+                hyper::service::service_fn(move |request| answer(request, collection.clone()));
             // A connection's end or failure is the client's business.
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -262,34 +262,90 @@ async fn serve(
     }
 }
 
-/// `POST /data`: the ceiling's insert, answered as the webapp answers it (a failed insert with
-/// a 500, which the load counts as an error); anything else: an empty 200.
+/// `POST /data`: the ceiling's insert; `GET /data`: the ceiling's read, each document written
+/// as the webapp writes it, in one body. Both answered as the webapp answers them (a failure
+/// with a 500, which the load counts as an error); anything else: an empty 200.
 async fn answer(
     request: Request<Incoming>,
-    mut insert: DriverQuery,
+    collection: Collection<RawDocumentBuf>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    let is_insert = request.method() == Method::POST && request.uri().path() == "/data";
+    let workload = match (request.method(), request.uri().path()) {
+        (&Method::POST, "/data") => Some(Workload::Post),
+        (&Method::GET, "/data") => Some(Workload::Get),
+        _ => None,
+    };
     // The body is read whole, as any server reads it before answering.
     let read = request.into_body().collect().await;
-    let (status, body) = match (is_insert, read) {
-        (false, Ok(_)) => (StatusCode::OK, Bytes::new()),
-        (true, Ok(_)) => match insert.run().await {
-            Ok(()) => (StatusCode::CREATED, Bytes::from_static(CREATED_BODY)),
-            Err(err) => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                Bytes::from(err.to_string()),
-            ),
-        },
-        (_, Err(err)) => (StatusCode::BAD_REQUEST, Bytes::from(err.to_string())),
+    let answered = match (workload, read) {
+        (None, Ok(_)) => Ok((StatusCode::OK, Bytes::new())),
+        (Some(Workload::Post), Ok(_)) => insert(&collection)
+            .await
+            .map(|()| (StatusCode::CREATED, Bytes::from_static(CREATED_BODY))),
+        (Some(Workload::Get), Ok(_)) => json_array(&collection)
+            .await
+            .map(|array| (StatusCode::OK, Bytes::from(array))),
+        (_, Err(err)) => Ok((StatusCode::BAD_REQUEST, Bytes::from(err.to_string()))),
     };
+    let (status, body) = answered.unwrap_or_else(|err| {
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Bytes::from(err.to_string()),
+        )
+    });
     let mut response = Response::new(Full::new(body));
     *response.status_mut() = status;
-    if status == StatusCode::CREATED {
+    if status.is_success() && workload.is_some() {
         response
             .headers_mut()
             .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     }
     Ok(response)
+}
+
+/// The documents of `collection` as the webapp's `GET /data` writes them: `[`, each document
+/// without its `_id`, separated by commas, `]` and a newline.
+async fn json_array(collection: &Collection<RawDocumentBuf>) -> anyhow::Result<Vec<u8>> {
+    let mut array = vec![b'['];
+    read_all(collection, |document| {
+        if array.len() > 1 {
+            array.push(b',');
+        }
+        Ok(write_document(&mut array, document)?)
+    })
+    .await?;
+    array.extend_from_slice(b"]\n");
+    Ok(array)
+}
+
+/// The webapp's read of `GET /data`: every document in `_id` order, in batches of its size,
+/// each handed to `visit` where the cursor holds it, as the webapp's stream reads it.
+async fn read_all(
+    collection: &Collection<RawDocumentBuf>,
+    mut visit: impl FnMut(&RawDocument) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let mut cursor = collection
+        .find(doc! {})
+        .sort(doc! { "_id": 1 })
+        .batch_size(BATCH_SIZE)
+        .await?;
+    let mut read = 0_u64;
+    while cursor.advance().await? {
+        visit(cursor.current())?;
+        read += 1;
+    }
+    if read == 0 {
+        bail!("the collection is empty: seed it first");
+    }
+    Ok(())
+}
+
+/// The webapp's insert of `POST /data`, one document per request.
+async fn insert(collection: &Collection<RawDocumentBuf>) -> anyhow::Result<()> {
+    collection
+        .clone_with_type::<Document>()
+        .insert_one(doc! { "_id": ObjectId::new(), "sampleKey": "sampleValue" })
+        .await?;
+    Ok(())
 }
 
 /// The webapp's query of the workload, straight through the driver.
@@ -304,26 +360,8 @@ struct DriverQuery {
 impl Operation for DriverQuery {
     async fn run(&mut self) -> anyhow::Result<()> {
         match self.workload {
-            Workload::Get => {
-                let cursor = self
-                    .collection
-                    .find(doc! {})
-                    .sort(doc! { "_id": 1 })
-                    .batch_size(BATCH_SIZE)
-                    .await?;
-                let read = cursor.try_fold(0, |n, _| async move { Ok(n + 1) }).await?;
-                if read == 0 {
-                    bail!("the collection is empty: seed it first");
-                }
-                Ok(())
-            }
-            Workload::Post => {
-                self.collection
-                    .clone_with_type::<Document>()
-                    .insert_one(doc! { "_id": ObjectId::new(), "sampleKey": "sampleValue" })
-                    .await?;
-                Ok(())
-            }
+            Workload::Get => read_all(&self.collection, |_| Ok(())).await,
+            Workload::Post => insert(&self.collection).await,
         }
     }
 }
