@@ -288,8 +288,9 @@ def webapp_section(raw, entries):
         ),
         (
             "- Method: every server runs once per round, in turn (the webapp, the ceiling, on "
-            "the small workloads the bare server, then Flask's server and gunicorn), round after round, so "
-            "that a change of conditions during the run moves every side of every ratio alike. "
+            "the small workloads the bare server, then Flask's server and gunicorn), round "
+            "after round, so that a change of conditions during the run moves every side of "
+            "every ratio alike. "
             "Tables give the median of a server's runs; a ratio is taken round by round and "
             "given as its median (minimum–maximum); a target is met when the median meets it."
         ),

@@ -3,10 +3,11 @@
 //! `http` sends the workload's request (`GET /data` or `POST /data` of a small object) to a
 //! server from as many concurrent tasks as it is given connections, one keep-alive connection
 //! each, every response read to its end; `ceiling` issues the webapp's own queries (the same
-//! find in `_id` order with the same batch size, the same insert and write concern) straight
-//! through the mongodb driver, with no HTTP: what it reaches is the most any server over the
-//! same driver and database could serve on this machine. Both time each request the same way
-//! and report the same JSON line, so that every ratio compares like with like.
+//! find in `_id` order with the same batch size, each document read where the driver's batch
+//! holds it, the same insert and write concern) straight through the mongodb driver, with no
+//! HTTP: what it reaches is the most any server over the same driver and database could serve
+//! on this machine. Both time each request the same way and report the same JSON line, so that
+//! every ratio compares like with like.
 //!
 //! `serve` is the other bound: the ceiling's insert and read behind the smallest HTTP/1.1
 //! server, hyper alone on as many threads as the webapp's default, with no routing, middleware,
