@@ -45,8 +45,8 @@ METRICS = {
 }
 RATIO_METRICS = ("rps", "p99_ms", "cpu_ms_per_request", "peak_rss_mb")
 # The ceiling's own ratios show how far the database driver alone gets towards a target; the
-# bare server's (the small workloads only) split the webapp's distance to the ceiling into what
-# serving HTTP costs any server and what the webapp's own layers cost.
+# bare server's split the webapp's distance to the ceiling into what serving HTTP costs any
+# server and what the webapp's own layers cost.
 RATIOS = (
     ("webapp", "ceiling"),
     (BARE, "ceiling"),
@@ -274,10 +274,10 @@ def webapp_section(raw, entries):
             "- Load: `bench-load` (bench/load) on 127.0.0.1, one closed loop for every side: "
             "as many tasks as connections, each sending one request after another over its "
             "keep-alive connection and reading every response to its end; for the ceiling the "
-            "same tasks run the webapp's queries straight through the mongodb driver, with no "
-            "HTTP (on POST one insert per request, where the webapp sends the documents of the "
-            "requests that arrive while an insert is out together). On the GET of 100 documents "
-            "and on POST a third side, the ceiling behind a bare HTTP server (`bench-load "
+            "same tasks run the webapp's queries straight through the mongodb driver on the "
+            "webapp's one thread, with no HTTP (on POST one insert per request, where the "
+            "webapp sends the documents of the requests that arrive while an insert is out "
+            "together). A third side, the ceiling behind a bare HTTP server (`bench-load "
             "serve`: hyper alone on the webapp's one thread, the ceiling's read or insert, the "
             "webapp's answer, on GET its documents written by the webapp's own code in one "
             "body; no routing, middleware, streaming, validation, metrics or log line), splits "
@@ -287,10 +287,9 @@ def webapp_section(raw, entries):
             "cores."
         ),
         (
-            "- Method: every server runs once per round, in turn (the webapp, the ceiling, on "
-            "the small workloads the bare server, then Flask's server and gunicorn), round "
-            "after round, so that a change of conditions during the run moves every side of "
-            "every ratio alike. "
+            "- Method: every server runs once per round, in turn (the webapp, the ceiling, the "
+            "bare server, then Flask's server and gunicorn), round after round, so that a "
+            "change of conditions during the run moves every side of every ratio alike. "
             "Tables give the median of a server's runs; a ratio is taken round by round and "
             "given as its median (minimum–maximum); a target is met when the median meets it."
         ),

@@ -1,6 +1,6 @@
 """Measures the webapp, the reference Flask app (its own server and gunicorn), the driver-only
-ceiling and, on the small workloads, the ceiling's read or insert behind a bare HTTP server
-against one MongoDB-compatible server, workload by workload, and writes the raw figures as JSON.
+ceiling and the ceiling's read or insert behind a bare HTTP server against one
+MongoDB-compatible server, workload by workload, and writes the raw figures as JSON.
 `hack/bench-webapp.sh` builds everything, starts FerretDB and calls this; `report.py` turns the
 figures into targets and the webapp's section of BENCHMARKS.md.
 
@@ -31,13 +31,11 @@ from free_ports import free_ports  # noqa: E402  (the scripts' one port finder, 
 
 BENCH = Path(__file__).resolve().parent
 FLASK_APP = BENCH / "flask_app"
-# Measured in turn, once per round: the webapp and its driver-only ceiling; where HTTP's own
-# cost is the question (the small workloads, whose database work is the least), the bare
-# server; and Flask's two servers, the reference users know.
-WEBAPP_AND_CEILING = ("webapp", "ceiling")
+# Measured in turn, once per round: the webapp, its driver-only ceiling, the bare server (what
+# HTTP and the JSON cost any server over the ceiling's queries), and Flask's two servers, the
+# reference users know.
 BARE = "bare"
-BARE_WORKLOADS = ("get_100", "post")
-REFERENCES = ("flask", "gunicorn")
+SERVERS = ("webapp", "ceiling", BARE, "flask", "gunicorn")
 READY_TIMEOUT = 30.0
 # One request of the 100,000-document workload takes seconds, most of them in the database.
 REQUEST_TIMEOUT = 120.0
@@ -366,9 +364,7 @@ def main():
         bench.seed(workload)
         # Round after round, so that a change of conditions during the run moves every side
         # of every ratio alike.
-        bare = (BARE,) if workload.key in BARE_WORKLOADS else ()
-        servers = WEBAPP_AND_CEILING + bare + REFERENCES
-        order = [(server, pair) for pair in range(settings.pairs) for server in servers]
+        order = [(server, pair) for pair in range(settings.pairs) for server in SERVERS]
         for server, pair in order:
             load = f"{workload.duration:g}s at {workload.connections} connections"
             progress(f"{workload.title}: {server}, round {pair + 1} of {settings.pairs}, {load}")

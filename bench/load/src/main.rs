@@ -4,8 +4,8 @@
 //! server from as many concurrent tasks as it is given connections, one keep-alive connection
 //! each, every response read to its end; `ceiling` issues the webapp's own queries (the same
 //! find in `_id` order with the same batch size, each document read where the driver's batch
-//! holds it, the same insert and write concern) straight through the mongodb driver, with no
-//! HTTP: what it reaches is the most any server over the same driver and database could serve
+//! holds it, the same insert and write concern) straight through the mongodb driver, on as
+//! many threads as the webapp, with no HTTP: what it reaches is the most any server over the same driver and database could serve
 //! on this machine. Both time each request the same way and report the same JSON line, so that
 //! every ratio compares like with like.
 //!
@@ -71,9 +71,8 @@ enum Command {
     },
     /// The webapp's queries through the driver alone, started by the runner (see above).
     Ceiling {
-        /// MongoDB connection string; its path names the database (default `flask_db`).
-        #[arg(long, env = "MONGODB_URI")]
-        mongodb_uri: String,
+        #[command(flatten)]
+        server: ServerArgs,
         #[command(flatten)]
         load: LoadArgs,
     },
@@ -81,15 +80,11 @@ enum Command {
     /// HTTP/1.1 server on 127.0.0.1:PORT (see above); every other request gets an empty 200,
     /// which tells the runner it is up.
     Serve {
-        /// MongoDB connection string; its path names the database (default `flask_db`).
-        #[arg(long, env = "MONGODB_URI")]
-        mongodb_uri: String,
+        #[command(flatten)]
+        server: ServerArgs,
         /// The port to listen on.
         #[arg(long)]
         port: u16,
-        /// Threads that serve requests, as the webapp's `WORKER_THREADS`.
-        #[arg(long, env = "WORKER_THREADS", default_value_t = DEFAULT_WORKER_THREADS, value_parser = clap::value_parser!(u16).range(1..))]
-        worker_threads: u16,
     },
     /// The workload's request to the server at ADDRESS (`127.0.0.1:PORT`) over HTTP/1.1.
     Http {
@@ -99,6 +94,18 @@ enum Command {
         #[command(flatten)]
         load: LoadArgs,
     },
+}
+
+/// The database, and the threads that query it, as the webapp's settings: the ceiling and the
+/// bare server run on as many threads as the webapp, so that CPU per request compares alike.
+#[derive(Args)]
+struct ServerArgs {
+    /// MongoDB connection string; its path names the database (default `flask_db`).
+    #[arg(long, env = "MONGODB_URI")]
+    mongodb_uri: String,
+    /// Threads that run the queries (and serve requests), as the webapp's `WORKER_THREADS`.
+    #[arg(long, env = "WORKER_THREADS", default_value_t = DEFAULT_WORKER_THREADS, value_parser = clap::value_parser!(u16).range(1..))]
+    worker_threads: u16,
 }
 
 /// What to load, how hard and how long; the results are one JSON line on stdout.
@@ -138,8 +145,8 @@ trait Operation: Send + 'static {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if let Command::Serve { worker_threads, .. } = cli.command {
-        runtime.worker_threads(usize::from(worker_threads));
+    if let Command::Ceiling { server, .. } | Command::Serve { server, .. } = &cli.command {
+        runtime.worker_threads(usize::from(server.worker_threads));
     }
     let runtime = runtime
         .enable_all()
@@ -150,9 +157,9 @@ fn main() -> anyhow::Result<()> {
             let collection = connect(&mongodb_uri).await?;
             seed(&collection, count).await
         }),
-        Command::Ceiling { mongodb_uri, load } => {
+        Command::Ceiling { server, load } => {
             let duration = load.duration()?;
-            let collection = runtime.block_on(connect(&mongodb_uri))?;
+            let collection = runtime.block_on(connect(&server.mongodb_uri))?;
             let operations = (0..load.concurrency)
                 .map(|_| DriverQuery {
                     collection: collection.clone(),
@@ -165,10 +172,8 @@ fn main() -> anyhow::Result<()> {
             let outcome = runtime.block_on(run_load(operations, duration));
             handshake(&outcome.to_json().to_string())
         }
-        Command::Serve {
-            mongodb_uri, port, ..
-        } => runtime.block_on(async {
-            let collection = connect(&mongodb_uri).await?;
+        Command::Serve { server, port } => runtime.block_on(async {
+            let collection = connect(&server.mongodb_uri).await?;
             let listener = TcpListener::bind(("127.0.0.1", port))
                 .await
                 .with_context(|| format!("listening on 127.0.0.1:{port}"))?;
