@@ -5,9 +5,9 @@
 //! each, every response read to its end; `ceiling` issues the webapp's own queries (the same
 //! find in `_id` order with the same batch size, each document read where the driver's batch
 //! holds it, the same insert and write concern) straight through the mongodb driver, on as
-//! many threads as the webapp, with no HTTP: what it reaches is the most any server over the same driver and database could serve
-//! on this machine. Both time each request the same way and report the same JSON line, so that
-//! every ratio compares like with like.
+//! many threads as the webapp, with no HTTP: what it reaches is the most any server over the
+//! same driver and database could serve on this machine. Both time each request the same way
+//! and report the same JSON line, so that every ratio compares like with like.
 //!
 //! `serve` is the other bound: the ceiling's insert and read behind the smallest HTTP/1.1
 //! server, hyper alone on as many threads as the webapp's default, with no routing, middleware,
