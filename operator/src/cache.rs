@@ -42,6 +42,18 @@ struct Objects<K: Resource<DynamicType = ()>> {
     by_key: HashMap<ObjectRef<K>, Packed<K>>,
 }
 
+impl<K: Resource<DynamicType = ()> + DeserializeOwned> Objects<K> {
+    /// `stored`, the object named by `key`, parsed.
+    fn unpack(&self, key: &ObjectRef<K>, stored: &Packed<K>) -> Result<K> {
+        stored
+            .unpack_against(&self.dictionary)
+            .map_err(|source| Error::Cached {
+                what: key.to_string(),
+                source,
+            })
+    }
+}
+
 impl<K: Resource<DynamicType = ()>> Default for Objects<K> {
     fn default() -> Self {
         Self {
@@ -203,15 +215,18 @@ where
         objects
             .by_key
             .get(key)
-            .map(|stored| {
-                stored
-                    .unpack_against(&objects.dictionary)
-                    .map_err(|source| Error::Cached {
-                        what: key.to_string(),
-                        source,
-                    })
-            })
+            .map(|stored| objects.unpack(key, stored))
             .transpose()
+    }
+
+    /// Every cached object, parsed.
+    pub fn all(&self) -> Result<Vec<K>> {
+        let objects = self.objects.read().unwrap_or_else(PoisonError::into_inner);
+        objects
+            .by_key
+            .iter()
+            .map(|(key, stored)| objects.unpack(key, stored))
+            .collect()
     }
 
     /// Whether an object named by `key` is cached.
@@ -340,7 +355,7 @@ mod tests {
     fn deployment(name: &str) -> Deployment {
         let app = crate::children::tests::app(name, "team-a", Default::default());
         let instance = crate::children::Instance::new(&app).unwrap();
-        crate::children::desired(&instance).deployment
+        crate::children::desired(&instance, &crate::Volumes::default()).deployment
     }
 
     fn stored_bytes<K: Resource<DynamicType = ()>>(cache: &Cache<K>, object: &K) -> usize {

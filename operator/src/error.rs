@@ -69,6 +69,19 @@ pub enum Error {
         /// The volume root.
         root: String,
     },
+    /// No node has a Ready volume preparer, so no node would hand a new volume's directory
+    /// to MongoDB's user: MongoDB waits, and the rest of the object with it.
+    #[error(
+        "no node can take a new volume yet: no pod of the volume preparer, DaemonSet \
+         {namespace}/{daemon_set}, is Ready (`kubectl -n {namespace} get pods \
+         -l app.kubernetes.io/instance={daemon_set}` shows why)"
+    )]
+    NoVolumePreparer {
+        /// The DaemonSet's namespace.
+        namespace: String,
+        /// Its name.
+        daemon_set: String,
+    },
     /// An object could not be turned into JSON.
     #[error("cannot serialize {what}: {source}")]
     Serialize {
@@ -137,6 +150,7 @@ impl Error {
             Self::Kube { .. }
             | Self::CredentialsMissing { .. }
             | Self::VolumeTaken { .. }
+            | Self::NoVolumePreparer { .. }
             | Self::Cached { .. }
             | Self::LeadershipLost(_)
             | Self::Serve { .. }
@@ -160,6 +174,7 @@ impl Error {
             Self::VolumeTaken { .. } => "VolumeTaken",
             Self::VolumePreparationFailed { .. } => "VolumePreparationFailed",
             Self::VolumeOutsideRoot { .. } => "VolumeOutsideRoot",
+            Self::NoVolumePreparer { .. } => "NoVolumePreparer",
             Self::Serialize { .. } => "SerializeFailed",
             Self::Cached { .. } => "CacheUnreadable",
             Self::LeadershipLost(_) => "LeadershipLost",

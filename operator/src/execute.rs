@@ -503,7 +503,7 @@ mod tests {
     use super::*;
     use crate::children::persistent_volume::Placement;
     use crate::children::tests::{app, finished};
-    use crate::children::{Instance, volume_preparation};
+    use crate::children::{Instance, persistent_volume, volume_preparation};
     use crate::observe::Snapshot;
     use crate::plan::{FINALIZER, Plan, plan};
 
@@ -686,23 +686,35 @@ mod tests {
         (200, object.to_string().into_bytes())
     }
 
-    /// The requests of one [`converge`] of a new object whose volume's directory was just
-    /// prepared, as `METHOD path` in the order they were sent, with `answered` and the
-    /// volume's path when its answer went out, and its outcome. The API server answers every
-    /// write with the object written, the volume a moment later than the rest (what waits
-    /// for it is sent after that answer), but refuses the volume when `refuse_volume`.
-    async fn first_writes(refuse_volume: bool) -> (Vec<String>, Result<()>) {
-        let owner = app("shop", "team-a", FlaskMongoAppSpec::default());
+    /// The requests of one [`converge`] of a new object, as `METHOD path` in the order they
+    /// were sent, with `answered` and the volume's path when its answer went out, and its
+    /// outcome; with `from_before`, of an object whose volume from before MongoDB ran
+    /// without root was just prepared by its pod. The API server answers every write with
+    /// the object written, the volume a moment later than the rest (what waits for it is
+    /// sent after that answer), but refuses the volume when `refuse_volume`.
+    async fn first_writes(refuse_volume: bool, from_before: bool) -> (Vec<String>, Result<()>) {
+        let mut owner = app("shop", "team-a", FlaskMongoAppSpec::default());
+        if from_before {
+            owner.status = Some(flaskmongo_crd::FlaskMongoAppStatus {
+                credentials_secret: Some("shop-mongo-credentials".to_owned()),
+                ..Default::default()
+            });
+        }
         let instance = Instance::new(&owner).unwrap();
         let volumes = crate::Volumes::default();
-        let prepared = volume_preparation::build(
-            &instance,
-            &Placement::new(&instance, &volumes.root),
-            &volumes,
-        );
-        let snapshot = Snapshot {
-            volume_preparation: Some(finished(prepared, "Succeeded")),
-            ..Snapshot::default()
+        let snapshot = if from_before {
+            let placement = Placement::new(&instance, &volumes.root);
+            let prepared = volume_preparation::build(&instance, &placement, &volumes);
+            Snapshot {
+                volumes: vec![persistent_volume::build(&instance, &placement)],
+                volume_preparation: Some(finished(prepared, "Succeeded")),
+                ..Snapshot::default()
+            }
+        } else {
+            Snapshot {
+                preparer_nodes: vec!["node-1".to_owned()],
+                ..Snapshot::default()
+            }
         };
         let Ok(Plan::Converge(converging)) =
             plan(&owner, &instance, &snapshot, &volumes, || "p".repeat(32))
@@ -740,49 +752,62 @@ mod tests {
         sent.iter().position(|line| line.contains(part))
     }
 
+    /// Where the first request whose line contains `part` is among `sent`, which has one.
+    fn sent_at(sent: &[String], part: &str) -> usize {
+        position(sent, part).unwrap_or_else(|| panic!("no request for {part}: {sent:?}"))
+    }
+
     #[tokio::test]
     async fn the_volume_is_written_before_mongodb_and_the_secret_before_the_workloads() {
-        let (sent, outcome) = first_writes(false).await;
+        let (sent, outcome) = first_writes(false, false).await;
         outcome.unwrap();
-        let at = |part| {
-            position(&sent, part).unwrap_or_else(|| panic!("no request for {part}: {sent:?}"))
-        };
+        let at = |part| sent_at(&sent, part);
         let volume = at("answered PATCH /api/v1/persistentvolumes/team-a.shop.mongo");
         let secret = at("/namespaces/team-a/secrets");
         assert!(volume < at("/statefulsets/shop-mongo"), "{sent:?}");
-        assert!(volume < at("/pods/prepare-volume-"), "{sent:?}");
         assert!(secret < at("/deployments/shop-web"), "{sent:?}");
         assert!(secret < at("/statefulsets/shop-mongo"), "{sent:?}");
         assert_eq!(
             sent.len(),
-            10,
-            "every child once, the pod's removal and the volume's answer: {sent:?}"
+            9,
+            "every child once and the volume's answer: {sent:?}"
         );
     }
 
     #[tokio::test]
+    async fn a_preparation_pod_goes_only_once_its_volume_records_the_preparation() {
+        let (sent, outcome) = first_writes(false, true).await;
+        outcome.unwrap();
+        let at = |part| sent_at(&sent, part);
+        let volume = at("answered PATCH /api/v1/persistentvolumes/team-a.shop.mongo");
+        assert!(volume < at("DELETE /api/v1/namespaces/flaskmongo-volumes/pods/prepare-volume-"));
+        assert!(volume < at("/statefulsets/shop-mongo"), "{sent:?}");
+    }
+
+    #[tokio::test]
     async fn a_refused_volume_holds_back_only_what_needs_it_and_is_named() {
-        let (sent, outcome) = first_writes(true).await;
-        let error = outcome.unwrap_err().to_string();
-        assert!(
-            error.contains("PersistentVolume team-a.shop.mongo"),
-            "{error}"
-        );
-        assert_eq!(
-            position(&sent, "/statefulsets/shop-mongo"),
-            None,
-            "{sent:?}"
-        );
-        assert_eq!(position(&sent, "/pods/prepare-volume-"), None, "{sent:?}");
-        for other in [
-            "/namespaces/team-a/secrets",
-            "/deployments/shop-web",
-            "/services/shop-web",
-            "/services/shop-mongo",
-            "/horizontalpodautoscalers/shop-web",
-            "/networkpolicies/shop-network",
-        ] {
-            assert!(position(&sent, other).is_some(), "no {other}: {sent:?}");
+        for from_before in [false, true] {
+            let (sent, outcome) = first_writes(true, from_before).await;
+            let error = outcome.unwrap_err().to_string();
+            assert!(
+                error.contains("PersistentVolume team-a.shop.mongo"),
+                "{error}"
+            );
+            assert_eq!(
+                position(&sent, "/statefulsets/shop-mongo"),
+                None,
+                "{sent:?}"
+            );
+            assert_eq!(position(&sent, "/pods/prepare-volume-"), None, "{sent:?}");
+            for other in [
+                "/deployments/shop-web",
+                "/services/shop-web",
+                "/services/shop-mongo",
+                "/horizontalpodautoscalers/shop-web",
+                "/networkpolicies/shop-network",
+            ] {
+                assert!(position(&sent, other).is_some(), "no {other}: {sent:?}");
+            }
         }
     }
 }

@@ -47,6 +47,8 @@ pub enum Component {
     Mongo,
     /// The one-shot pod that hands a volume's directory to MongoDB's user.
     VolumePreparation,
+    /// The pods on every node that hand new volumes' directories to MongoDB's user.
+    VolumePreparer,
 }
 
 impl Component {
@@ -56,6 +58,7 @@ impl Component {
             Self::Web => "web",
             Self::Mongo => "mongo",
             Self::VolumePreparation => "volume-preparation",
+            Self::VolumePreparer => "volume-preparer",
         }
     }
 }

@@ -62,11 +62,13 @@ pub struct Volumes {
     /// The directory on the nodes under which every static volume gets a directory of its
     /// own.
     pub root: String,
-    /// The namespace of the one-shot pods that hand a volume's directory to MongoDB's
-    /// user. They run as root with the directory mounted from the node, so it must admit
-    /// such pods, and no user needs any right in it.
+    /// The namespace of the volume preparer (a DaemonSet) and of the one-shot pods that hand
+    /// volumes' directories to MongoDB's user. They run as root with a directory of the node
+    /// mounted, so it must admit such pods, and no user needs any right in it.
     pub preparation_namespace: String,
-    /// The image of those pods: the operator's own (they run `operator prepare-volume`).
+    /// The image of those pods, and of the container in MongoDB's pod that waits for its
+    /// directory: the operator's own (they run `operator prepare-volumes`,
+    /// `prepare-volume` and `await-volume`).
     pub preparation_image: String,
 }
 

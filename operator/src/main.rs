@@ -1,9 +1,10 @@
-//! `operator`: runs the FlaskMongoApp controller, prints its CRD, or prepares a volume's
-//! directory on a node.
+//! `operator`: runs the FlaskMongoApp controller, prints its CRD, or prepares volumes'
+//! directories on a node.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand};
@@ -26,6 +27,32 @@ enum Command {
     /// Hand a volume's directory and everything in it to a user (what the operator's
     /// one-shot pods run on a node, as root, before MongoDB starts there without root).
     PrepareVolume(PrepareArgs),
+    /// Hand every new volume directory under a root to a user, until stopped (what the
+    /// volume preparer runs on every node, as root with CHOWN alone).
+    PrepareVolumes(PrepareRootArgs),
+    /// Wait until a directory is writable (what MongoDB's pod runs first, unprivileged).
+    AwaitVolume(AwaitArgs),
+}
+
+#[derive(Args)]
+struct PrepareRootArgs {
+    /// The volume root, as mounted in the pod.
+    root: PathBuf,
+    /// The new owner, UID:GID.
+    #[arg(long, value_parser = flaskmongo_operator::prepare::parse_owner)]
+    owner: (u32, u32),
+    /// Milliseconds between two looks at the root.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    interval_ms: u64,
+}
+
+#[derive(Args)]
+struct AwaitArgs {
+    /// The directory, as mounted in the pod.
+    directory: PathBuf,
+    /// Seconds to wait at most.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    timeout_seconds: u64,
 }
 
 #[derive(Args)]
@@ -65,11 +92,13 @@ struct RunArgs {
     /// Directory on the nodes under which every MongoDB volume gets a directory of its own.
     #[arg(long, env = "VOLUME_ROOT", default_value = flaskmongo_operator::DEFAULT_VOLUME_ROOT)]
     volume_root: String,
-    /// Namespace of the one-shot pods that prepare the volumes' directories; it must admit
-    /// root pods with a hostPath volume, and no user needs any right in it.
+    /// Namespace of the volume preparer and the one-shot pods that prepare the volumes'
+    /// directories; it must admit root pods with a hostPath volume, and no user needs any
+    /// right in it.
     #[arg(long, env = "VOLUME_PREPARATION_NAMESPACE", default_value = flaskmongo_operator::DEFAULT_PREPARATION_NAMESPACE)]
     volume_preparation_namespace: String,
-    /// Image of those pods: this operator's own image [default: flaskmongo/operator:VERSION].
+    /// Image of those pods and of MongoDB's wait for its volume: this operator's own image
+    /// [default: flaskmongo/operator:VERSION].
     #[arg(long, env = "VOLUME_PREPARATION_IMAGE")]
     volume_preparation_image: Option<String>,
     /// Most objects reconciled at once.
@@ -105,6 +134,22 @@ async fn main() -> ExitCode {
                     );
                     ExitCode::SUCCESS
                 }
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::PrepareVolumes(args) => {
+            let (uid, gid) = args.owner;
+            let every = Duration::from_millis(args.interval_ms);
+            flaskmongo_operator::prepare::keep_handing_over(&args.root, uid, gid, every)
+        }
+        Command::AwaitVolume(args) => {
+            let every = Duration::from_millis(50);
+            let limit = Duration::from_secs(args.timeout_seconds);
+            match flaskmongo_operator::prepare::await_writable(&args.directory, every, limit) {
+                Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     eprintln!("error: {error}");
                     ExitCode::FAILURE

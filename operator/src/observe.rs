@@ -16,7 +16,7 @@ use kube::{Resource, ResourceExt};
 use serde::{Deserialize, Serialize};
 
 use crate::cache::Packed;
-use crate::children::{Instance, volume_preparation};
+use crate::children::{Instance, volume_preparation, volume_preparer};
 use crate::error::Result;
 use crate::execute::Applied;
 use crate::watches::{Pruned, Stores};
@@ -45,6 +45,10 @@ pub struct Snapshot {
     pub claim: Option<PartialObjectMeta<PersistentVolumeClaim>>,
     /// The pod that prepares the volume's directory, in the operator's namespace for it.
     pub volume_preparation: Option<Pod>,
+    /// The nodes where the volume preparer is Ready, by name: where a new volume may go.
+    /// Looked up only while the caches hold no volume of this object.
+    #[serde(default)]
+    pub preparer_nodes: Vec<String>,
 }
 
 impl Snapshot {
@@ -60,6 +64,7 @@ impl Snapshot {
             volumes,
             claim,
             volume_preparation,
+            preparer_nodes: _,
         } = self;
         [
             deployment.is_some(),
@@ -90,6 +95,7 @@ impl Snapshot {
             volumes,
             claim,
             volume_preparation,
+            preparer_nodes: _,
         } = self;
         fill(deployment, &mut other.deployment);
         fill(web_service, &mut other.web_service);
@@ -131,6 +137,7 @@ impl Snapshot {
             volumes: persistent_volume.iter().map(as_cached).collect(),
             claim: None,
             volume_preparation: volume_preparation.as_ref().map(as_cached),
+            preparer_nodes: Vec::new(),
         }
     }
 }
@@ -143,6 +150,15 @@ pub fn observe(
     preparation_namespace: &str,
 ) -> Result<Snapshot> {
     let namespace = instance.namespace;
+    let volumes: Vec<_> = [instance.volume_name(), instance.legacy_volume_name()]
+        .iter()
+        .filter_map(|name| stores.volumes.get(&ObjectRef::new(name)).transpose())
+        .collect::<Result<_>>()?;
+    let preparer_nodes = if volumes.is_empty() {
+        volume_preparer::ready_nodes(&stores.volume_preparers.all()?)
+    } else {
+        Vec::new()
+    };
     Ok(Snapshot {
         deployment: stores
             .deployments
@@ -158,15 +174,13 @@ pub fn observe(
         network_policy: stores
             .network_policies
             .get(&here(instance.network_policy_name(), namespace))?,
-        volumes: [instance.volume_name(), instance.legacy_volume_name()]
-            .iter()
-            .filter_map(|name| stores.volumes.get(&ObjectRef::new(name)).transpose())
-            .collect::<Result<_>>()?,
+        volumes,
         claim: stores.claims.get(&here(instance.claim_name(), namespace))?,
         volume_preparation: stores.volume_preparations.get(&here(
             volume_preparation::name(instance),
             preparation_namespace,
         ))?,
+        preparer_nodes,
     })
 }
 

@@ -25,6 +25,7 @@ use crate::Volumes;
 use crate::apply;
 use crate::children::persistent_volume::{self, Placement};
 use crate::children::volume_preparation::{self, Progress};
+use crate::children::volume_preparer;
 use crate::children::{self, Children, Instance, secret};
 use crate::error::{Error, Result};
 use crate::labels::{self, MANAGER};
@@ -280,7 +281,7 @@ pub fn plan(
             instance,
             snapshot,
             storage(instance, snapshot, volume, volumes)?,
-            &volumes.preparation_namespace,
+            volumes,
         )?,
     })))
 }
@@ -372,19 +373,16 @@ struct Storage {
 enum Mongo {
     /// Run as the spec says.
     Run,
-    /// Not be created before its volume exists (a claim made before its pre-bound volume
-    /// waits for the binder's next resync, 15 s); one that exists runs on.
-    AwaitVolume,
     /// Run no pod: its volume holds data MongoDB's user cannot write until the
     /// preparation is done.
     Stop,
 }
 
-/// The static volume and the preparation of its directory. A new volume is created once
-/// its directory, on whichever node the preparation pod ran, belongs to MongoDB's user;
-/// the volume is then bound to that node, and MongoDB is created right after it. A volume
-/// from before MongoDB ran without root is prepared in place once MongoDB has stopped. A
-/// volume the spec does not create, or one being deleted, is left alone: it holds data.
+/// The static volume and the preparation of its directory. A new volume is created at
+/// once, on a node whose volume preparer hands its directory to MongoDB's user as soon as
+/// the kubelet makes it (see [`new_volume`]). A volume from before MongoDB ran without
+/// root is prepared in place by a pod of its own once MongoDB has stopped. A volume the
+/// spec does not create, or one being deleted, is left alone: it holds data.
 fn storage(
     instance: &Instance<'_>,
     snapshot: &Snapshot,
@@ -400,35 +398,30 @@ fn storage(
     if !instance.spec.mongo.storage.persistent_volume.create {
         return Ok(leave(orphan(instance, pod)));
     }
-    let (placement, mongo) = match live {
-        None => (Placement::new(instance, &volumes.root), Mongo::AwaitVolume),
-        Some(live) => match Placement::of(live) {
-            Some(placement) if live.metadata.deletion_timestamp.is_none() => {
-                if placement.prepared {
-                    return Ok(Storage {
-                        volume: apply_step(
-                            persistent_volume::build(instance, &placement),
-                            Some(live),
-                        )?,
-                        preparation: orphan(instance, pod),
-                        mongo: Mongo::Run,
-                    });
-                }
-                if !within(&placement.path, &volumes.root) {
-                    return Err(Error::VolumeOutsideRoot {
-                        volume: placement.name,
-                        path: placement.path,
-                        root: volumes.root.clone(),
-                    });
-                }
-                (placement, Mongo::Stop)
-            }
-            _ => return Ok(leave(Step::Leave)),
-        },
+    let Some(live) = live else {
+        return new_volume(instance, snapshot, volumes);
     };
+    let placement = match Placement::of(live) {
+        Some(placement) if live.metadata.deletion_timestamp.is_none() => placement,
+        _ => return Ok(leave(Step::Leave)),
+    };
+    if placement.prepared {
+        return Ok(Storage {
+            volume: apply_step(persistent_volume::build(instance, &placement), Some(live))?,
+            preparation: orphan(instance, pod),
+            mongo: Mongo::Run,
+        });
+    }
+    if !within(&placement.path, &volumes.root) {
+        return Err(Error::VolumeOutsideRoot {
+            volume: placement.name,
+            path: placement.path,
+            root: volumes.root.clone(),
+        });
+    }
     let Some(pod) = pod else {
         // Data is handed over only once no MongoDB process of the old image writes it.
-        let mongo_stopped = live.is_none() || snapshot.statefulset.as_ref().is_none_or(is_stopped);
+        let mongo_stopped = snapshot.statefulset.as_ref().is_none_or(is_stopped);
         let preparation = if mongo_stopped {
             apply_step(
                 volume_preparation::build(instance, &placement, volumes),
@@ -440,23 +433,21 @@ fn storage(
         return Ok(Storage {
             volume: Step::Leave,
             preparation,
-            mongo,
+            mongo: Mongo::Stop,
         });
     };
     match volume_preparation::progress(pod) {
-        Progress::Succeeded { node } => {
+        Progress::Succeeded => {
+            // The volume keeps the node it had: where its data is was never recorded, and
+            // a node guessed now could be one without it.
             let prepared = Placement {
-                // A new volume follows its directory to the pod's node. One from before
-                // keeps what it had: where its data is was never recorded, and a node
-                // guessed now could be one without it.
-                node: if live.is_none() { node } else { placement.node },
                 prepared: true,
                 ..placement
             };
             // All in one pass: the executor writes the volume first, and MongoDB and the
-            // pod's removal only once the volume records where its data is.
+            // pod's removal only once the volume records that its data is MongoDB's.
             Ok(Storage {
-                volume: apply_step(persistent_volume::build(instance, &prepared), live)?,
+                volume: apply_step(persistent_volume::build(instance, &prepared), Some(live))?,
                 preparation: orphan(instance, Some(pod)),
                 mongo: Mongo::Run,
             })
@@ -470,9 +461,33 @@ fn storage(
         Progress::Running => Ok(Storage {
             volume: Step::Leave,
             preparation: Step::Leave,
-            mongo,
+            mongo: Mongo::Stop,
         }),
     }
+}
+
+/// A new volume, bound from the start to a node where the volume preparer is Ready (chosen
+/// by [`volume_preparer::choose`]), so that MongoDB is scheduled there and its directory
+/// is handed over there. Written with MongoDB in one pass: the executor writes the volume
+/// first (a claim made before its pre-bound volume waits for the binder's next resync).
+/// Without such a node nothing of MongoDB is written, and the object says why.
+fn new_volume(instance: &Instance<'_>, snapshot: &Snapshot, volumes: &Volumes) -> Result<Storage> {
+    let Some(node) = volume_preparer::choose(&snapshot.preparer_nodes, instance.uid()) else {
+        return Err(Error::NoVolumePreparer {
+            namespace: volumes.preparation_namespace.clone(),
+            daemon_set: volume_preparer::NAME.to_owned(),
+        });
+    };
+    let placement = Placement {
+        node: Some(node.to_owned()),
+        prepared: true,
+        ..Placement::new(instance, &volumes.root)
+    };
+    Ok(Storage {
+        volume: apply_step(persistent_volume::build(instance, &placement), None)?,
+        preparation: orphan(instance, snapshot.volume_preparation.as_ref()),
+        mongo: Mongo::Run,
+    })
 }
 
 /// Whether `path` is inside the directory `root` (both written without `.`, `..` or
@@ -495,7 +510,7 @@ fn writes(
     instance: &Instance<'_>,
     snapshot: &Snapshot,
     storage: Storage,
-    preparation_namespace: &str,
+    volumes: &Volumes,
 ) -> Result<Writes> {
     let Children {
         deployment,
@@ -504,16 +519,16 @@ fn writes(
         mut statefulset,
         mongo_service,
         network_policy,
-    } = children::desired(instance);
+    } = children::desired(instance, volumes);
     let live_statefulset = snapshot.statefulset.as_ref();
     let statefulset = match (storage.mongo, live_statefulset) {
-        (Mongo::AwaitVolume | Mongo::Stop, None) => Step::Leave,
+        (Mongo::Stop, None) => Step::Leave,
         // Stopped, not deleted: its pod's claim keeps holding the volume.
         (Mongo::Stop, Some(_)) => {
             statefulset.spec.replicas = Some(0);
             apply_step(statefulset, live_statefulset)?
         }
-        (Mongo::Run | Mongo::AwaitVolume, _) => apply_step(statefulset, live_statefulset)?,
+        (Mongo::Run, _) => apply_step(statefulset, live_statefulset)?,
     };
     Ok(Writes {
         mongo_service: apply_step(mongo_service, snapshot.mongo_service.as_ref())?,
@@ -528,7 +543,7 @@ fn writes(
         hpa: optional_step(instance, hpa, snapshot.hpa.as_ref())?,
         network_policy: optional_step(instance, network_policy, snapshot.network_policy.as_ref())?,
         volume_preparation: Elsewhere {
-            namespace: preparation_namespace.to_owned(),
+            namespace: volumes.preparation_namespace.clone(),
             step: storage.preparation,
         },
     })

@@ -24,7 +24,7 @@ use serde_json::json;
 use tokio::sync::Notify;
 
 use crate::cache::{self, Cache};
-use crate::children::volume_preparation;
+use crate::children::{Instance, volume_preparation, volume_preparer};
 use crate::error::Refusal;
 use crate::labels::{self, MANAGER};
 use crate::plan::owns_replicas;
@@ -51,6 +51,9 @@ pub struct Stores {
     pub claims: Cache<PartialObjectMeta<PersistentVolumeClaim>>,
     /// The pods that prepare volumes' directories, in the operator's namespace for them.
     pub volume_preparations: Cache<Pod>,
+    /// The volume preparer's pods, one per node, in the same namespace: where they are
+    /// Ready, a new volume may go.
+    pub volume_preparers: Cache<Pod>,
 }
 
 impl Stores {
@@ -65,6 +68,7 @@ impl Stores {
             self.volumes.wait_until_ready(),
             self.claims.wait_until_ready(),
             self.volume_preparations.wait_until_ready(),
+            self.volume_preparers.wait_until_ready(),
         );
     }
 }
@@ -108,6 +112,10 @@ pub fn controller(
         Api::<Pod>::namespaced(client.clone(), preparation_namespace),
         watcher::Config::default().labels(&of_watched(volume_preparation::selector())),
     );
+    let (volume_preparers, volume_preparer_events) = cached(
+        Api::<Pod>::namespaced(client.clone(), preparation_namespace),
+        watcher::Config::default().labels(&volume_preparer::selector()),
+    );
     let preparation_changed = Arc::clone(orphans);
     let volume_preparation_events =
         volume_preparation_events.inspect(move |_| preparation_changed.notify_one());
@@ -150,6 +158,20 @@ pub fn controller(
         })
         .applied_objects(),
     );
+    // A change of the preparers may let an object without a volume have one now.
+    let (all_apps, known_volumes) = (apps.clone(), volumes.clone());
+    let awaiting_a_node = move |_: Pod| {
+        all_apps
+            .state()
+            .into_iter()
+            .filter(|app| {
+                Instance::new(app).is_ok_and(|instance| {
+                    !known_volumes.contains(&ObjectRef::new(&instance.volume_name()))
+                })
+            })
+            .map(|app| ObjectRef::from(app.as_ref()))
+            .collect::<Vec<_>>()
+    };
     let controller = Controller::for_stream(app_events, apps)
         .owns_stream(deployment_events)
         .owns_stream(service_events)
@@ -158,6 +180,7 @@ pub fn controller(
         .owns_stream(network_policy_events)
         .watches_stream(volume_events, |volume| owner_ref(&volume))
         .watches_stream(volume_preparation_events, |pod| owner_ref(&pod))
+        .watches_stream(volume_preparer_events, awaiting_a_node)
         .watches_stream(claims_gone, |claim| claim_owner(&claim));
     let stores = Stores {
         deployments,
@@ -168,6 +191,7 @@ pub fn controller(
         volumes,
         claims,
         volume_preparations,
+        volume_preparers,
     };
     (controller, stores)
 }

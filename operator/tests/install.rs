@@ -188,21 +188,28 @@ async fn operator_reconciles_the_sample_with_only_its_own_permissions() {
             "can the operator {verb} {resource}?"
         );
     }
-    // Pods only where its volume preparation pods run, not in a user's namespace.
+    // Pods and DaemonSets only where the volumes' preparation runs, not in a user's
+    // namespace.
     let preparation = format!(
         "--namespace={}",
         flaskmongo_operator::DEFAULT_PREPARATION_NAMESPACE
     );
     let users = format!("--namespace={}", namespace.name);
-    for (verb, allowed_there) in [("create", true), ("delete", true), ("get", false)] {
+    for (verb, resource, allowed_there) in [
+        ("create", "pods", true),
+        ("delete", "pods", true),
+        ("get", "pods", false),
+        ("patch", "daemonsets.apps", true),
+        ("delete", "daemonsets.apps", false),
+    ] {
         assert_eq!(
-            can_i(verb, "pods", &preparation),
+            can_i(verb, resource, &preparation),
             allowed_there,
-            "{verb} pods there"
+            "{verb} {resource} there"
         );
         assert!(
-            !can_i(verb, "pods", &users),
-            "{verb} pods in a user's namespace"
+            !can_i(verb, resource, &users),
+            "{verb} {resource} in a user's namespace"
         );
     }
 
@@ -405,7 +412,8 @@ async fn pods_pass_the_pod_security_standards() {
     .expect("operator pod admitted in flaskmongo-system");
 
     // The claim from the volumeClaimTemplate becomes a volume of the same name in each pod.
-    let statefulset = children::statefulset::build(&instance).spec;
+    let statefulset =
+        children::statefulset::build(&instance, &flaskmongo_operator::Volumes::default()).spec;
     let claim_volume = Volume {
         name: children::CLAIM_TEMPLATE.to_owned(),
         empty_dir: Some(Default::default()),
@@ -420,35 +428,29 @@ async fn pods_pass_the_pod_security_standards() {
     .await
     .expect("mongo pod admitted under restricted: no root, no capability");
 
-    // The volume preparation pod needs root and a directory of the node: refused wherever
-    // a user's pods are judged, admitted only in the operator's namespace for it.
+    // The volume preparer and the one-shot preparation pod need root and a directory of the
+    // node: refused wherever a user's pods are judged, admitted only in the operator's
+    // namespace for them.
+    let volumes = flaskmongo_operator::Volumes::default();
     let preparation = children::volume_preparation::build(
         &instance,
-        &children::persistent_volume::Placement::new(
-            &instance,
-            flaskmongo_operator::DEFAULT_VOLUME_ROOT,
-        ),
-        &flaskmongo_operator::Volumes::default(),
+        &children::persistent_volume::Placement::new(&instance, &volumes.root),
+        &volumes,
     );
-    let template = PodTemplateSpec {
+    let one_shot = PodTemplateSpec {
         metadata: Some(ObjectMeta {
             namespace: None,
             ..preparation.metadata
         }),
         spec: preparation.spec,
     };
-    let refused = admit(&client, &baseline, template.clone(), Vec::new()).await;
-    assert!(
-        matches!(&refused, Err(kube::Error::Api(status)) if status.message.contains("violates PodSecurity \"baseline")
-            && status.message.contains("hostPath")),
-        "{refused:?}"
-    );
-    let volumes = Api::<Namespace>::all(client.clone())
-        .get(flaskmongo_operator::DEFAULT_PREPARATION_NAMESPACE)
+    let preparer = children::volume_preparer::build(&volumes).spec.template;
+    let preparation_namespace = Api::<Namespace>::all(client.clone())
+        .get(&volumes.preparation_namespace)
         .await
         .expect("the preparation namespace of config/manager");
     assert_eq!(
-        volumes
+        preparation_namespace
             .metadata
             .labels
             .unwrap_or_default()
@@ -456,14 +458,22 @@ async fn pods_pass_the_pod_security_standards() {
             .as_deref(),
         Some("privileged")
     );
-    admit(
-        &client,
-        flaskmongo_operator::DEFAULT_PREPARATION_NAMESPACE,
-        template,
-        Vec::new(),
-    )
-    .await
-    .expect("preparation pod admitted in its own namespace");
+    for (what, template) in [("preparation pod", one_shot), ("volume preparer", preparer)] {
+        let refused = admit(&client, &baseline, template.clone(), Vec::new()).await;
+        assert!(
+            matches!(&refused, Err(kube::Error::Api(status)) if status.message.contains("violates PodSecurity \"baseline")
+                && status.message.contains("hostPath")),
+            "{what}: {refused:?}"
+        );
+        admit(
+            &client,
+            &volumes.preparation_namespace,
+            template,
+            Vec::new(),
+        )
+        .await
+        .unwrap_or_else(|error| panic!("{what} not admitted in its own namespace: {error}"));
+    }
 
     let namespaces = Api::<Namespace>::all(client);
     for name in [restricted, baseline] {

@@ -98,27 +98,38 @@ async fn create_makes_every_child_and_becomes_ready() {
     );
     let claim_ref = volume.spec.clone().unwrap().claim_ref.unwrap();
     assert_eq!(claim_ref.name.as_deref(), Some("data-shop-mongo-0"));
-    // Its directory was handed to MongoDB's user on a node, and MongoDB runs there.
+    // It is bound from the start to a node whose volume preparer hands its directory to
+    // MongoDB's user, MongoDB runs there, and no pod of its own prepares it.
     assert_eq!(volume.annotations()["flaskmongo.dev/data-owner"], "999:999");
     let node = Placement::of(&volume)
         .and_then(|placement| placement.node)
-        .expect("the volume is bound to the node its directory was prepared on");
+        .expect("the volume is bound to a node");
+    let preparations = Api::<Pod>::namespaced(
+        env.client.clone(),
+        flaskmongo_operator::DEFAULT_PREPARATION_NAMESPACE,
+    );
+    let preparer_nodes: Vec<String> = preparations
+        .list(&ListParams::default().labels(&children::volume_preparer::selector()))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|pod| pod.spec?.node_name)
+        .collect();
+    assert!(
+        preparer_nodes.contains(&node),
+        "{node} runs a volume preparer: {preparer_nodes:?}"
+    );
     let mongo_pod = env.api::<Pod>().get("shop-mongo-0").await.unwrap();
     assert_eq!(
         mongo_pod.spec.unwrap().node_name.as_deref(),
         Some(node.as_str())
     );
-    let preparations = Api::<Pod>::namespaced(
-        env.client.clone(),
-        flaskmongo_operator::DEFAULT_PREPARATION_NAMESPACE,
-    );
     let preparation = format!("prepare-volume-{}", app.uid().unwrap());
-    wait_for(
-        "the volume preparation pod to be deleted once done",
-        Duration::from_secs(30),
-        || async { matches!(preparations.get_opt(&preparation).await, Ok(None)).then_some(()) },
-    )
-    .await;
+    assert!(
+        preparations.get_opt(&preparation).await.unwrap().is_none(),
+        "a new volume needs no preparation pod"
+    );
     let claim = env
         .api::<PersistentVolumeClaim>()
         .get("data-shop-mongo-0")
@@ -675,11 +686,10 @@ async fn a_refused_secret_holds_back_only_the_workloads_that_read_it() {
         .await;
     env.wait_child::<HorizontalPodAutoscaler>("shop-web", "the autoscaler", |_| true)
         .await;
-    // The volume is written once its directory is prepared, the pass that would also
-    // write MongoDB's StatefulSet.
+    // The volume is written in the pass that would also write MongoDB's StatefulSet.
     let volumes = env.volumes();
     let volume_name = env.volume_name("shop");
-    wait_for("the prepared volume", Duration::from_secs(60), || async {
+    wait_for("the volume", Duration::from_secs(60), || async {
         volumes.get_opt(&volume_name).await.ok().flatten()
     })
     .await;

@@ -310,7 +310,7 @@ async fn children_of_generated_specs_pass_a_server_side_dry_run() {
         app.metadata.namespace = Some(env.namespace.clone());
         app.metadata.uid = Some("6d7c2c2e-2a53-4f5b-9d8e-0a1b2c3d4e5f".into());
         let instance = Instance::new(&app).unwrap();
-        let built = children::desired(&instance);
+        let built = children::desired(&instance, &flaskmongo_operator::Volumes::default());
         dry_run(&env.api(), built.deployment).await;
         dry_run(&env.api(), built.web_service).await;
         dry_run(&env.api(), built.statefulset).await;

@@ -17,10 +17,10 @@ use clap::Parser;
 use flaskmongo_crd::FlaskMongoApp;
 use flaskmongo_operator::children::persistent_volume::{self, Placement};
 use flaskmongo_operator::children::{self, Instance, secret};
-use flaskmongo_operator::{DEFAULT_PREPARATION_NAMESPACE, apply, labels};
+use flaskmongo_operator::{apply, labels};
 use futures::{StreamExt, stream};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{Namespace, PersistentVolume, Pod, Secret};
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolume, Secret};
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Client, CustomResourceExt};
 use serde_json::json;
@@ -187,8 +187,7 @@ impl Bench {
         let operator = self.operator_for(namespace).await?;
         let observer = Observer::start(&self.client, namespace).await;
         let api: Api<FlaskMongoApp> = Api::namespaced(self.client.clone(), namespace);
-        let (mut children_ms, mut ready_ms, mut preparation_ms) =
-            (Vec::new(), Vec::new(), Vec::new());
+        let (mut children_ms, mut ready_ms) = (Vec::new(), Vec::new());
         let before = footprint(&operator);
         for index in 0..self.args.samples {
             let name = format!("latency-{index:03}");
@@ -204,17 +203,12 @@ impl Bench {
             .await?;
             children_ms.push(millis(children.saturating_duration_since(created)));
             ready_ms.push(millis(ready.saturating_duration_since(created)));
-            let preparation = observer
-                .preparation(&name)
-                .with_context(|| format!("no preparation pod of {name} was seen to succeed"))?;
-            preparation_ms.push(millis(preparation));
         }
         // The last objects' Events go out a moment after they are Ready: count them too.
         tokio::time::sleep(flaskmongo_operator::events::GATHERING + Duration::from_secs(1)).await;
         Ok(Latency {
             children_ms,
             ready_ms,
-            preparation_ms,
             requests: delta(&before.requests, &footprint(&operator).requests),
         })
     }
@@ -305,8 +299,7 @@ impl Bench {
         Ok((run, steady_writes))
     }
 
-    /// Deletes `namespace`, the volumes of its objects and any preparation pod left for them,
-    /// and waits, up to `--ready-timeout`, until they are gone: every run then starts on the
+    /// Deletes `namespace` and the volumes of its objects, and waits, up to `--ready-timeout`, until they are gone: every run then starts on the
     /// same cluster, where runs left in place made each pair slower than the one before.
     async fn remove(&self, namespace: &str) -> Result<()> {
         let started = Instant::now();
@@ -314,8 +307,6 @@ impl Bench {
             ListParams::default().labels(&format!("{}={namespace}", labels::OWNER_NAMESPACE));
         let namespaces: Api<Namespace> = Api::all(self.client.clone());
         let volumes: Api<PersistentVolume> = Api::all(self.client.clone());
-        let preparations: Api<Pod> =
-            Api::namespaced(self.client.clone(), DEFAULT_PREPARATION_NAMESPACE);
         let all = DeleteParams::default();
         namespaces
             .delete(namespace, &all)
@@ -325,10 +316,6 @@ impl Bench {
             .delete_collection(&all, &of_run)
             .await
             .with_context(|| format!("delete the volumes of {namespace}"))?;
-        preparations
-            .delete_collection(&all, &of_run)
-            .await
-            .with_context(|| format!("delete the preparation pods of {namespace}"))?;
         let deadline = started + Duration::from_secs(self.args.ready_timeout);
         loop {
             let namespace_left = namespaces.get_opt(namespace).await?.is_some();
@@ -472,7 +459,7 @@ async fn create_children(client: &Client, app: &FlaskMongoApp) -> Result<()> {
             &secret::build(&instance, &secret::generate_password()),
         )
         .await?;
-    let desired = children::desired(&instance);
+    let desired = children::desired(&instance, &flaskmongo_operator::Volumes::default());
     // Concurrently, as a reconcile applies them.
     futures::try_join!(
         apply_child(

@@ -1,6 +1,5 @@
 //! Watches a namespace and records when each child first appears, when each
-//! `FlaskMongoApp` first reports a current status and `Ready=True`, and when the pod that
-//! prepares each object's volume appears and succeeds.
+//! `FlaskMongoApp` first reports a current status and `Ready=True`.
 //!
 //! Times are taken when the watch event arrives, as a user watching the cluster would see
 //! them; the delivery delay of a watch on this machine is a few milliseconds.
@@ -8,14 +7,13 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use flaskmongo_crd::FlaskMongoApp;
-use flaskmongo_operator::{DEFAULT_PREPARATION_NAMESPACE, labels};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{PersistentVolume, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{PersistentVolume, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::core::PartialObjectMeta;
 use kube::runtime::WatchStreamExt;
@@ -38,8 +36,6 @@ struct Seen {
     /// `Kind/name` → first seen.
     children: HashMap<String, Instant>,
     apps: HashMap<String, AppSeen>,
-    /// App name → when its volume's preparation pod was first seen, and first seen done.
-    preparations: HashMap<String, (Instant, Option<Instant>)>,
 }
 
 /// The watches of one namespace; stopped when dropped.
@@ -50,8 +46,8 @@ pub struct Observer {
 }
 
 /// Watches that list before the clock starts: one per kind of child (six namespaced kinds and
-/// the cluster-scoped volume), the preparation pods and the objects' own.
-const WATCHES: usize = 9;
+/// the cluster-scoped volume) and the objects' own.
+const WATCHES: usize = 8;
 
 impl Observer {
     /// Starts the watches and returns once each has listed what exists.
@@ -73,7 +69,6 @@ impl Observer {
             children::<NetworkPolicy>(client, Some(namespace), "NetworkPolicy", &seen, &listed),
             children::<PersistentVolume>(client, None, "PersistentVolume", &seen, &listed),
         ];
-        tasks.push(preparations(client, namespace, &seen, &listed));
         let apps_seen = seen.clone();
         tasks.push(watch(
             Api::<FlaskMongoApp>::namespaced(client.clone(), namespace),
@@ -100,14 +95,6 @@ impl Observer {
             .collect::<Option<Vec<_>>>()?
             .into_iter()
             .max()
-    }
-
-    /// How long the pod preparing `app`'s volume took from its creation to its success, as
-    /// the watch saw them.
-    pub fn preparation(&self, app: &str) -> Option<Duration> {
-        let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        let (created, succeeded) = seen.preparations.get(app)?;
-        Some(succeeded.as_ref()?.saturating_duration_since(*created))
     }
 
     /// What was seen of `app`'s status.
@@ -155,35 +142,6 @@ fn record_app(seen: &Mutex<Seen>, app: &FlaskMongoApp, at: Instant) {
     if ready && entry.ready.is_none() {
         entry.ready = Some(at);
     }
-}
-
-/// Records when the preparation pod of each object of `namespace` appears and succeeds.
-fn preparations(
-    client: &Client,
-    namespace: &str,
-    seen: &Arc<Mutex<Seen>>,
-    listed: &Arc<AtomicUsize>,
-) -> JoinHandle<()> {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), DEFAULT_PREPARATION_NAMESPACE);
-    let config = watcher::Config::default().labels(&format!(
-        "{}={},{}={namespace}",
-        labels::COMPONENT,
-        labels::Component::VolumePreparation.as_str(),
-        labels::OWNER_NAMESPACE,
-    ));
-    let seen = seen.clone();
-    watch(pods, config, listed, move |pod| {
-        let Some(app) = pod.labels().get(labels::INSTANCE).cloned() else {
-            return;
-        };
-        let now = Instant::now();
-        let succeeded = pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Succeeded");
-        let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
-        let (_, done) = seen.preparations.entry(app).or_insert((now, None));
-        if succeeded && done.is_none() {
-            *done = Some(now);
-        }
-    })
 }
 
 /// Records the first sighting of each object of kind `K` in `namespace` (or the cluster);

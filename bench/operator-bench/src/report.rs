@@ -39,10 +39,6 @@ pub struct Latency {
     pub children_ms: Vec<f64>,
     /// Create → Ready, per object, in ms.
     pub ready_ms: Vec<f64>,
-    /// The volume's preparation pod, created → succeeded, per object, in ms: the part of
-    /// "create → all children" that the scheduler and the node take, as the StatefulSet and
-    /// the volume wait for it.
-    pub preparation_ms: Vec<f64>,
     /// The operator's API requests from the first create to the last object Ready.
     pub requests: Requests,
 }
@@ -221,28 +217,6 @@ fn single_object_entries(figures: &Figures) -> Vec<Entry> {
         Entry::new(
             format!("single object: create → all 8 children, p99, {one_at_a_time}"),
             percentile(&latency.children_ms, 99.0),
-            "ms",
-        ),
-        Entry::new(
-            format!(
-                "single object: volume preparation pod, created → succeeded, p50, {one_at_a_time}"
-            ),
-            percentile(&latency.preparation_ms, 50.0),
-            "ms",
-        ),
-        Entry::new(
-            format!(
-                "single object: create → all 8 children less the preparation pod's time, p50, {one_at_a_time}"
-            ),
-            percentile(
-                &latency
-                    .children_ms
-                    .iter()
-                    .zip(&latency.preparation_ms)
-                    .map(|(children, preparation)| children - preparation)
-                    .collect::<Vec<_>>(),
-                50.0,
-            ),
             "ms",
         ),
         Entry::new(
@@ -650,7 +624,6 @@ mod tests {
             latency: Latency {
                 children_ms: vec![40.0; samples],
                 ready_ms: vec![90.0; samples],
-                preparation_ms: vec![30.0; samples],
                 requests: Requests::from([("PATCH services".to_owned(), 2.0 * samples as f64)]),
             },
             idle: counting(&[]).usage,

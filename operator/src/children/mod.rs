@@ -8,6 +8,7 @@ pub mod persistent_volume;
 pub mod secret;
 pub mod statefulset;
 pub mod volume_preparation;
+pub mod volume_preparer;
 pub mod web_service;
 
 use std::collections::BTreeMap;
@@ -129,7 +130,7 @@ impl<'a> Instance<'a> {
             Component::Web => self.spec.web.image.as_str(),
             Component::Mongo => self.spec.mongo.image.as_str(),
             // Runs the operator's image, not the app's: no app version to label it with.
-            Component::VolumePreparation => "",
+            Component::VolumePreparation | Component::VolumePreparer => "",
         };
         labels::labels(self.name, self.namespace, component, image)
     }
@@ -169,8 +170,9 @@ pub struct Children {
     pub network_policy: Option<NetworkPolicy>,
 }
 
-/// Builds every child of the instance.
-pub fn desired(instance: &Instance<'_>) -> Children {
+/// Builds every child of the instance; `volumes` names the image MongoDB's pod waits for
+/// its volume with.
+pub fn desired(instance: &Instance<'_>, volumes: &crate::Volumes) -> Children {
     Children {
         deployment: deployment::build(instance),
         web_service: web_service::build(instance),
@@ -179,7 +181,7 @@ pub fn desired(instance: &Instance<'_>) -> Children {
             .autoscaling
             .enabled
             .then(|| hpa::build(instance)),
-        statefulset: statefulset::build(instance),
+        statefulset: statefulset::build(instance, volumes),
         mongo_service: mongo_service::build(instance),
         network_policy: instance
             .spec
@@ -248,6 +250,92 @@ fn resource_requirements(
         ..Default::default()
     }
 }
+
+/// What one of the operator's small helper containers asks for: a hundredth of a core, and
+/// `memory` requested with `memory_limit` at most.
+fn helper_resources(
+    memory: &str,
+    memory_limit: &str,
+) -> k8s_openapi::api::core::v1::ResourceRequirements {
+    let amounts = |memory: &str| flaskmongo_crd::ResourceAmounts {
+        cpu: Some("10m".to_owned()),
+        memory: Some(memory.to_owned()),
+    };
+    resource_requirements(&flaskmongo_crd::Resources {
+        requests: amounts(memory),
+        limits: amounts(memory_limit),
+    })
+}
+
+/// A pod of the operator's own image (`image`) that hands directories of a node to
+/// MongoDB's user: `operator COMMAND MOUNT --owner=999:999` as root with only
+/// `capabilities`, a read-only root file system, no token for the API server, and one
+/// directory of the node, `host_path`, mounted at `mount`. Its error, if any, becomes the
+/// pod's termination message.
+struct RootHelper<'a> {
+    command: &'a str,
+    host_path: &'a str,
+    mount: &'a str,
+    capabilities: &'a [&'a str],
+    memory: &'a str,
+    memory_limit: &'a str,
+}
+
+impl RootHelper<'_> {
+    fn pod_spec(&self, image: &str) -> k8s_openapi::api::core::v1::PodSpec {
+        use k8s_openapi::api::core::v1::{
+            Container, HostPathVolumeSource, PodSecurityContext, PodSpec, SecurityContext, Volume,
+            VolumeMount,
+        };
+        PodSpec {
+            automount_service_account_token: Some(false),
+            enable_service_links: Some(false),
+            termination_grace_period_seconds: Some(5),
+            security_context: Some(PodSecurityContext {
+                run_as_user: Some(0),
+                run_as_group: Some(0),
+                seccomp_profile: Some(runtime_default_seccomp()),
+                ..PodSecurityContext::default()
+            }),
+            containers: vec![Container {
+                name: "prepare".to_owned(),
+                image: Some(image.to_owned()),
+                image_pull_policy: Some("IfNotPresent".to_owned()),
+                args: Some(vec![
+                    self.command.to_owned(),
+                    self.mount.to_owned(),
+                    format!("--owner={}", persistent_volume::data_owner()),
+                ]),
+                termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
+                resources: Some(helper_resources(self.memory, self.memory_limit)),
+                volume_mounts: Some(vec![VolumeMount {
+                    name: NODE_DIRECTORY.to_owned(),
+                    mount_path: self.mount.to_owned(),
+                    ..VolumeMount::default()
+                }]),
+                security_context: Some(SecurityContext {
+                    allow_privilege_escalation: Some(false),
+                    read_only_root_filesystem: Some(true),
+                    capabilities: Some(capabilities(self.capabilities)),
+                    ..SecurityContext::default()
+                }),
+                ..Container::default()
+            }],
+            volumes: Some(vec![Volume {
+                name: NODE_DIRECTORY.to_owned(),
+                host_path: Some(HostPathVolumeSource {
+                    path: self.host_path.to_owned(),
+                    type_: Some("DirectoryOrCreate".to_owned()),
+                }),
+                ..Volume::default()
+            }]),
+            ..PodSpec::default()
+        }
+    }
+}
+
+/// The name of a [`RootHelper`]'s one volume.
+const NODE_DIRECTORY: &str = "node-directory";
 
 /// The kind and name of a child, for messages and Events.
 pub fn describe<K: Resource<DynamicType = ()>>(object: &K) -> String {

@@ -17,12 +17,17 @@ use kube::api::ObjectMeta;
 
 use super::{
     CLAIM_TEMPLATE, Instance, MONGO_PORT, PASSWORD_KEY, USERNAME_KEY, capabilities,
-    resource_requirements, runtime_default_seccomp, secret_env,
+    helper_resources, resource_requirements, runtime_default_seccomp, secret_env,
 };
+use crate::Volumes;
 use crate::labels::Component;
 
 /// Name of the MongoDB container.
 pub const CONTAINER: &str = "mongo";
+/// Name of the container that waits for the data directory before MongoDB starts.
+pub const AWAIT_VOLUME: &str = "await-volume";
+/// Where MongoDB's data is mounted.
+const DATA_DIRECTORY: &str = "/data/db";
 /// User and group MongoDB runs as: the official image's `mongodb` (999:999). Started as
 /// that user, its entrypoint neither changes owners nor switches users, so it needs no
 /// capability; the volume's directory is handed to this user before MongoDB starts.
@@ -30,7 +35,7 @@ pub const MONGO_USER: i64 = 999;
 
 /// One MongoDB pod with a claim from the template `data`. Claims are retained when the
 /// StatefulSet goes, so the data outlives it; the finalizer removes them under `Delete`.
-pub fn build(instance: &Instance<'_>) -> StatefulSet {
+pub fn build(instance: &Instance<'_>, volumes: &Volumes) -> StatefulSet {
     let storage = &instance.spec.mongo.storage;
     let claim = PersistentVolumeClaim {
         metadata: ObjectMeta {
@@ -72,7 +77,7 @@ pub fn build(instance: &Instance<'_>) -> StatefulSet {
                     labels: Some(instance.labels(Component::Mongo)),
                     ..ObjectMeta::default()
                 }),
-                spec: Some(pod_spec(instance)),
+                spec: Some(pod_spec(instance, volumes)),
             },
             volume_claim_templates: Some(vec![claim]),
             ..StatefulSetSpec::default()
@@ -81,7 +86,7 @@ pub fn build(instance: &Instance<'_>) -> StatefulSet {
     }
 }
 
-fn pod_spec(instance: &Instance<'_>) -> PodSpec {
+fn pod_spec(instance: &Instance<'_>, volumes: &Volumes) -> PodSpec {
     let mongo = &instance.spec.mongo;
     let secret = instance.secret_name();
     PodSpec {
@@ -98,6 +103,7 @@ fn pod_spec(instance: &Instance<'_>) -> PodSpec {
             ..PodSecurityContext::default()
         }),
         termination_grace_period_seconds: Some(30),
+        init_containers: Some(vec![await_volume(volumes)]),
         containers: vec![Container {
             name: CONTAINER.to_owned(),
             image: Some(mongo.image.clone()),
@@ -133,20 +139,54 @@ fn pod_spec(instance: &Instance<'_>) -> PodSpec {
                 failure_threshold: Some(6),
                 ..Probe::default()
             }),
-            volume_mounts: Some(vec![VolumeMount {
-                name: CLAIM_TEMPLATE.to_owned(),
-                mount_path: "/data/db".to_owned(),
-                ..VolumeMount::default()
-            }]),
-            security_context: Some(SecurityContext {
-                allow_privilege_escalation: Some(false),
-                capabilities: Some(capabilities(&[])),
-                seccomp_profile: Some(runtime_default_seccomp()),
-                ..SecurityContext::default()
-            }),
+            volume_mounts: Some(data_mount()),
+            security_context: Some(unprivileged()),
             ..Container::default()
         }],
         ..PodSpec::default()
+    }
+}
+
+/// What MongoDB's pod runs first, as MongoDB's user: it waits until the data directory is
+/// writable, which a new volume's directory is once its node's volume preparer has handed
+/// it over, so that MongoDB never starts, and fails, on one it cannot use.
+fn await_volume(volumes: &Volumes) -> Container {
+    Container {
+        name: AWAIT_VOLUME.to_owned(),
+        image: Some(volumes.preparation_image.clone()),
+        image_pull_policy: Some("IfNotPresent".to_owned()),
+        args: Some(vec![
+            "await-volume".to_owned(),
+            DATA_DIRECTORY.to_owned(),
+            "--timeout-seconds=300".to_owned(),
+        ]),
+        // Its error, if it gives up, is what the pod's status says.
+        termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
+        resources: Some(helper_resources("8Mi", "32Mi")),
+        volume_mounts: Some(data_mount()),
+        security_context: Some(SecurityContext {
+            read_only_root_filesystem: Some(true),
+            ..unprivileged()
+        }),
+        ..Container::default()
+    }
+}
+
+fn data_mount() -> Vec<VolumeMount> {
+    vec![VolumeMount {
+        name: CLAIM_TEMPLATE.to_owned(),
+        mount_path: DATA_DIRECTORY.to_owned(),
+        ..VolumeMount::default()
+    }]
+}
+
+/// No capability, no way to gain one.
+fn unprivileged() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        capabilities: Some(capabilities(&[])),
+        seccomp_profile: Some(runtime_default_seccomp()),
+        ..SecurityContext::default()
     }
 }
 

@@ -32,7 +32,10 @@ pub(crate) fn app(name: &str, namespace: &str, spec: FlaskMongoAppSpec) -> Flask
 }
 
 fn build(spec: FlaskMongoAppSpec) -> Children {
-    desired(&Instance::new(&app("shop", "team-a", spec)).unwrap())
+    desired(
+        &Instance::new(&app("shop", "team-a", spec)).unwrap(),
+        &crate::Volumes::default(),
+    )
 }
 
 fn pod(template: &k8s_openapi::api::core::v1::PodTemplateSpec) -> &PodSpec {
@@ -353,6 +356,143 @@ fn mongo_statefulset_keeps_its_claim_and_reads_the_secret() {
     let capabilities = security.capabilities.as_ref().unwrap();
     assert_eq!(capabilities.drop.as_deref(), Some(&["ALL".to_owned()][..]));
     assert_eq!(capabilities.add, None, "no capability at all");
+    // First, as the same user and just as unprivileged, it waits until the data directory
+    // is writable.
+    let init = pod.init_containers.as_ref().unwrap();
+    assert_eq!(init.len(), 1);
+    let wait = &init[0];
+    assert_eq!(
+        wait.args.as_deref().unwrap(),
+        ["await-volume", "/data/db", "--timeout-seconds=300"]
+    );
+    assert_eq!(
+        wait.image.as_deref(),
+        Some(format!("flaskmongo/operator:{}", env!("CARGO_PKG_VERSION")).as_str())
+    );
+    assert_eq!(wait.volume_mounts, mongo.volume_mounts);
+    let security = wait.security_context.as_ref().unwrap();
+    assert_eq!(security.run_as_user, None, "the pod's user, 999");
+    assert_eq!(security.allow_privilege_escalation, Some(false));
+    assert_eq!(security.read_only_root_filesystem, Some(true));
+    assert_eq!(security.capabilities.as_ref().unwrap().add, None);
+}
+
+#[test]
+fn the_volume_preparer_is_root_on_every_node_but_can_only_change_owners_under_the_volume_root() {
+    use super::volume_preparer;
+    let volumes = crate::Volumes {
+        root: "/srv/flaskmongo".to_owned(),
+        ..crate::Volumes::default()
+    };
+    let daemon_set = volume_preparer::build(&volumes);
+    assert_eq!(
+        daemon_set.metadata.namespace.as_deref(),
+        Some("flaskmongo-volumes")
+    );
+    assert_eq!(
+        crate::labels::owner(daemon_set.metadata.labels.as_ref().unwrap()),
+        None,
+        "no object's child"
+    );
+    let template = &daemon_set.spec.template;
+    let labels = template.metadata.as_ref().unwrap().labels.as_ref().unwrap();
+    let selected = volume_preparer::selector();
+    for pair in selected.split(',') {
+        let (key, value) = pair.split_once('=').unwrap();
+        assert_eq!(labels[key], value, "its pods are what the operator watches");
+    }
+    assert_root_helper(
+        template.spec.as_ref().unwrap(),
+        "/srv/flaskmongo",
+        ["prepare-volumes", "/volumes", "--owner=999:999"],
+        &["CHOWN"],
+    );
+}
+
+/// `spec` runs the operator's image as root with `args`, the capabilities `added` alone
+/// and no way to gain more, and sees nothing of the node but `host_path`.
+fn assert_root_helper(spec: &PodSpec, host_path: &str, args: [&str; 3], added: &[&str]) {
+    assert_eq!(spec.automount_service_account_token, Some(false));
+    assert_eq!((spec.host_network, spec.host_pid), (None, None));
+    let mounted = spec.volumes.as_ref().unwrap();
+    assert_eq!(mounted.len(), 1, "nothing of the node but {host_path}");
+    assert_eq!(mounted[0].host_path.as_ref().unwrap().path, host_path);
+    let container = &spec.containers[0];
+    assert_eq!(
+        container.image.as_deref(),
+        Some(format!("flaskmongo/operator:{}", env!("CARGO_PKG_VERSION")).as_str())
+    );
+    assert_eq!(container.args.as_deref().unwrap(), args);
+    let security = container.security_context.as_ref().unwrap();
+    assert_eq!(security.allow_privilege_escalation, Some(false));
+    assert_eq!(security.read_only_root_filesystem, Some(true));
+    assert_eq!(security.privileged, None);
+    let capabilities = security.capabilities.as_ref().unwrap();
+    assert_eq!(capabilities.drop.as_deref(), Some(&["ALL".to_owned()][..]));
+    assert_eq!(capabilities.add.as_deref().unwrap(), added);
+}
+
+#[test]
+fn new_volumes_go_only_where_a_preparer_is_ready_and_spread_over_those_nodes() {
+    use super::volume_preparer::{choose, ready_nodes};
+    use k8s_openapi::api::core::v1::{PodCondition, PodStatus};
+    let preparer = |node: &str, ready: &str| Pod {
+        spec: Some(PodSpec {
+            node_name: Some(node.to_owned()),
+            ..PodSpec::default()
+        }),
+        status: Some(PodStatus {
+            conditions: Some(vec![PodCondition {
+                type_: "Ready".to_owned(),
+                status: ready.to_owned(),
+                ..PodCondition::default()
+            }]),
+            ..PodStatus::default()
+        }),
+        ..Pod::default()
+    };
+    let mut going = preparer("node-4", "True");
+    going.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        k8s_openapi::jiff::Timestamp::from_second(1).unwrap(),
+    ));
+    let pending = Pod {
+        status: None,
+        ..preparer("node-5", "True")
+    };
+    let pods = [
+        preparer("node-2", "True"),
+        preparer("node-1", "True"),
+        preparer("node-3", "False"),
+        going,
+        pending,
+        preparer("node-1", "True"),
+    ];
+    assert_eq!(ready_nodes(&pods), ["node-1", "node-2"]);
+    assert_eq!(choose(&[], "uid"), None);
+
+    let nodes: Vec<String> = (1..=10).map(|n| format!("node-{n}")).collect();
+    let uids: Vec<String> = (0..2_000)
+        .map(|n| format!("7c0ffee0-0000-4000-8000-{n:012}"))
+        .collect();
+    let mut per_node = BTreeMap::<&str, usize>::new();
+    for uid in &uids {
+        let node = choose(&nodes, uid).unwrap();
+        assert_eq!(choose(&nodes, uid), Some(node), "the same node each time");
+        *per_node.entry(node).or_default() += 1;
+    }
+    assert_eq!(per_node.len(), 10, "{per_node:?}");
+    assert!(
+        per_node.values().all(|count| (140..=260).contains(count)),
+        "about 200 each: {per_node:?}"
+    );
+    // A node going away moves only the volumes that would have gone to it.
+    let fewer: Vec<String> = nodes.iter().filter(|n| *n != "node-3").cloned().collect();
+    for uid in &uids {
+        let before = choose(&nodes, uid).unwrap();
+        if before != "node-3" {
+            assert_eq!(choose(&fewer, uid), Some(before));
+        }
+    }
 }
 
 #[test]
@@ -374,35 +514,15 @@ fn a_volume_is_prepared_by_a_root_pod_that_can_only_change_owners_in_its_directo
     );
     let spec = pod.spec.as_ref().unwrap();
     assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
-    assert_eq!(spec.automount_service_account_token, Some(false));
-    assert_eq!(spec.node_selector, None, "a new volume: any node");
-    let volumes_mounted = spec.volumes.as_ref().unwrap();
     assert_eq!(
-        volumes_mounted.len(),
-        1,
-        "nothing of the node but the directory"
+        spec.node_selector, None,
+        "a volume whose node is unknown: any node"
     );
-    assert_eq!(
-        volumes_mounted[0].host_path.as_ref().unwrap().path,
-        placement.path
-    );
-    let container = &spec.containers[0];
-    assert_eq!(
-        container.image.as_deref(),
-        Some(format!("flaskmongo/operator:{}", env!("CARGO_PKG_VERSION")).as_str())
-    );
-    assert_eq!(
-        container.args.as_deref().unwrap(),
-        ["prepare-volume", "/data", "--owner=999:999"]
-    );
-    let security = container.security_context.as_ref().unwrap();
-    assert_eq!(security.allow_privilege_escalation, Some(false));
-    assert_eq!(security.read_only_root_filesystem, Some(true));
-    let capabilities = security.capabilities.as_ref().unwrap();
-    assert_eq!(capabilities.drop.as_deref(), Some(&["ALL".to_owned()][..]));
-    assert_eq!(
-        capabilities.add.as_deref().unwrap(),
-        ["CHOWN", "DAC_OVERRIDE", "FOWNER"]
+    assert_root_helper(
+        spec,
+        &placement.path,
+        ["prepare-volume", "/data", "--owner=999:999"],
+        &["CHOWN", "DAC_OVERRIDE", "FOWNER"],
     );
     assert_eq!(volume_preparation::progress(&pod), Progress::Running);
 
@@ -642,7 +762,7 @@ proptest! {
     #[test]
     fn any_valid_spec_yields_acceptable_objects(app in valid_app()) {
         let instance = Instance::new(&app).unwrap();
-        let children = desired(&instance);
+        let children = desired(&instance, &crate::Volumes::default());
         // Service names are DNS-1035 labels; the StatefulSet's name must leave room for
         // the revision hash in its pods' labels.
         for service in [&children.web_service, &children.mongo_service] {

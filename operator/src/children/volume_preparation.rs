@@ -5,14 +5,11 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{
-    Container, HostPathVolumeSource, Pod, PodSecurityContext, PodSpec, SecurityContext, Volume,
-    VolumeMount,
-};
+use k8s_openapi::api::core::v1::{Pod, PodSpec};
 use kube::api::ObjectMeta;
 
-use super::persistent_volume::{HOSTNAME_LABEL, Placement, data_owner};
-use super::{Instance, capabilities, resource_requirements, runtime_default_seccomp};
+use super::persistent_volume::{HOSTNAME_LABEL, Placement};
+use super::{Instance, RootHelper};
 use crate::Volumes;
 use crate::labels::{self, Component};
 
@@ -40,10 +37,6 @@ pub fn uid_of(name: &str) -> Option<&str> {
 /// The pod that prepares the directory of `placement` on its node (any node for a new
 /// volume: the volume then follows the pod to its node).
 pub fn build(instance: &Instance<'_>, placement: &Placement, volumes: &Volumes) -> Pod {
-    let amounts = |memory: &str| flaskmongo_crd::ResourceAmounts {
-        cpu: Some("10m".to_owned()),
-        memory: Some(memory.to_owned()),
-    };
     Pod {
         metadata: ObjectMeta {
             name: Some(name(instance)),
@@ -54,57 +47,19 @@ pub fn build(instance: &Instance<'_>, placement: &Placement, volumes: &Volumes) 
         spec: Some(PodSpec {
             restart_policy: Some("Never".to_owned()),
             active_deadline_seconds: Some(DEADLINE_SECONDS),
-            automount_service_account_token: Some(false),
-            enable_service_links: Some(false),
-            termination_grace_period_seconds: Some(5),
             node_selector: placement
                 .node
                 .as_ref()
                 .map(|node| BTreeMap::from([(HOSTNAME_LABEL.to_owned(), node.clone())])),
-            security_context: Some(PodSecurityContext {
-                run_as_user: Some(0),
-                run_as_group: Some(0),
-                seccomp_profile: Some(runtime_default_seccomp()),
-                ..PodSecurityContext::default()
-            }),
-            containers: vec![Container {
-                name: "prepare".to_owned(),
-                image: Some(volumes.preparation_image.clone()),
-                image_pull_policy: Some("IfNotPresent".to_owned()),
-                args: Some(vec![
-                    "prepare-volume".to_owned(),
-                    MOUNT.to_owned(),
-                    format!("--owner={}", data_owner()),
-                ]),
-                // Its error, if any, becomes the pod's termination message, which the
-                // object's status quotes.
-                termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
-                resources: Some(resource_requirements(&flaskmongo_crd::Resources {
-                    requests: amounts("16Mi"),
-                    limits: amounts("64Mi"),
-                })),
-                volume_mounts: Some(vec![VolumeMount {
-                    name: "data".to_owned(),
-                    mount_path: MOUNT.to_owned(),
-                    ..VolumeMount::default()
-                }]),
-                security_context: Some(SecurityContext {
-                    allow_privilege_escalation: Some(false),
-                    read_only_root_filesystem: Some(true),
-                    capabilities: Some(capabilities(&PREPARATION_CAPABILITIES)),
-                    ..SecurityContext::default()
-                }),
-                ..Container::default()
-            }],
-            volumes: Some(vec![Volume {
-                name: "data".to_owned(),
-                host_path: Some(HostPathVolumeSource {
-                    path: placement.path.clone(),
-                    type_: Some("DirectoryOrCreate".to_owned()),
-                }),
-                ..Volume::default()
-            }]),
-            ..PodSpec::default()
+            ..RootHelper {
+                command: "prepare-volume",
+                host_path: &placement.path,
+                mount: MOUNT,
+                capabilities: &PREPARATION_CAPABILITIES,
+                memory: "16Mi",
+                memory_limit: "64Mi",
+            }
+            .pod_spec(&volumes.preparation_image)
         }),
         ..Pod::default()
     }
@@ -115,11 +70,8 @@ pub fn build(instance: &Instance<'_>, placement: &Placement, volumes: &Volumes) 
 pub enum Progress {
     /// Not done yet (or going away).
     Running,
-    /// Done, on this node.
-    Succeeded {
-        /// The node it ran on.
-        node: Option<String>,
-    },
+    /// Done.
+    Succeeded,
     /// Failed: why, in the pod's or its container's words.
     Failed(String),
 }
@@ -128,9 +80,7 @@ pub enum Progress {
 pub fn progress(pod: &Pod) -> Progress {
     let status = pod.status.as_ref();
     match status.and_then(|s| s.phase.as_deref()) {
-        Some("Succeeded") => Progress::Succeeded {
-            node: pod.spec.as_ref().and_then(|spec| spec.node_name.clone()),
-        },
+        Some("Succeeded") => Progress::Succeeded,
         Some("Failed") => {
             let terminated = status.and_then(|s| {
                 s.container_statuses

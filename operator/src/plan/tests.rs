@@ -48,6 +48,15 @@ fn deleting(mut app: FlaskMongoApp) -> FlaskMongoApp {
     app
 }
 
+/// What the caches hold of a new object: nothing of its own, and the volume preparer Ready
+/// on [`NODE`].
+fn fresh() -> Snapshot {
+    Snapshot {
+        preparer_nodes: vec![NODE.to_owned()],
+        ..Snapshot::default()
+    }
+}
+
 fn planned(app: &FlaskMongoApp, snapshot: &Snapshot) -> Plan {
     let instance = Instance::new(app).unwrap();
     plan(app, &instance, snapshot, &volumes(), || PASSWORD.to_owned()).unwrap()
@@ -75,9 +84,9 @@ fn applied<K: std::fmt::Debug>(step: Step<K>) -> Apply<K> {
 }
 
 /// What the caches hold once every write of `app`'s plans has succeeded, round after
-/// round (a preparation pod succeeding on [`NODE`]), until a plan writes nothing.
+/// round (a preparation pod, if any, succeeding on [`NODE`]), until a plan writes nothing.
 fn converged(app: &FlaskMongoApp) -> Snapshot {
-    let mut snapshot = Snapshot::default();
+    let mut snapshot = fresh();
     for _round in 0..5 {
         let writes = converge(app, &snapshot).children;
         if !settle(&mut snapshot, writes) {
@@ -175,7 +184,7 @@ fn a_new_object_gets_every_child_its_secret_and_under_delete_the_finalizer() {
         s.mongo.storage.deletion_policy = DeletionPolicy::Delete;
     }));
     assert_eq!(
-        converge(&deletes_data, &Snapshot::default()).finalizers,
+        converge(&deletes_data, &fresh()).finalizers,
         Some(vec![OTHER_FINALIZER.to_owned(), FINALIZER.to_owned()]),
         "under Delete ours is added after the others"
     );
@@ -183,7 +192,7 @@ fn a_new_object_gets_every_child_its_secret_and_under_delete_the_finalizer() {
         finalizers,
         secret,
         children,
-    } = converge(&new(FlaskMongoAppSpec::default()), &Snapshot::default());
+    } = converge(&new(FlaskMongoAppSpec::default()), &fresh());
     assert_eq!(
         finalizers, None,
         "under Retain nothing is left to do at deletion, so nothing holds it"
@@ -211,14 +220,10 @@ fn a_new_object_gets_every_child_its_secret_and_under_delete_the_finalizer() {
     } = children;
     assert!(!applied(mongo_service).existed);
     assert!(!applied(network_policy).existed);
-    assert_eq!(
-        persistent_volume,
-        Step::Leave,
-        "the volume waits for its directory"
-    );
+    assert!(!applied(persistent_volume).existed);
     assert_eq!(volume_preparation.namespace, PREPARATION_NAMESPACE);
-    assert!(!applied(volume_preparation.step).existed);
-    assert_eq!(statefulset, Step::Leave, "MongoDB waits for its volume");
+    assert_eq!(volume_preparation.step, Step::Leave, "no pod of its own");
+    assert!(!applied(statefulset).existed);
     assert!(!applied(web_service).existed);
     assert!(!applied(deployment).existed);
     let hpa = applied(hpa);
@@ -258,7 +263,7 @@ fn a_paused_object_plans_no_write_at_all() {
         finalizers,
         secret,
         children,
-    } = converge(&app, &Snapshot::default());
+    } = converge(&app, &fresh());
     assert_eq!(finalizers, None, "not even the finalizer");
     assert!(matches!(secret, Once::Leave), "{secret:?}");
     assert_eq!(children, Writes::none(PREPARATION_NAMESPACE));
@@ -317,7 +322,7 @@ fn replicas_are_handed_over_to_the_autoscaler() {
     for (case, spec, deployment, replicas, held) in cases {
         let snapshot = Snapshot {
             deployment,
-            ..Snapshot::default()
+            ..fresh()
         };
         let apply = applied(converge(&shop(spec), &snapshot).children.deployment);
         assert_eq!(apply.object.spec.replicas, replicas, "{case}");
@@ -372,10 +377,7 @@ fn the_autoscaler_goes_when_autoscaling_is_turned_off() {
         ("autoscaling on, none cached: applied", &on, None, None),
     ];
     for (case, app, hpa, expected) in cases {
-        let snapshot = Snapshot {
-            hpa,
-            ..Snapshot::default()
-        };
+        let snapshot = Snapshot { hpa, ..fresh() };
         let step = converge(app, &snapshot).children.hpa;
         match expected {
             Some(expected) => assert_eq!(step, expected, "{case}"),
@@ -411,7 +413,7 @@ fn a_secret_is_generated_only_where_no_retained_data_needs_the_old_one() {
         let snapshot = Snapshot {
             volumes: volume.clone().into_iter().filter(|_| has_volume).collect(),
             claim: has_claim.then(claim),
-            ..Snapshot::default()
+            ..fresh()
         };
         let app = if secret {
             recorded(app.clone())
@@ -616,9 +618,9 @@ fn a_secret_recorded_for_another_name_is_not_trusted() {
     if let Some(status) = &mut app.status {
         status.credentials_secret = Some("other-mongo-credentials".to_owned());
     }
-    let secret = converge(&app, &Snapshot::default()).secret;
+    let secret = converge(&app, &fresh()).secret;
     assert!(matches!(secret, Once::Create(_)), "{secret:?}");
-    let secret = converge(&recorded(app), &Snapshot::default()).secret;
+    let secret = converge(&recorded(app), &fresh()).secret;
     assert!(matches!(secret, Once::Leave), "{secret:?}");
 }
 
@@ -668,7 +670,7 @@ fn an_object_created_again_meets_an_empty_directory_unless_its_data_was_retained
     // Retained: the old volume, and the Secret that opens it, are reused where they are.
     let retained = Snapshot {
         volumes: vec![volume_of(&first)],
-        ..Snapshot::default()
+        ..fresh()
     };
     let Converge {
         secret, children, ..
@@ -700,7 +702,7 @@ fn a_volume_of_another_object_is_never_touched() {
     );
     let snapshot = Snapshot {
         volumes: vec![taken.clone()],
-        ..Snapshot::default()
+        ..fresh()
     };
     let instance = Instance::new(&app).unwrap();
     let error = plan(&app, &instance, &snapshot, &volumes(), || {
@@ -733,7 +735,7 @@ fn a_volume_of_another_object_is_never_touched() {
     );
     let snapshot = Snapshot {
         volumes: vec![look_alike],
-        ..Snapshot::default()
+        ..fresh()
     };
     let Converge {
         secret, children, ..
@@ -742,10 +744,11 @@ fn a_volume_of_another_object_is_never_touched() {
         matches!(secret, Once::Create(_)),
         "no data of this object: {secret:?}"
     );
-    assert_eq!(children.persistent_volume, Step::Leave);
-    let preparation = applied(children.volume_preparation.step).object;
+    let own = applied(children.persistent_volume);
+    assert!(!own.existed);
+    assert_eq!(own.object.name_any(), "team-a.shop.mongo");
     assert_eq!(
-        prepared_directory(&preparation),
+        Placement::of(&own.object).unwrap().path,
         format!("{ROOT}/team-a/shop-{}", app.uid().unwrap()),
         "a directory of its own"
     );
@@ -768,7 +771,7 @@ fn a_volume_retained_under_the_old_name_is_found_by_its_owner() {
     assert!(Placement::of(&old).unwrap().prepared);
     let snapshot = Snapshot {
         volumes: vec![old.clone()],
-        ..Snapshot::default()
+        ..fresh()
     };
     let Converge {
         secret, children, ..
@@ -804,7 +807,7 @@ fn the_network_policy_is_kept_and_goes_when_turned_off() {
     let step = |app, network_policy| {
         let snapshot = Snapshot {
             network_policy,
-            ..Snapshot::default()
+            ..fresh()
         };
         converge(app, &snapshot).children.network_policy
     };
@@ -842,57 +845,68 @@ fn running(mut statefulset: StatefulSet, pods: i32) -> StatefulSet {
 }
 
 #[test]
-fn a_new_volume_is_created_once_its_directory_is_handed_to_mongodb_on_a_node() {
+fn a_new_volume_goes_at_once_to_a_node_with_a_ready_preparer_and_mongodb_with_it() {
     let app = recorded(shop(FlaskMongoAppSpec::default()));
-    let done = converged(&app);
+    let nodes: Vec<String> = (1..=5).map(|n| format!("node-{n}")).collect();
     let fresh = Snapshot {
-        volumes: Vec::new(),
-        volume_preparation: None,
-        ..done.clone()
+        preparer_nodes: nodes.clone(),
+        ..fresh()
     };
-    // First: the pod that prepares the directory, and no volume yet.
-    let Writes {
-        persistent_volume,
-        volume_preparation,
-        ..
-    } = converge(&app, &fresh).children;
-    assert_eq!(persistent_volume, Step::Leave);
-    let pod = applied(volume_preparation.step).object;
-    assert_eq!(pod.namespace().as_deref(), Some(PREPARATION_NAMESPACE));
-    assert_eq!(
-        pod.name_any(),
-        format!("prepare-volume-{}", app.uid().unwrap())
-    );
-    assert_eq!(
-        prepared_directory(&pod),
-        format!("{ROOT}/team-a/shop-{}", app.uid().unwrap())
-    );
-    // While it runs, nothing more.
-    let running_pod = Snapshot {
-        volume_preparation: Some(pod.clone()),
-        ..fresh.clone()
-    };
-    let writes = converge(&app, &running_pod).children;
-    assert_eq!(writes.persistent_volume, Step::Leave);
-    assert_eq!(writes.volume_preparation.step, Step::Leave);
-    // Done on a node: the volume, on that node, recorded as MongoDB's; in the same pass
-    // (the executor writes the volume first) MongoDB is created and the pod goes.
-    let succeeded = Snapshot {
-        volume_preparation: Some(finished(pod.clone(), "Succeeded")),
-        statefulset: None,
-        ..fresh.clone()
-    };
-    let writes = converge(&app, &succeeded).children;
+    // In one pass: the volume, bound to one of those nodes and recorded as MongoDB's
+    // (the node's preparer hands its directory over), and MongoDB; no preparation pod.
+    let writes = converge(&app, &fresh).children;
     let volume = applied(writes.persistent_volume).object;
     let placement = Placement::of(&volume).unwrap();
-    assert_eq!(placement.node.as_deref(), Some(NODE));
+    let node = placement.node.clone().unwrap();
+    assert!(nodes.contains(&node), "{node}");
     assert!(placement.prepared);
     assert_eq!(
         volume.annotations()[persistent_volume::DATA_OWNER_ANNOTATION],
         "999:999"
     );
+    assert_eq!(
+        placement.path,
+        format!("{ROOT}/team-a/shop-{}", app.uid().unwrap())
+    );
     assert!(!applied(writes.statefulset).existed, "MongoDB created");
-    assert_eq!(writes.volume_preparation.step, Step::Delete(pod.name_any()));
+    assert_eq!(writes.volume_preparation.step, Step::Leave);
+    // The same node again for the same object; once the volume exists, it stays there
+    // whatever the preparers do.
+    let again = converge(&app, &fresh).children;
+    assert_eq!(
+        Placement::of(&applied(again.persistent_volume).object)
+            .unwrap()
+            .node,
+        Some(node.clone())
+    );
+    let placed = Snapshot {
+        volumes: vec![volume],
+        preparer_nodes: Vec::new(),
+        ..fresh.clone()
+    };
+    assert_eq!(
+        converge(&app, &placed).children.persistent_volume,
+        Step::Leave
+    );
+
+    // No Ready preparer anywhere: nothing of MongoDB, and the object says what it waits for.
+    let instance = Instance::new(&app).unwrap();
+    let waiting = Snapshot {
+        preparer_nodes: Vec::new(),
+        ..fresh
+    };
+    let error = plan(&app, &instance, &waiting, &volumes(), || {
+        PASSWORD.to_owned()
+    })
+    .unwrap_err();
+    assert_eq!(error.reason(), "NoVolumePreparer");
+    assert!(!error.is_permanent(), "tried again");
+    assert!(
+        error
+            .to_string()
+            .contains("DaemonSet flaskmongo-volumes/flaskmongo-volume-preparer"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -900,26 +914,13 @@ fn writes_on_their_way_to_the_caches_are_not_made_again() {
     let app = recorded(shop(FlaskMongoAppSpec::default()));
     let owner = app.uid().unwrap();
     let done = converged(&app);
-    let mut pod = finished(
-        applied(
-            converge(&app, &Snapshot::default())
-                .children
-                .volume_preparation
-                .step,
-        )
-        .object,
-        "Succeeded",
-    );
-    pod.metadata.uid = Some("pod-1".to_owned());
-    // The pass after the preparation: the volume, MongoDB, and the pod's removal.
+    // The pass that creates the volume and MongoDB.
     let before = Snapshot {
         volumes: Vec::new(),
         statefulset: None,
-        volume_preparation: Some(pod.clone()),
         ..done.clone()
     };
     let writes = converge(&app, &before).children;
-    assert_eq!(writes.volume_preparation.step, Step::Delete(pod.name_any()));
     let returned = Applied {
         persistent_volume: Some(applied(writes.persistent_volume).object),
         statefulset: Some(applied(writes.statefulset).object),
@@ -927,8 +928,7 @@ fn writes_on_their_way_to_the_caches_are_not_made_again() {
     };
     let mut unseen = Unseen::default();
     let at = Instant::now();
-    let deleted_at = Time(Timestamp::from_second(7).unwrap());
-    unseen.record(&owner, &returned, Some((&pod, deleted_at)), at);
+    unseen.record(&owner, &returned, None, at);
     // The reconciles these writes start, while the caches show none of them, or the volume
     // only: nothing is written again.
     let volume_only = Snapshot {
@@ -945,10 +945,9 @@ fn writes_on_their_way_to_the_caches_are_not_made_again() {
             "caches show {caches}"
         );
     }
-    // Without the record, the same caches create MongoDB and delete the pod again.
+    // Without the record, the same caches create MongoDB again.
     let writes = converge(&app, &volume_only).children;
     assert!(!applied(writes.statefulset).existed);
-    assert_eq!(writes.volume_preparation.step, Step::Delete(pod.name_any()));
     // Once the caches show every write, nothing is left to complete.
     let mut caught_up = done.clone();
     assert!(!unseen.complete(&owner, &mut caught_up, at));
@@ -959,7 +958,11 @@ fn writes_on_their_way_to_the_caches_are_not_made_again() {
 #[test]
 fn a_failed_preparation_is_reported_in_the_pods_words_and_tried_again_once_deleted() {
     let app = recorded(shop(FlaskMongoAppSpec::default()));
-    let first = converge(&app, &Snapshot::default()).children;
+    let from_before = Snapshot {
+        volumes: vec![from_before_preparation(volume_of(&app))],
+        ..fresh()
+    };
+    let first = converge(&app, &from_before).children;
     let mut pod = finished(applied(first.volume_preparation.step).object, "Failed");
     pod.status.as_mut().unwrap().container_statuses = Some(vec![ContainerStatus {
         state: Some(ContainerState {
@@ -976,7 +979,7 @@ fn a_failed_preparation_is_reported_in_the_pods_words_and_tried_again_once_delet
     }]);
     let snapshot = Snapshot {
         volume_preparation: Some(pod.clone()),
-        ..Snapshot::default()
+        ..from_before.clone()
     };
     let instance = Instance::new(&app).unwrap();
     let error = plan(&app, &instance, &snapshot, &volumes(), || {
@@ -997,7 +1000,7 @@ fn a_failed_preparation_is_reported_in_the_pods_words_and_tried_again_once_delet
         assert!(message.contains(words), "{words:?} in {message}");
     }
     // Deleted: a new pod tries again.
-    let again = converge(&app, &Snapshot::default()).children;
+    let again = converge(&app, &from_before).children;
     assert_eq!(
         applied(again.volume_preparation.step).object.name_any(),
         pod.name_any()
@@ -1067,7 +1070,7 @@ fn a_volume_from_before_outside_the_volume_root_is_not_handed_over() {
         .path = "/etc".to_owned();
     let snapshot = Snapshot {
         volumes: vec![outside],
-        ..Snapshot::default()
+        ..fresh()
     };
     let instance = Instance::new(&app).unwrap();
     let error = plan(&app, &instance, &snapshot, &volumes(), || {
@@ -1096,22 +1099,15 @@ fn with_a_provisioned_volume_nothing_is_prepared_and_a_leftover_pod_goes() {
     let app = recorded(shop(spec(|s| {
         s.mongo.storage.persistent_volume.create = false
     })));
-    let writes = converge(&app, &Snapshot::default()).children;
+    let writes = converge(&app, &fresh()).children;
     assert_eq!(writes.persistent_volume, Step::Leave);
     assert_eq!(writes.volume_preparation.step, Step::Leave);
-    let leftover = applied(
-        converge(
-            &recorded(shop(FlaskMongoAppSpec::default())),
-            &Snapshot::default(),
-        )
-        .children
-        .volume_preparation
-        .step,
-    )
-    .object;
+    let instance = Instance::new(&app).unwrap();
+    let leftover =
+        volume_preparation::build(&instance, &Placement::new(&instance, ROOT), &volumes());
     let snapshot = Snapshot {
         volume_preparation: Some(leftover.clone()),
-        ..Snapshot::default()
+        ..fresh()
     };
     assert_eq!(
         converge(&app, &snapshot).children.volume_preparation.step,
