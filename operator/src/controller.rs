@@ -433,6 +433,7 @@ mod tests {
             claims: cache::cache().0,
             volume_preparations: cache::cache().0,
             volume_preparers: cache::cache().0,
+            nodes: cache::cache().0,
         };
         Arc::new(Context {
             events: events::Publisher::start(

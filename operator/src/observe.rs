@@ -45,8 +45,8 @@ pub struct Snapshot {
     pub claim: Option<PartialObjectMeta<PersistentVolumeClaim>>,
     /// The pod that prepares the volume's directory, in the operator's namespace for it.
     pub volume_preparation: Option<Pod>,
-    /// The nodes where the volume preparer is Ready, by name: where a new volume may go.
-    /// Looked up only while the caches hold no volume of this object.
+    /// The nodes that take new pods and where the volume preparer is Ready, by name: where a
+    /// new volume may go. Looked up only while the caches hold no volume of this object.
     #[serde(default)]
     pub preparer_nodes: Vec<String>,
 }
@@ -155,7 +155,7 @@ pub fn observe(
         .filter_map(|name| stores.volumes.get(&ObjectRef::new(name)).transpose())
         .collect::<Result<_>>()?;
     let preparer_nodes = if volumes.is_empty() {
-        volume_preparer::ready_nodes(&stores.volume_preparers.all()?)
+        volume_preparer::ready_nodes(&stores.volume_preparers.all()?, &stores.nodes.all()?)
     } else {
         Vec::new()
     };

@@ -9,7 +9,7 @@ use flaskmongo_crd::FlaskMongoApp;
 use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
 use kube::api::Api;
@@ -54,6 +54,8 @@ pub struct Stores {
     /// The volume preparer's pods, one per node, in the same namespace: where they are
     /// Ready, a new volume may go.
     pub volume_preparers: Cache<Pod>,
+    /// The nodes, without their status: a cordoned or tainted one takes no new volume.
+    pub nodes: Cache<Node>,
 }
 
 impl Stores {
@@ -69,6 +71,7 @@ impl Stores {
             self.claims.wait_until_ready(),
             self.volume_preparations.wait_until_ready(),
             self.volume_preparers.wait_until_ready(),
+            self.nodes.wait_until_ready(),
         );
     }
 }
@@ -116,6 +119,7 @@ pub fn controller(
         Api::<Pod>::namespaced(client.clone(), preparation_namespace),
         watcher::Config::default().labels(&volume_preparer::selector()),
     );
+    let (nodes, node_events) = cached(Api::<Node>::all(client.clone()), watcher::Config::default());
     let preparation_changed = Arc::clone(orphans);
     let volume_preparation_events =
         volume_preparation_events.inspect(move |_| preparation_changed.notify_one());
@@ -158,9 +162,10 @@ pub fn controller(
         })
         .applied_objects(),
     );
-    // A change of the preparers may let an object without a volume have one now.
+    // A change of the preparers or of the nodes may let an object without a volume have
+    // one now.
     let (all_apps, known_volumes) = (apps.clone(), volumes.clone());
-    let awaiting_a_node = move |_: Pod| {
+    let awaiting_a_node = move || {
         all_apps
             .state()
             .into_iter()
@@ -180,7 +185,11 @@ pub fn controller(
         .owns_stream(network_policy_events)
         .watches_stream(volume_events, |volume| owner_ref(&volume))
         .watches_stream(volume_preparation_events, |pod| owner_ref(&pod))
-        .watches_stream(volume_preparer_events, awaiting_a_node)
+        .watches_stream(volume_preparer_events, {
+            let awaiting_a_node = awaiting_a_node.clone();
+            move |_: Pod| awaiting_a_node()
+        })
+        .watches_stream(node_events, move |_: Node| awaiting_a_node())
         .watches_stream(claims_gone, |claim| claim_owner(&claim));
     let stores = Stores {
         deployments,
@@ -192,6 +201,7 @@ pub fn controller(
         claims,
         volume_preparations,
         volume_preparers,
+        nodes,
     };
     (controller, stores)
 }
@@ -252,6 +262,15 @@ impl Pruned for StatefulSet {}
 impl Pruned for NetworkPolicy {}
 impl Pruned for PersistentVolume {}
 impl Pruned for Pod {}
+
+impl Pruned for Node {
+    /// Of a node only its name and spec are read; its status (images, addresses,
+    /// conditions) is most of its size and changes every few seconds.
+    fn prune(&mut self) {
+        self.managed_fields_mut().clear();
+        self.status = None;
+    }
+}
 impl Pruned for PartialObjectMeta<PersistentVolumeClaim> {}
 
 impl Pruned for Deployment {

@@ -161,6 +161,8 @@ async fn operator_reconciles_the_sample_with_only_its_own_permissions() {
         ("create", "secrets", true),
         ("delete", "persistentvolumes", true),
         ("patch", "flaskmongoapps.flaskmongo.dev/status", true),
+        ("watch", "nodes", true),
+        ("patch", "nodes", false),
         ("delete", "namespaces", false),
         ("create", "pods", false),
         ("delete", "pods", false),

@@ -433,9 +433,9 @@ fn assert_root_helper(spec: &PodSpec, host_path: &str, args: [&str; 3], added: &
 }
 
 #[test]
-fn new_volumes_go_only_where_a_preparer_is_ready_and_spread_over_those_nodes() {
+fn new_volumes_go_only_where_a_preparer_is_ready_on_a_node_taking_pods_and_spread_over_those() {
     use super::volume_preparer::{choose, ready_nodes};
-    use k8s_openapi::api::core::v1::{PodCondition, PodStatus};
+    use k8s_openapi::api::core::v1::{Node, NodeSpec, PodCondition, PodStatus, Taint};
     let preparer = |node: &str, ready: &str| Pod {
         spec: Some(PodSpec {
             node_name: Some(node.to_owned()),
@@ -467,7 +467,56 @@ fn new_volumes_go_only_where_a_preparer_is_ready_and_spread_over_those_nodes() {
         pending,
         preparer("node-1", "True"),
     ];
-    assert_eq!(ready_nodes(&pods), ["node-1", "node-2"]);
+    let node = |name: &str, unschedulable: Option<bool>, taint: Option<&str>| Node {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            ..ObjectMeta::default()
+        },
+        spec: Some(NodeSpec {
+            unschedulable,
+            taints: taint.map(|effect| {
+                vec![Taint {
+                    key: "example.com/dedicated".to_owned(),
+                    effect: effect.to_owned(),
+                    ..Taint::default()
+                }]
+            }),
+            ..NodeSpec::default()
+        }),
+        status: None,
+    };
+    let taking_pods =
+        |names: &[&str]| -> Vec<Node> { names.iter().map(|name| node(name, None, None)).collect() };
+    let all = taking_pods(&["node-1", "node-2", "node-3", "node-4", "node-5"]);
+    assert_eq!(ready_nodes(&pods, &all), ["node-1", "node-2"]);
+    // Cordoned, or tainted against pods without tolerations: no new volume there.
+    for (unschedulable, taint, takes) in [
+        (Some(true), None, false),
+        (Some(false), None, true),
+        (None, Some("NoSchedule"), false),
+        (None, Some("NoExecute"), false),
+        (None, Some("PreferNoSchedule"), true),
+    ] {
+        let nodes = [
+            node("node-1", unschedulable, taint),
+            node("node-2", None, None),
+        ];
+        let expected: &[&str] = if takes {
+            &["node-1", "node-2"]
+        } else {
+            &["node-2"]
+        };
+        assert_eq!(
+            ready_nodes(&pods, &nodes),
+            expected,
+            "unschedulable {unschedulable:?}, taint {taint:?}"
+        );
+    }
+    assert_eq!(
+        ready_nodes(&pods, &taking_pods(&["node-2"])),
+        ["node-2"],
+        "a node not known (yet) takes none"
+    );
     assert_eq!(choose(&[], "uid"), None);
 
     let nodes: Vec<String> = (1..=10).map(|n| format!("node-{n}")).collect();

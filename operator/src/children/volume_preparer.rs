@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetSpec};
-use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
+use k8s_openapi::api::core::v1::{Node, Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::ObjectMeta;
 
@@ -75,16 +75,36 @@ pub fn build(volumes: &Volumes) -> DaemonSet {
 }
 
 /// The nodes a new volume may go to: those where a preparer pod is Ready (it hands the
-/// volume's directory over once the kubelet makes it), by name, each once.
-pub fn ready_nodes<'a>(pods: impl IntoIterator<Item = &'a Pod>) -> Vec<String> {
-    let mut nodes: Vec<String> = pods
+/// volume's directory over once the kubelet makes it) and that take new pods (of `nodes`,
+/// neither cordoned nor tainted against them, since MongoDB's pod tolerates nothing), by
+/// name, each once.
+pub fn ready_nodes<'a>(pods: impl IntoIterator<Item = &'a Pod>, nodes: &[Node]) -> Vec<String> {
+    let mut ready: Vec<String> = pods
         .into_iter()
         .filter(|pod| pod.metadata.deletion_timestamp.is_none() && is_ready(pod))
         .filter_map(|pod| pod.spec.as_ref()?.node_name.clone())
+        .filter(|name| {
+            nodes
+                .iter()
+                .any(|node| node.metadata.name.as_ref() == Some(name) && takes_new_pods(node))
+        })
         .collect();
-    nodes.sort();
-    nodes.dedup();
-    nodes
+    ready.sort();
+    ready.dedup();
+    ready
+}
+
+/// Whether the scheduler would place a pod without tolerations on `node`.
+fn takes_new_pods(node: &Node) -> bool {
+    let Some(spec) = &node.spec else {
+        return true;
+    };
+    spec.unschedulable != Some(true)
+        && spec
+            .taints
+            .iter()
+            .flatten()
+            .all(|taint| taint.effect != "NoSchedule" && taint.effect != "NoExecute")
 }
 
 fn is_ready(pod: &Pod) -> bool {
