@@ -264,7 +264,8 @@ async fn install_volume_preparer(client: Client, volumes: crate::Volumes) {
     for attempt in 1.. {
         match apply::apply(&api, &desired).await {
             Ok(_) => {
-                tracing::info!(namespace = %volumes.preparation_namespace, name = volume_preparer::NAME, "volume preparer applied");
+                let namespace = &volumes.preparation_namespace;
+                tracing::info!(%namespace, name = volume_preparer::NAME, "volume preparer applied");
                 return;
             }
             Err(error) => {

@@ -299,8 +299,9 @@ impl Bench {
         Ok((run, steady_writes))
     }
 
-    /// Deletes `namespace` and the volumes of its objects, and waits, up to `--ready-timeout`, until they are gone: every run then starts on the
-    /// same cluster, where runs left in place made each pair slower than the one before.
+    /// Deletes `namespace` and the volumes of its objects, and waits, up to
+    /// `--ready-timeout`, until they are gone: every run then starts on the same cluster,
+    /// where runs left in place made each pair slower than the one before.
     async fn remove(&self, namespace: &str) -> Result<()> {
         let started = Instant::now();
         let of_run =
