@@ -46,7 +46,8 @@ pub struct Snapshot {
     /// The pod that prepares the volume's directory, in the operator's namespace for it.
     pub volume_preparation: Option<Pod>,
     /// The nodes that take new pods and where the volume preparer is Ready, by name: where a
-    /// new volume may go. Looked up only while the caches hold no volume of this object.
+    /// new volume may go. Looked up only while the object awaits a new volume
+    /// ([`awaits_new_volume`]).
     #[serde(default)]
     pub preparer_nodes: Vec<String>,
 }
@@ -150,11 +151,7 @@ pub fn observe(
     preparation_namespace: &str,
 ) -> Result<Snapshot> {
     let namespace = instance.namespace;
-    let volumes: Vec<_> = [instance.volume_name(), instance.legacy_volume_name()]
-        .iter()
-        .filter_map(|name| stores.volumes.get(&ObjectRef::new(name)).transpose())
-        .collect::<Result<_>>()?;
-    let preparer_nodes = if volumes.is_empty() {
+    let preparer_nodes = if awaits_new_volume(stores, instance) {
         volume_preparer::ready_nodes(&stores.volume_preparers.all()?, &stores.nodes.all()?)
     } else {
         Vec::new()
@@ -174,7 +171,10 @@ pub fn observe(
         network_policy: stores
             .network_policies
             .get(&here(instance.network_policy_name(), namespace))?,
-        volumes,
+        volumes: volume_names(instance)
+            .iter()
+            .filter_map(|name| stores.volumes.get(&ObjectRef::new(name)).transpose())
+            .collect::<Result<_>>()?,
         claim: stores.claims.get(&here(instance.claim_name(), namespace))?,
         volume_preparation: stores.volume_preparations.get(&here(
             volume_preparation::name(instance),
@@ -182,6 +182,21 @@ pub fn observe(
         ))?,
         preparer_nodes,
     })
+}
+
+/// Whether `instance` is to get a new volume: its spec has the operator create one and the
+/// caches hold none of it. Only then does its reconcile look for a node, and only then
+/// does a change of the volume preparers or of the nodes concern it.
+pub fn awaits_new_volume(stores: &Stores, instance: &Instance<'_>) -> bool {
+    instance.spec.mongo.storage.persistent_volume.create
+        && volume_names(instance)
+            .iter()
+            .all(|name| !stores.volumes.contains(&ObjectRef::new(name)))
+}
+
+/// The names a volume of `instance` is cached under: its own, and its name before 0.2.
+fn volume_names(instance: &Instance<'_>) -> [String; 2] {
+    [instance.volume_name(), instance.legacy_volume_name()]
 }
 
 /// The cache key of the namespaced object `name`.

@@ -27,6 +27,7 @@ use crate::cache::{self, Cache};
 use crate::children::{Instance, volume_preparation, volume_preparer};
 use crate::error::Refusal;
 use crate::labels::{self, MANAGER};
+use crate::observe;
 use crate::plan::owns_replicas;
 
 /// The watch caches: the children, and what decides whether a Secret may be generated.
@@ -162,17 +163,28 @@ pub fn controller(
         })
         .applied_objects(),
     );
-    // A change of the preparers or of the nodes may let an object without a volume have
-    // one now.
-    let (all_apps, known_volumes) = (apps.clone(), volumes.clone());
+    let stores = Stores {
+        deployments,
+        services,
+        hpas,
+        statefulsets,
+        network_policies,
+        volumes,
+        claims,
+        volume_preparations,
+        volume_preparers,
+        nodes,
+    };
+    // A change of the preparers or of the nodes may let an object awaiting a new volume
+    // have one now.
+    let (all_apps, caches) = (apps.clone(), stores.clone());
     let awaiting_a_node = move || {
         all_apps
             .state()
             .into_iter()
             .filter(|app| {
-                Instance::new(app).is_ok_and(|instance| {
-                    !known_volumes.contains(&ObjectRef::new(&instance.volume_name()))
-                })
+                Instance::new(app)
+                    .is_ok_and(|instance| observe::awaits_new_volume(&caches, &instance))
             })
             .map(|app| ObjectRef::from(app.as_ref()))
             .collect::<Vec<_>>()
@@ -191,18 +203,6 @@ pub fn controller(
         })
         .watches_stream(node_events, move |_: Node| awaiting_a_node())
         .watches_stream(claims_gone, |claim| claim_owner(&claim));
-    let stores = Stores {
-        deployments,
-        services,
-        hpas,
-        statefulsets,
-        network_policies,
-        volumes,
-        claims,
-        volume_preparations,
-        volume_preparers,
-        nodes,
-    };
     (controller, stores)
 }
 
@@ -265,7 +265,7 @@ impl Pruned for Pod {}
 
 impl Pruned for Node {
     /// Of a node only its name and spec are read; its status (images, addresses,
-    /// conditions) is most of its size and changes every few seconds.
+    /// conditions) is most of its size.
     fn prune(&mut self) {
         self.managed_fields_mut().clear();
         self.status = None;

@@ -365,10 +365,7 @@ fn mongo_statefulset_keeps_its_claim_and_reads_the_secret() {
         wait.args.as_deref().unwrap(),
         ["await-volume", "/data/db", "--timeout-seconds=300"]
     );
-    assert_eq!(
-        wait.image.as_deref(),
-        Some(format!("flaskmongo/operator:{}", env!("CARGO_PKG_VERSION")).as_str())
-    );
+    assert_eq!(wait.image.as_deref(), Some(operator_image().as_str()));
     assert_eq!(wait.volume_mounts, mongo.volume_mounts);
     let security = wait.security_context.as_ref().unwrap();
     assert_eq!(security.run_as_user, None, "the pod's user, 999");
@@ -409,6 +406,11 @@ fn the_volume_preparer_is_root_on_every_node_but_can_only_change_owners_under_th
     );
 }
 
+/// The operator's released image, which its helper containers run by default.
+fn operator_image() -> String {
+    format!("flaskmongo/operator:{}", env!("CARGO_PKG_VERSION"))
+}
+
 /// `spec` runs the operator's image as root with `args`, the capabilities `added` alone
 /// and no way to gain more, and sees nothing of the node but `host_path`.
 fn assert_root_helper(spec: &PodSpec, host_path: &str, args: [&str; 3], added: &[&str]) {
@@ -418,10 +420,7 @@ fn assert_root_helper(spec: &PodSpec, host_path: &str, args: [&str; 3], added: &
     assert_eq!(mounted.len(), 1, "nothing of the node but {host_path}");
     assert_eq!(mounted[0].host_path.as_ref().unwrap().path, host_path);
     let container = &spec.containers[0];
-    assert_eq!(
-        container.image.as_deref(),
-        Some(format!("flaskmongo/operator:{}", env!("CARGO_PKG_VERSION")).as_str())
-    );
+    assert_eq!(container.image.as_deref(), Some(operator_image().as_str()));
     assert_eq!(container.args.as_deref().unwrap(), args);
     let security = container.security_context.as_ref().unwrap();
     assert_eq!(security.allow_privilege_escalation, Some(false));
