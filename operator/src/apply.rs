@@ -19,24 +19,107 @@ use crate::labels::MANAGER;
 /// Annotation holding the hash of what the operator last applied to a child.
 pub const HASH_ANNOTATION: &str = "flaskmongo.dev/applied-hash";
 
-/// Stamps `desired` with the hash of its content, so a later change of the spec is seen
-/// even when it only removes fields.
-pub fn with_hash<K: Resource + Serialize>(mut desired: K) -> Result<K> {
-    let hash = content_hash(&desired)?;
-    desired
-        .annotations_mut()
-        .insert(HASH_ANNOTATION.to_owned(), hash);
-    Ok(desired)
+/// A desired child stamped with the hash of its content, and that content as JSON, kept
+/// for [`Stamped::is_current`].
+pub struct Stamped<K> {
+    /// The child with its hash in [`HASH_ANNOTATION`], ready to apply.
+    pub object: K,
+    /// The child's JSON before stamping.
+    content: Value,
 }
 
-/// SHA-256 of the object's JSON with sorted keys: the same on every build and Rust
+/// Stamps `desired` with the hash of its content, so a later change of the spec is seen
+/// even when it only removes fields.
+pub fn stamp<K: Resource + Serialize>(mut desired: K) -> Result<Stamped<K>> {
+    let content = to_value(&desired)?;
+    desired
+        .annotations_mut()
+        .insert(HASH_ANNOTATION.to_owned(), content_hash(&content));
+    Ok(Stamped {
+        object: desired,
+        content,
+    })
+}
+
+/// `desired`, stamped as [`stamp`] does.
+pub fn with_hash<K: Resource + Serialize>(desired: K) -> Result<K> {
+    Ok(stamp(desired)?.object)
+}
+
+impl<K: Resource + Serialize> Stamped<K> {
+    /// Whether `live` already is what applying this child would make it: same hash, and
+    /// every value the child sets present and equal in `live`.
+    pub fn is_current(&self, live: Option<&K>) -> Result<bool> {
+        let Some(live) = live else { return Ok(false) };
+        if self.object.annotations().get(HASH_ANNOTATION) != live.annotations().get(HASH_ANNOTATION)
+        {
+            return Ok(false);
+        }
+        // The content lacks only the hash annotation, which was just found equal.
+        Ok(contains(&self.content, &to_value(live)?))
+    }
+}
+
+/// SHA-256 of `content` as JSON with sorted keys: the same on every build and Rust
 /// release, so an upgraded operator re-applies only the children it changes.
-fn content_hash<K: Serialize>(object: &K) -> Result<String> {
-    let canonical = crate::sort_keys(to_value(object)?).to_string();
-    Ok(Sha256::digest(canonical.as_bytes())
+fn content_hash(content: &Value) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut hasher = Hashing(Sha256::new());
+    // Writing into a hasher cannot fail.
+    let _ = write_canonical(&mut hasher, content);
+    hasher
+        .0
+        .finalize()
         .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect())
+        .flat_map(|byte| [HEX[usize::from(byte >> 4)], HEX[usize::from(byte & 15)]])
+        .map(char::from)
+        .collect()
+}
+
+/// Feeds what is written to the hash, so the canonical JSON is never held whole.
+struct Hashing(Sha256);
+
+impl std::io::Write for Hashing {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.update(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `value` as compact JSON with every object's keys in byte order, written without
+/// rebuilding the value (its maps keep insertion order).
+fn write_canonical(out: &mut impl std::io::Write, value: &Value) -> serde_json::Result<()> {
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<_> = map.iter().collect();
+            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            out.write_all(b"{").map_err(serde_json::Error::io)?;
+            for (index, (key, item)) in entries.into_iter().enumerate() {
+                if index > 0 {
+                    out.write_all(b",").map_err(serde_json::Error::io)?;
+                }
+                serde_json::to_writer(&mut *out, key)?;
+                out.write_all(b":").map_err(serde_json::Error::io)?;
+                write_canonical(out, item)?;
+            }
+            out.write_all(b"}").map_err(serde_json::Error::io)
+        }
+        Value::Array(items) => {
+            out.write_all(b"[").map_err(serde_json::Error::io)?;
+            for (index, item) in items.iter().enumerate() {
+                if index > 0 {
+                    out.write_all(b",").map_err(serde_json::Error::io)?;
+                }
+                write_canonical(out, item)?;
+            }
+            out.write_all(b"]").map_err(serde_json::Error::io)
+        }
+        scalar => serde_json::to_writer(out, scalar),
+    }
 }
 
 fn to_value<K: Serialize>(object: &K) -> Result<Value> {
@@ -44,16 +127,6 @@ fn to_value<K: Serialize>(object: &K) -> Result<Value> {
         what: std::any::type_name::<K>().to_owned(),
         source,
     })
-}
-
-/// Whether `live` already is what applying `desired` (stamped by [`with_hash`]) would make
-/// it: same hash, and every value `desired` sets present and equal in `live`.
-pub fn is_current<K: Resource + Serialize>(desired: &K, live: Option<&K>) -> Result<bool> {
-    let Some(live) = live else { return Ok(false) };
-    if desired.annotations().get(HASH_ANNOTATION) != live.annotations().get(HASH_ANNOTATION) {
-        return Ok(false);
-    }
-    Ok(contains(&to_value(desired)?, &to_value(live)?))
 }
 
 /// Whether every value of `desired` is in `live`; `live` may have more (defaults, status,
@@ -209,41 +282,62 @@ mod tests {
     #[test]
     fn the_content_hash_is_sha256_of_canonical_json() {
         // Pinned: a change of this value re-applies every child of every object.
+        let stamped = stamp(config_map(&[("b", "2"), ("a", "1")])).unwrap();
         assert_eq!(
-            content_hash(&config_map(&[("b", "2"), ("a", "1")])).unwrap(),
+            stamped.object.annotations()[HASH_ANNOTATION],
             "348a87d32ea877b173f75dd4282461a856d161f8043d2e85c8cb11aeecd46248"
         );
     }
 
     #[test]
-    fn hash_changes_with_content_and_decides_with_values() {
-        let desired = with_hash(config_map(&[("a", "1")])).unwrap();
-        let same = with_hash(config_map(&[("a", "1")])).unwrap();
-        assert_eq!(desired.annotations(), same.annotations());
-        assert!(is_current(&desired, Some(&same)).unwrap());
-        assert!(!is_current(&desired, None).unwrap());
+    fn canonical_json_is_the_value_with_sorted_keys() {
+        let value = json!({
+            "z": {"b": [1, {"y": null, "x": -2.5}], "a": "\"é\n"},
+            "Z": true,
+            "": [],
+            "m": {},
+        });
+        let mut written = Vec::new();
+        write_canonical(&mut written, &value).unwrap();
+        assert_eq!(
+            String::from_utf8(written).unwrap(),
+            crate::sort_keys(value).to_string()
+        );
+        assert_eq!(
+            content_hash(&json!({"b": 1, "a": 2})),
+            content_hash(&json!({"a": 2, "b": 1}))
+        );
+    }
 
-        let shrunk = with_hash(config_map(&[])).unwrap();
+    #[test]
+    fn hash_changes_with_content_and_decides_with_values() {
+        let desired = stamp(config_map(&[("a", "1")])).unwrap();
+        let same = with_hash(config_map(&[("a", "1")])).unwrap();
+        assert_eq!(desired.object.annotations(), same.annotations());
+        assert!(desired.is_current(Some(&same)).unwrap());
+        assert!(!desired.is_current(None).unwrap());
+
+        let shrunk = stamp(config_map(&[])).unwrap();
         assert!(
-            !is_current(&shrunk, Some(&desired)).unwrap(),
+            !shrunk.is_current(Some(&desired.object)).unwrap(),
             "a removed field needs an apply"
         );
 
-        let mut edited = desired.clone();
+        let mut edited = desired.object.clone();
         edited.data.as_mut().unwrap().insert("a".into(), "2".into());
         assert!(
-            !is_current(&desired, Some(&edited)).unwrap(),
+            !desired.is_current(Some(&edited)).unwrap(),
             "a hand edit needs an apply"
         );
 
-        let mut defaulted = desired.clone();
+        let mut defaulted = desired.object.clone();
         defaulted
             .data
             .as_mut()
             .unwrap()
             .insert("b".into(), "2".into());
         assert!(
-            is_current(&desired, Some(&defaulted)).unwrap(),
+            desired.is_current(Some(&defaulted)).unwrap(),
             "fields of others need nothing"
         );
     }

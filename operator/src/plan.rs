@@ -570,12 +570,12 @@ fn apply_step<K>(desired: K, live: Option<&K>) -> Result<Step<K>>
 where
     K: Resource + Serialize,
 {
-    let object = apply::with_hash(desired)?;
-    if apply::is_current(&object, live)? {
+    let stamped = apply::stamp(desired)?;
+    if stamped.is_current(live)? {
         return Ok(Step::Leave);
     }
     Ok(Step::Apply(Apply {
-        object,
+        object: stamped.object,
         existed: live.is_some(),
         first: None,
     }))

@@ -16,7 +16,7 @@ use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Controller;
 use kube::runtime::reflector::{self, ObjectRef};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::{Predicate, PredicateConfig, WatchStreamExt, predicates, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -161,7 +161,8 @@ pub fn controller(
                 objects_gone.notify_one();
             }
         })
-        .applied_objects(),
+        .applied_objects()
+        .predicate_filter(reconcile_trigger, PredicateConfig::default()),
     );
     let stores = Stores {
         deployments,
@@ -204,6 +205,19 @@ pub fn controller(
         .watches_stream(node_events, move |_: Node| awaiting_a_node())
         .watches_stream(claims_gone, |claim| claim_owner(&claim));
     (controller, stores)
+}
+
+/// What of an object a reconcile acts on: its spec (by its generation), labels,
+/// annotations, finalizers and deletion. A change of its status alone, mostly the
+/// operator's own status write coming back through the watch, triggers no reconcile.
+fn reconcile_trigger(app: &FlaskMongoApp) -> Option<u64> {
+    let deleting = |app: &FlaskMongoApp| Some(u64::from(app.meta().deletion_timestamp.is_some()));
+    predicates::generation
+        .combine(predicates::labels)
+        .combine(predicates::annotations)
+        .combine(predicates::finalizers)
+        .combine(deleting)
+        .hash_property(app)
 }
 
 /// The scope of the watches.
@@ -359,6 +373,9 @@ fn claim_owner(
 
 #[cfg(test)]
 mod tests {
+    use flaskmongo_crd::{FlaskMongoAppSpec, FlaskMongoAppStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use k8s_openapi::jiff::Timestamp;
     use kube::core::ObjectMeta;
 
     use super::*;
@@ -412,6 +429,35 @@ mod tests {
         handed_over.prune();
         assert!(!owns_replicas(&handed_over));
         assert!(handed_over.managed_fields().is_empty());
+    }
+
+    #[test]
+    fn only_a_change_a_reconcile_acts_on_triggers_one() {
+        let app = crate::children::tests::app("shop", "team-a", FlaskMongoAppSpec::default());
+        let before = reconcile_trigger(&app);
+        let mut reported = app.clone();
+        reported.status = Some(FlaskMongoAppStatus {
+            observed_generation: Some(1),
+            message: "Ready".into(),
+            ..FlaskMongoAppStatus::default()
+        });
+        reported.metadata.resource_version = Some("42".into());
+        assert_eq!(reconcile_trigger(&reported), before, "a status write alone");
+
+        let changed: [fn(&mut FlaskMongoApp); 5] = [
+            |app| app.metadata.generation = Some(2),
+            |app| _ = app.labels_mut().insert("team".into(), "a".into()),
+            |app| _ = app.annotations_mut().insert("note".into(), "x".into()),
+            |app| app.finalizers_mut().push("example.com/hold".into()),
+            |app| {
+                app.metadata.deletion_timestamp = Some(Time(Timestamp::from_second(1).unwrap()));
+            },
+        ];
+        for (index, change) in changed.into_iter().enumerate() {
+            let mut app = app.clone();
+            change(&mut app);
+            assert_ne!(reconcile_trigger(&app), before, "change {index}");
+        }
     }
 
     #[test]
