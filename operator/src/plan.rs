@@ -470,7 +470,8 @@ fn storage(
 /// by [`volume_preparer::choose`]), so that MongoDB is scheduled there and its directory
 /// is handed over there. Written with MongoDB in one pass: the executor writes the volume
 /// first (a claim made before its pre-bound volume waits for the binder's next resync).
-/// Without such a node nothing of MongoDB is written, and the object says why.
+/// Without such a node the plan fails: nothing of the object is written until one is
+/// Ready, and the object says why.
 fn new_volume(instance: &Instance<'_>, snapshot: &Snapshot, volumes: &Volumes) -> Result<Storage> {
     let Some(node) = volume_preparer::choose(&snapshot.preparer_nodes, instance.uid()) else {
         return Err(Error::NoVolumePreparer {

@@ -889,7 +889,8 @@ fn a_new_volume_goes_at_once_to_a_node_with_a_ready_preparer_and_mongodb_with_it
         Step::Leave
     );
 
-    // No Ready preparer anywhere: nothing of MongoDB, and the object says what it waits for.
+    // No Ready preparer anywhere: no plan, so nothing is written, and the object says what
+    // it waits for.
     let instance = Instance::new(&app).unwrap();
     let waiting = Snapshot {
         preparer_nodes: Vec::new(),
