@@ -28,6 +28,8 @@ real_demo() {
   NODE=real hack/local-stack.sh up
   # shellcheck disable=SC1091
   source "$STATE/env"
+  # The stack stays up either way; a failed step says what the cluster looks like.
+  trap 'status=$?; [ $status -eq 0 ] || hack/local-stack.sh status >&2' EXIT
 
   step "Installing the operator in-cluster: kubectl apply -k config/default"
   run kubectl apply --server-side -k config/default

@@ -103,6 +103,7 @@ cleanup() {
   local status=$?
   if [ $status -ne 0 ]; then
     echo "e2e: failed; the stack's logs are in $STATE/logs" >&2
+    hack/local-stack.sh status >&2 || true
     cp -r "$STATE/logs" "$root/target/e2e-logs" 2>/dev/null || true
   fi
   hack/local-stack.sh down

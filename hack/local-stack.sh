@@ -5,7 +5,8 @@
 #
 #   [NODE=real] hack/local-stack.sh up      start it (safe to run again), write .local/env
 #   hack/local-stack.sh down    stop exactly what `up` started and remove its state
-#   hack/local-stack.sh status  say what runs
+#   hack/local-stack.sh status  say what runs; with the API server up, also the nodes'
+#                               pressures and taints, the pods not running, the last warnings
 #   hack/local-stack.sh stop|start COMPONENT   stop or restart one component (fault tests)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -387,6 +388,15 @@ cmd_status() {
   for c in $(components); do
     if alive "$c"; then echo "$c: running (pid $(pid_of "$c"))"; else echo "$c: stopped"; fi
   done
+  alive kube-apiserver || return 0
+  # What a failed wait needs to name its cause: a node's pressure or taint, a pod that is
+  # not running, and the warnings behind them.
+  echo "# nodes: conditions that are not as they should be, taints"
+  kubectl_local get nodes -o go-template='{{range .items}}{{$n := .metadata.name}}{{range .status.conditions}}{{if or (and (eq .type "Ready") (ne .status "True")) (and (ne .type "Ready") (eq .status "True"))}}{{$n}}: {{.type}}={{.status}} ({{.message}}){{"\n"}}{{end}}{{end}}{{range .spec.taints}}{{$n}}: taint {{.key}}:{{.effect}}{{"\n"}}{{end}}{{end}}' || true
+  echo "# pods that are not Running or Succeeded"
+  kubectl_local get pods -A -o wide --field-selector=status.phase!=Running,status.phase!=Succeeded || true
+  echo "# the last warnings"
+  kubectl_local get events -A --field-selector=type=Warning --sort-by=.lastTimestamp 2>/dev/null | tail -n 15 || true
 }
 
 cmd_stop() {

@@ -186,10 +186,13 @@ clusterDNS: [$NODE_IP]
 clusterDomain: cluster.local
 resolvConf: $dir/resolv.conf
 podLogsDir: $dir/pod-logs
-# Images cannot be pulled again here: never collect them, never evict for disk.
+# Images cannot be pulled again here: never collect them, never evict for disk. The node
+# shares this machine's disk, whose free space a build can take down to a few percent; a
+# disk threshold ("1%" of 252 GB is 2.5 GB) would taint the node with disk-pressure and
+# leave every new pod Pending. "0%" switches a threshold off.
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
-evictionHard: {memory.available: "1Mi", nodefs.available: "1%", imagefs.available: "1%", nodefs.inodesFree: "1%"}
+evictionHard: {memory.available: "1Mi", nodefs.available: "0%", imagefs.available: "0%", nodefs.inodesFree: "0%", imagefs.inodesFree: "0%"}
 serializeImagePulls: false
 maxPods: 110
 EOF

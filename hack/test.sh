@@ -6,6 +6,8 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
+# One build, not an edit loop: incremental state would only take disk (2.6 GB).
+export CARGO_INCREMENTAL=0
 step() { printf '\n== %s\n' "$*"; }
 
 step "cargo fmt --check"
