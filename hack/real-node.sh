@@ -188,7 +188,7 @@ resolvConf: $dir/resolv.conf
 podLogsDir: $dir/pod-logs
 # Images cannot be pulled again here: never collect them, never evict for disk. The node
 # shares this machine's disk, whose free space a build can take down to a few percent; a
-# disk threshold ("1%" of 252 GB is 2.5 GB) would taint the node with disk-pressure and
+# disk threshold ("1%" of a 250 GB disk is 2.5 GB) would taint the node with disk-pressure and
 # leave every new pod Pending. "0%" switches a threshold off.
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
