@@ -9,17 +9,15 @@ use std::time::{Duration, Instant};
 
 use flaskmongo_crd::FlaskMongoApp;
 use futures::{FutureExt, StreamExt};
-use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::controller::{Action, Config as ControllerConfig};
 use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::{Api, Client, Resource, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
 use tokio::sync::Notify;
 
-use crate::apply;
-use crate::children::{Instance, secret, volume_preparer};
+use crate::children::{Instance, secret};
 use crate::error::{Error, Result};
 use crate::events::{self, Changes};
 use crate::execute::{self, Applied, Cleanup};
@@ -28,6 +26,7 @@ use crate::metrics::Metrics;
 use crate::observe::{self, UNSEEN_AT_MOST, Unseen};
 use crate::orphans;
 use crate::plan::{self, Plan, Step};
+use crate::preparer_keeper;
 use crate::status::{self, Failure, Write};
 use crate::watches::{self, Stores};
 
@@ -196,10 +195,7 @@ pub async fn run(
         settings.volumes.preparation_namespace.clone(),
         orphans_wake,
     );
-    tokio::spawn(install_volume_preparer(
-        client.clone(),
-        settings.volumes.clone(),
-    ));
+    let keeper = preparer_keeper::keep(client.clone(), settings.volumes.clone());
     let ready_stores = stores.clone();
     tokio::spawn(async move {
         ready_stores.wait_until_ready().await;
@@ -252,28 +248,7 @@ pub async fn run(
         () = reconciles => {}
         () = stop_unfilled => {}
         () = orphans => {}
-    }
-}
-
-/// Applies the volume preparer's DaemonSet as `volumes` says, trying again after a
-/// failure (1 s, 2 s, 4 s … up to 5 minutes) until it is in place. Until its pods are
-/// Ready, new objects say that they wait for it.
-async fn install_volume_preparer(client: Client, volumes: crate::Volumes) {
-    let api = Api::<DaemonSet>::namespaced(client, &volumes.preparation_namespace);
-    let desired = volume_preparer::build(&volumes);
-    for attempt in 1.. {
-        match apply::apply(&api, &desired).await {
-            Ok(_) => {
-                let namespace = &volumes.preparation_namespace;
-                tracing::info!(%namespace, name = volume_preparer::NAME, "volume preparer applied");
-                return;
-            }
-            Err(error) => {
-                let delay = backoff_delay(attempt);
-                tracing::warn!(%error, ?delay, "cannot apply the volume preparer; trying again");
-                tokio::time::sleep(delay).await;
-            }
-        }
+        () = keeper => {}
     }
 }
 

@@ -18,6 +18,7 @@ pub mod observe;
 pub mod orphans;
 pub mod plan;
 pub mod prepare;
+pub mod preparer_keeper;
 pub mod server;
 pub mod status;
 pub mod telemetry;

@@ -12,10 +12,11 @@ use common::InProcess;
 use flaskmongo_crd::FlaskMongoApp;
 use flaskmongo_operator::children::{self, Instance};
 use flaskmongo_operator::{Config, LeaseConfig};
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolume, Pod, PodTemplateSpec, Volume};
-use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::config::{AuthInfo, KubeConfigOptions, Kubeconfig};
+use serde_json::json;
 
 const SERVICE_ACCOUNT: &str = "system:serviceaccount:flaskmongo-system:flaskmongo-operator";
 
@@ -202,6 +203,7 @@ async fn operator_reconciles_the_sample_with_only_its_own_permissions() {
         ("delete", "pods", true),
         ("get", "pods", false),
         ("patch", "daemonsets.apps", true),
+        ("watch", "daemonsets.apps", true),
         ("delete", "daemonsets.apps", false),
     ] {
         assert_eq!(
@@ -214,6 +216,8 @@ async fn operator_reconciles_the_sample_with_only_its_own_permissions() {
             "{verb} {resource} in a user's namespace"
         );
     }
+
+    the_volume_preparer_is_put_back_when_deleted_or_changed(&admin).await;
 
     // Under the Delete policy, deleting the object removes the claim, the volume and the
     // Secret too: the role must allow that clean-up (and setting the finalizer first).
@@ -236,6 +240,71 @@ async fn operator_reconciles_the_sample_with_only_its_own_permissions() {
 
     operator.stop_within(Duration::from_secs(15)).await;
     namespace.delete().await;
+}
+
+/// With only its own rights, the operator puts its volume preparer back when someone
+/// deletes it or changes what it runs, and its pods come back Ready.
+async fn the_volume_preparer_is_put_back_when_deleted_or_changed(admin: &kube::Client) {
+    let daemon_sets = Api::<DaemonSet>::namespaced(
+        admin.clone(),
+        flaskmongo_operator::DEFAULT_PREPARATION_NAMESPACE,
+    );
+    let name = children::volume_preparer::NAME;
+    let first = daemon_sets
+        .get(name)
+        .await
+        .expect("the operator applied its volume preparer");
+    daemon_sets
+        .delete(name, &DeleteParams::default())
+        .await
+        .expect("delete the volume preparer");
+    let second = common::wait_for(
+        "the volume preparer back after its deletion",
+        Duration::from_secs(30),
+        || async {
+            let back = daemon_sets.get_opt(name).await.ok()??;
+            (back.metadata.uid != first.metadata.uid).then_some(back)
+        },
+    )
+    .await;
+
+    let image = |daemon_set: &DaemonSet| {
+        let pod = daemon_set.spec.template.spec.as_ref()?;
+        pod.containers.first().and_then(|c| c.image.clone())
+    };
+    let container = &second.spec.template.spec.as_ref().unwrap().containers[0];
+    let patch = json!({ "spec": { "template": { "spec": { "containers": [
+        { "name": container.name, "image": "registry.invalid/other:1" }
+    ] } } } });
+    daemon_sets
+        .patch(name, &PatchParams::default(), &Patch::Strategic(patch))
+        .await
+        .expect("change the volume preparer's image");
+    common::wait_for(
+        "the volume preparer's image put back",
+        Duration::from_secs(30),
+        || async {
+            let now = daemon_sets.get(name).await.ok()?;
+            (image(&now) == image(&first)).then_some(())
+        },
+    )
+    .await;
+
+    // The tests after this one create volumes: they need its pods Ready again.
+    common::wait_for(
+        "the volume preparer's pods Ready on every node",
+        Duration::from_secs(60),
+        || async {
+            let now = daemon_sets.get(name).await.ok()?;
+            let status = now.status?;
+            let settled = status.observed_generation == now.metadata.generation
+                && status.updated_number_scheduled == Some(status.desired_number_scheduled)
+                && status.number_ready == status.desired_number_scheduled
+                && status.desired_number_scheduled > 0;
+            settled.then_some(())
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
