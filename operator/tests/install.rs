@@ -276,10 +276,16 @@ async fn the_volume_preparer_is_put_back_when_deleted_or_changed(admin: &kube::C
     let patch = json!({ "spec": { "template": { "spec": { "containers": [
         { "name": container.name, "image": "registry.invalid/other:1" }
     ] } } } });
-    daemon_sets
+    let changed = daemon_sets
         .patch(name, &PatchParams::default(), &Patch::Strategic(patch))
         .await
         .expect("change the volume preparer's image");
+    // Otherwise the wait below would pass with nothing put back.
+    assert_ne!(
+        image(&changed),
+        image(&first),
+        "the patch changed the image"
+    );
     common::wait_for(
         "the volume preparer's image put back",
         Duration::from_secs(30),
