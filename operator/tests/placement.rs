@@ -94,9 +94,11 @@ async fn preparer_nodes(client: &Client) -> Vec<String> {
     .await
 }
 
-/// Marks `node` unschedulable (`kubectl cordon`) or schedulable again.
+/// Marks `node` unschedulable (`kubectl cordon`) or schedulable again, and waits until the
+/// API server's watch cache shows the node taking new pods or not.
 async fn cordon(client: &Client, node: &str, unschedulable: bool) {
-    Api::<Node>::all(client.clone())
+    let nodes = Api::<Node>::all(client.clone());
+    nodes
         .patch(
             node,
             &PatchParams::default(),
@@ -104,6 +106,25 @@ async fn cordon(client: &Client, node: &str, unschedulable: bool) {
         )
         .await
         .unwrap_or_else(|e| panic!("cannot set {node} unschedulable={unschedulable}: {e}"));
+    // Uncordoned, a node still has the taint the node lifecycle controller gave it until
+    // that controller takes it off. And the operator's node watch is fed from the watch
+    // cache, which may lag behind the patch's answer; a list at any version is answered
+    // from that cache.
+    let from_the_cache = ListParams::default()
+        .match_any()
+        .fields(&format!("metadata.name={node}"));
+    wait_for(
+        &format!(
+            "{node} unschedulable={unschedulable} and its taints to follow, in the watch cache"
+        ),
+        Duration::from_secs(30),
+        || async {
+            let listed = nodes.list(&from_the_cache).await.ok()?;
+            let takes_new_pods = volume_preparer::takes_new_pods(listed.items.first()?);
+            (takes_new_pods != unschedulable).then_some(())
+        },
+    )
+    .await;
 }
 
 /// The node the volume of `app` is bound to, once it exists.

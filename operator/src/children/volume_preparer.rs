@@ -95,7 +95,7 @@ pub fn ready_nodes<'a>(pods: impl IntoIterator<Item = &'a Pod>, nodes: &[Node]) 
 }
 
 /// Whether the scheduler would place a pod without tolerations on `node`.
-fn takes_new_pods(node: &Node) -> bool {
+pub fn takes_new_pods(node: &Node) -> bool {
     let Some(spec) = &node.spec else {
         return true;
     };
