@@ -176,8 +176,17 @@ pub fn controller(
         volume_preparers,
         nodes,
     };
-    // A change of the preparers or of the nodes may let an object awaiting a new volume
-    // have one now.
+    // A preparer pod that comes to serve its node, or a node that comes to take new pods,
+    // may let an object awaiting a new volume have one now. Their other changes (a node's
+    // heartbeats, mostly) concern no object.
+    let volume_preparer_events = volume_preparer_events.predicate_filter(
+        |pod: &Pod| Some(u64::from(volume_preparer::serves(pod))),
+        PredicateConfig::default(),
+    );
+    let node_events = node_events.predicate_filter(
+        |node: &Node| Some(u64::from(volume_preparer::takes_new_pods(node))),
+        PredicateConfig::default(),
+    );
     let (all_apps, caches) = (apps.clone(), stores.clone());
     let awaiting_a_node = move || {
         all_apps

@@ -81,7 +81,7 @@ pub fn build(volumes: &Volumes) -> DaemonSet {
 pub fn ready_nodes<'a>(pods: impl IntoIterator<Item = &'a Pod>, nodes: &[Node]) -> Vec<String> {
     let mut ready: Vec<String> = pods
         .into_iter()
-        .filter(|pod| pod.metadata.deletion_timestamp.is_none() && is_ready(pod))
+        .filter(|pod| serves(pod))
         .filter_map(|pod| pod.spec.as_ref()?.node_name.clone())
         .filter(|name| {
             nodes
@@ -107,15 +107,18 @@ pub fn takes_new_pods(node: &Node) -> bool {
             .all(|taint| taint.effect != "NoSchedule" && taint.effect != "NoExecute")
 }
 
-fn is_ready(pod: &Pod) -> bool {
-    pod.status
+/// Whether the preparer's `pod` serves its node: Ready, and not being deleted.
+pub fn serves(pod: &Pod) -> bool {
+    let ready = pod
+        .status
         .as_ref()
         .and_then(|status| status.conditions.as_ref())
         .is_some_and(|conditions| {
             conditions
                 .iter()
                 .any(|c| c.type_ == "Ready" && c.status == "True")
-        })
+        });
+    ready && pod.metadata.deletion_timestamp.is_none()
 }
 
 /// The node of `nodes` a new volume of the object with `uid` goes to: the one whose hash
