@@ -143,7 +143,7 @@ impl Watched {
 }
 
 /// Which DaemonSet, and which version of its spec.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 struct Version {
     /// Its uid: another one once it was deleted and made again.
     uid: String,
