@@ -39,13 +39,21 @@ struct Objects<K: Resource<DynamicType = ()>> {
     /// The last [`WINDOW`] bytes of the JSON of the first object stored; empty until then.
     /// It stays when that object goes, since the others are packed against it.
     dictionary: Box<[u8]>,
-    by_key: HashMap<ObjectRef<K>, Packed<K>>,
+    by_key: HashMap<ObjectRef<K>, Stored<K>>,
+}
+
+/// An object as a cache keeps it, and the hash of what of it concerns its owner (see
+/// [`Writer::triggered_by`]).
+struct Stored<K> {
+    packed: Packed<K>,
+    trigger: Option<u64>,
 }
 
 impl<K: Resource<DynamicType = ()> + DeserializeOwned> Objects<K> {
     /// `stored`, the object named by `key`, parsed.
-    fn unpack(&self, key: &ObjectRef<K>, stored: &Packed<K>) -> Result<K> {
+    fn unpack(&self, key: &ObjectRef<K>, stored: &Stored<K>) -> Result<K> {
         stored
+            .packed
             .unpack_against(&self.dictionary)
             .map_err(|source| Error::Cached {
                 what: key.to_string(),
@@ -175,6 +183,8 @@ pub struct Writer<K: Resource<DynamicType = ()>> {
     /// object is dropped.
     listed: Option<HashSet<ObjectRef<K>>>,
     ready: watch::Sender<bool>,
+    /// What of an object concerns its owner, hashed; `None` when every change does.
+    trigger: fn(&K) -> Option<u64>,
 }
 
 /// An empty cache and the writer that fills it.
@@ -190,6 +200,7 @@ pub fn cache<K: Resource<DynamicType = ()>>() -> (Cache<K>, Writer<K>) {
             objects,
             listed: None,
             ready: ready_sender,
+            trigger: |_| None,
         },
     )
 }
@@ -253,6 +264,12 @@ impl<K> Writer<K>
 where
     K: Resource<DynamicType = ()> + Serialize + DeserializeOwned,
 {
+    /// A writer whose changes of an object touch it only when `trigger` of it changes;
+    /// an object listed, added or deleted always touches it.
+    pub fn triggered_by(self, trigger: fn(&K) -> Option<u64>) -> Self {
+        Self { trigger, ..self }
+    }
+
     /// Brings the cache up to date with one watch event; returns the objects it touched:
     /// the one the event names or, at the end of a list, those the list no longer has (gone
     /// while the watch was down), whose owners must be reconciled as well.
@@ -268,7 +285,7 @@ where
                 self.listed
                     .get_or_insert_with(HashSet::new)
                     .insert(key(&object));
-                store(objects, &object);
+                store(objects, &object, (self.trigger)(&object));
                 vec![object]
             }
             watcher::Event::InitDone => {
@@ -284,6 +301,7 @@ where
                     .filter_map(|key| objects.by_key.remove(key).map(|stored| (key, stored)))
                     .filter_map(|(key, stored)| {
                         stored
+                            .packed
                             .unpack_against(&objects.dictionary)
                             .inspect_err(|error| {
                                 tracing::warn!(object = %key, %error, "cannot read a removed object");
@@ -293,8 +311,18 @@ where
                     .collect()
             }
             watcher::Event::Apply(object) => {
-                store(objects, &object);
-                vec![object]
+                let trigger = (self.trigger)(&object);
+                let unconcerned = trigger.is_some()
+                    && objects
+                        .by_key
+                        .get(&key(&object))
+                        .is_some_and(|stored| stored.trigger == trigger);
+                store(objects, &object, trigger);
+                if unconcerned {
+                    Vec::new()
+                } else {
+                    vec![object]
+                }
             }
             watcher::Event::Delete(object) => {
                 objects.by_key.remove(&key(&object));
@@ -304,10 +332,15 @@ where
     }
 }
 
-/// Stores `object` as its compressed JSON; the first object stored becomes the dictionary.
+/// Stores `object` as its compressed JSON, with its `trigger`; the first object stored
+/// becomes the dictionary.
 /// Should that ever fail, the object is left out, so the operator sees it as missing and
 /// applies it again: a wasted write, never a wrong one.
-fn store<K: Resource<DynamicType = ()> + Serialize>(objects: &mut Objects<K>, object: &K) {
+fn store<K: Resource<DynamicType = ()> + Serialize>(
+    objects: &mut Objects<K>,
+    object: &K,
+    trigger: Option<u64>,
+) {
     let key = key(object);
     if objects.dictionary.is_empty()
         && let Ok(json) = serde_json::to_vec(object)
@@ -315,8 +348,8 @@ fn store<K: Resource<DynamicType = ()> + Serialize>(objects: &mut Objects<K>, ob
         objects.dictionary = json[json.len().saturating_sub(WINDOW)..].into();
     }
     match Packed::pack_against(object, &objects.dictionary) {
-        Ok(stored) => {
-            objects.by_key.insert(key, stored);
+        Ok(packed) => {
+            objects.by_key.insert(key, Stored { packed, trigger });
         }
         Err(error) => {
             tracing::warn!(object = %key, %error, "cannot cache; treating it as missing");
@@ -360,6 +393,7 @@ mod tests {
 
     fn stored_bytes<K: Resource<DynamicType = ()>>(cache: &Cache<K>, object: &K) -> usize {
         cache.objects.read().unwrap().by_key[&key(object)]
+            .packed
             .bytes
             .len()
     }
@@ -446,6 +480,37 @@ mod tests {
         assert!(!cache.contains(&named("b")));
         assert_eq!(cache.get(&named("b")).unwrap(), None);
         assert!(!cache.contains(&ObjectRef::new("a").within("elsewhere")));
+    }
+
+    #[test]
+    fn a_change_outside_the_trigger_is_stored_and_touches_nothing_and_a_deletion_always_does() {
+        fn labels_counted(service: &Service) -> Option<u64> {
+            Some(service.metadata.labels.iter().flatten().count() as u64)
+        }
+        let (cache, writer) = cache::<Service>();
+        let mut writer = writer.triggered_by(labels_counted);
+        let touched = writer.apply(watcher::Event::Apply(service("a", "10.0.0.1")));
+        assert_eq!(touched, [service("a", "10.0.0.1")], "added");
+        let touched = writer.apply(watcher::Event::Apply(service("a", "10.0.0.2")));
+        assert_eq!(touched, [], "its cluster IP alone changed");
+        assert_eq!(
+            cache.get(&named("a")).unwrap(),
+            Some(service("a", "10.0.0.2"))
+        );
+        let mut labelled = service("a", "10.0.0.2");
+        labelled.metadata.labels = Some([("k".to_owned(), "v".to_owned())].into());
+        let touched = writer.apply(watcher::Event::Apply(labelled.clone()));
+        assert_eq!(touched, [labelled.clone()], "a label added");
+        let touched = writer.apply(watcher::Event::Delete(labelled.clone()));
+        assert_eq!(touched, [labelled], "deleted");
+        writer.apply(watcher::Event::Apply(service("b", "10.0.0.3")));
+        writer.apply(watcher::Event::Init);
+        let touched = writer.apply(watcher::Event::InitApply(service("b", "10.0.0.3")));
+        assert_eq!(
+            touched,
+            [service("b", "10.0.0.3")],
+            "listed again, unchanged"
+        );
     }
 
     #[test]

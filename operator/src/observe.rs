@@ -19,7 +19,7 @@ use crate::cache::Packed;
 use crate::children::{Instance, volume_preparation, volume_preparer};
 use crate::error::Result;
 use crate::execute::Applied;
-use crate::watches::{Pruned, Stores};
+use crate::watches::{Cached, Stores};
 
 /// What the caches hold of one object's children. Default: nothing exists.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -325,7 +325,7 @@ fn fill<K: Clone>(held: &mut Option<K>, other: &mut Option<K>) {
 }
 
 /// `object` as the caches keep it.
-fn as_cached<K: Pruned + Clone>(object: &K) -> K {
+fn as_cached<K: Cached + Clone>(object: &K) -> K {
     let mut object = object.clone();
     object.prune();
     object

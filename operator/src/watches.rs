@@ -3,6 +3,7 @@
 //! metadata only. Secrets are not watched: the operator may not read them.
 
 use std::fmt::Debug;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 
 use flaskmongo_crd::FlaskMongoApp;
@@ -13,7 +14,7 @@ use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, 
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
 use kube::api::Api;
-use kube::core::PartialObjectMeta;
+use kube::core::{ObjectMeta, PartialObjectMeta};
 use kube::runtime::controller::Controller;
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{Predicate, PredicateConfig, WatchStreamExt, predicates, watcher};
@@ -250,7 +251,7 @@ fn cached<K>(
     impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
 )
 where
-    K: Pruned
+    K: Cached
         + Resource<DynamicType = ()>
         + Clone
         + Serialize
@@ -260,7 +261,8 @@ where
         + Sync
         + 'static,
 {
-    let (cache, mut writer) = cache::cache();
+    let (cache, writer) = cache::cache();
+    let mut writer = writer.triggered_by(K::trigger);
     let stream = relisting_watcher(api, config)
         .default_backoff()
         .modify(K::prune)
@@ -269,24 +271,68 @@ where
     (cache, without_errors(stream))
 }
 
-/// What the caches keep of an object of each kind. The managed fields are most of an
-/// object's size and unread, but for what [`owns_replicas`] reads of a Deployment.
-pub trait Pruned: Resource + Sized {
+/// What the caches keep of an object of each kind, and which of its changes start a
+/// reconcile of its owner. The managed fields are most of an object's size and unread, but
+/// for what [`owns_replicas`] reads of a Deployment.
+pub trait Cached: Resource + Sized {
     /// Drops what the cache does not keep.
     fn prune(&mut self) {
         self.managed_fields_mut().clear();
     }
+
+    /// What of the object its owner's reconcile reads, hashed: a change that leaves it
+    /// alone (a status field nothing reads, a heartbeat) starts no reconcile. `None`: every
+    /// change does.
+    fn trigger(&self) -> Option<u64> {
+        None
+    }
 }
 
-impl Pruned for FlaskMongoApp {}
-impl Pruned for Service {}
-impl Pruned for HorizontalPodAutoscaler {}
-impl Pruned for StatefulSet {}
-impl Pruned for NetworkPolicy {}
-impl Pruned for PersistentVolume {}
-impl Pruned for Pod {}
+impl Cached for FlaskMongoApp {}
+impl Cached for Service {}
+impl Cached for Pod {}
 
-impl Pruned for Node {
+impl Cached for HorizontalPodAutoscaler {
+    /// Its spec (by its generation) and metadata; its status is not read.
+    fn trigger(&self) -> Option<u64> {
+        Some(metadata_hash(self.meta()).finish())
+    }
+}
+
+impl Cached for NetworkPolicy {
+    /// Its spec (by its generation) and metadata.
+    fn trigger(&self) -> Option<u64> {
+        Some(metadata_hash(self.meta()).finish())
+    }
+}
+
+impl Cached for StatefulSet {
+    /// Its spec (by its generation), metadata, and the status fields MongoDB's readiness
+    /// and its stop are read from.
+    fn trigger(&self) -> Option<u64> {
+        let mut hash = metadata_hash(self.meta());
+        if let Some(status) = &self.status {
+            status.observed_generation.hash(&mut hash);
+            status.replicas.hash(&mut hash);
+            status.ready_replicas.hash(&mut hash);
+            status.current_revision.hash(&mut hash);
+            status.update_revision.hash(&mut hash);
+        }
+        Some(hash.finish())
+    }
+}
+
+impl Cached for PersistentVolume {
+    /// Its spec and metadata; its phase is not read. A volume has no generation, so its
+    /// spec is hashed as JSON.
+    fn trigger(&self) -> Option<u64> {
+        let mut hash = metadata_hash(self.meta());
+        serde_json::to_vec(&self.spec).ok()?.hash(&mut hash);
+        Some(hash.finish())
+    }
+}
+
+impl Cached for Node {
     /// Of a node only its name and spec are read; its status (images, addresses,
     /// conditions) is most of its size.
     fn prune(&mut self) {
@@ -294,9 +340,23 @@ impl Pruned for Node {
         self.status = None;
     }
 }
-impl Pruned for PartialObjectMeta<PersistentVolumeClaim> {}
+impl Cached for PartialObjectMeta<PersistentVolumeClaim> {}
 
-impl Pruned for Deployment {
+impl Cached for Deployment {
+    /// Its spec (by its generation), metadata, who owns its replicas, and the status fields
+    /// the web tier's progress is read from.
+    fn trigger(&self) -> Option<u64> {
+        let mut hash = metadata_hash(self.meta());
+        owns_replicas(self).hash(&mut hash);
+        if let Some(status) = &self.status {
+            status.observed_generation.hash(&mut hash);
+            status.replicas.hash(&mut hash);
+            status.updated_replicas.hash(&mut hash);
+            status.ready_replicas.hash(&mut hash);
+        }
+        Some(hash.finish())
+    }
+
     /// Keeps of the managed fields only whether the operator's own applies own
     /// `spec.replicas`.
     fn prune(&mut self) {
@@ -312,6 +372,21 @@ impl Pruned for Deployment {
             });
         }
     }
+}
+
+/// A hasher fed with what a reconcile reads of any child's metadata: its generation (which
+/// every change of its spec raises, for the kinds that have one), labels, annotations,
+/// owners and whether it is being deleted.
+fn metadata_hash(meta: &ObjectMeta) -> DefaultHasher {
+    let mut hash = DefaultHasher::new();
+    meta.generation.hash(&mut hash);
+    meta.labels.hash(&mut hash);
+    meta.annotations.hash(&mut hash);
+    for owner in meta.owner_references.iter().flatten() {
+        (&owner.uid, owner.controller).hash(&mut hash);
+    }
+    meta.deletion_timestamp.is_some().hash(&mut hash);
+    hash
 }
 
 /// The objects of a watch stream that backs off on its own, its errors logged and dropped.
@@ -385,7 +460,6 @@ mod tests {
     use flaskmongo_crd::{FlaskMongoAppSpec, FlaskMongoAppStatus};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use k8s_openapi::jiff::Timestamp;
-    use kube::core::ObjectMeta;
 
     use super::*;
     use crate::plan::REPLICAS_HANDOFF_MANAGER;
@@ -467,6 +541,81 @@ mod tests {
             change(&mut app);
             assert_ne!(reconcile_trigger(&app), before, "change {index}");
         }
+    }
+
+    /// Whether `change` made to `object` changes its trigger.
+    fn triggers<K: Cached + Clone>(object: &K, change: impl FnOnce(&mut K)) -> bool {
+        let mut changed = object.clone();
+        change(&mut changed);
+        changed.trigger() != object.trigger()
+    }
+
+    #[test]
+    fn a_child_starts_its_owners_reconcile_only_with_a_change_the_reconcile_reads() {
+        let app = crate::children::tests::app("shop", "team-a", Default::default());
+        let instance = Instance::new(&app).unwrap();
+        let children = crate::children::desired(&instance, &crate::Volumes::default());
+        let deployment = Deployment {
+            status: Some(Default::default()),
+            ..children.deployment
+        };
+        fn web(d: &mut Deployment) -> &mut k8s_openapi::api::apps::v1::DeploymentStatus {
+            d.status.as_mut().unwrap()
+        }
+        assert!(!triggers(&deployment, |d| web(d).available_replicas = Some(2)));
+        assert!(!triggers(&deployment, |d| {
+            web(d).conditions = Some(vec![Default::default()]);
+        }));
+        assert!(triggers(&deployment, |d| web(d).ready_replicas = Some(1)));
+        assert!(triggers(&deployment, |d| web(d).updated_replicas = Some(1)));
+        assert!(triggers(&deployment, |d| web(d).observed_generation = Some(2)));
+        assert!(triggers(&deployment, |d| d.metadata.generation = Some(2)));
+        assert!(triggers(&deployment, |d| {
+            d.labels_mut().insert("k".to_owned(), "v".to_owned());
+        }));
+        assert!(triggers(&deployment, |d| {
+            d.annotations_mut().clear();
+        }));
+        assert!(triggers(&deployment, |d| d.metadata.owner_references = None));
+        assert!(triggers(&deployment, |d| {
+            d.metadata.deletion_timestamp = Some(Time(Timestamp::UNIX_EPOCH));
+        }));
+
+        let statefulset = StatefulSet {
+            status: Some(Default::default()),
+            ..children.statefulset
+        };
+        fn mongo(s: &mut StatefulSet) -> &mut k8s_openapi::api::apps::v1::StatefulSetStatus {
+            s.status.as_mut().unwrap()
+        }
+        assert!(!triggers(&statefulset, |s| mongo(s).available_replicas = Some(1)));
+        assert!(triggers(&statefulset, |s| mongo(s).ready_replicas = Some(1)));
+        assert!(triggers(&statefulset, |s| mongo(s).replicas = 1));
+        assert!(triggers(&statefulset, |s| {
+            mongo(s).update_revision = Some("mongo-2".to_owned());
+        }));
+
+        let hpa = children.hpa.unwrap();
+        assert!(!triggers(&hpa, |h| h.status = Some(Default::default())));
+        assert!(triggers(&hpa, |h| h.metadata.generation = Some(2)));
+
+        let volume = PersistentVolume {
+            metadata: ObjectMeta {
+                name: Some("team-a.shop.mongo".to_owned()),
+                ..ObjectMeta::default()
+            },
+            spec: Some(Default::default()),
+            ..PersistentVolume::default()
+        };
+        assert!(!triggers(&volume, |v| {
+            v.status = Some(k8s_openapi::api::core::v1::PersistentVolumeStatus {
+                phase: Some("Bound".to_owned()),
+                ..Default::default()
+            });
+        }));
+        assert!(triggers(&volume, |v| {
+            v.spec.as_mut().unwrap().claim_ref = Some(Default::default());
+        }));
     }
 
     #[test]
