@@ -177,15 +177,12 @@ pub fn controller(
         volume_preparers,
         nodes,
     };
-    // A preparer pod that comes to serve its node, or a node that comes to take new pods,
-    // may let an object awaiting a new volume have one now. Their other changes (a node's
-    // heartbeats, mostly) concern no object.
+    // A preparer pod that comes to serve its node, or a node that comes to take new pods
+    // (`Node`'s trigger), may let an object awaiting a new volume have one now. The pods'
+    // kind triggers on every change, as the preparation pods' progress is read, so the
+    // preparers' other changes are filtered here.
     let volume_preparer_events = volume_preparer_events.predicate_filter(
         |pod: &Pod| Some(u64::from(volume_preparer::serves(pod))),
-        PredicateConfig::default(),
-    );
-    let node_events = node_events.predicate_filter(
-        |node: &Node| Some(u64::from(volume_preparer::takes_new_pods(node))),
         PredicateConfig::default(),
     );
     let (all_apps, caches) = (apps.clone(), stores.clone());
@@ -338,6 +335,12 @@ impl Cached for Node {
     fn prune(&mut self) {
         self.managed_fields_mut().clear();
         self.status = None;
+    }
+
+    /// Whether it takes new pods, all a new volume's placement reads of it: its other
+    /// changes (heartbeats, mostly) concern no object.
+    fn trigger(&self) -> Option<u64> {
+        Some(u64::from(volume_preparer::takes_new_pods(self)))
     }
 }
 impl Cached for PartialObjectMeta<PersistentVolumeClaim> {}
@@ -615,6 +618,14 @@ mod tests {
         }));
         assert!(triggers(&volume, |v| {
             v.spec.as_mut().unwrap().claim_ref = Some(Default::default());
+        }));
+
+        let node = Node::default();
+        assert!(!triggers(&node, |n| {
+            n.labels_mut().insert("k".to_owned(), "v".to_owned());
+        }));
+        assert!(triggers(&node, |n| {
+            n.spec.get_or_insert_default().unschedulable = Some(true);
         }));
     }
 
