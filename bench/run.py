@@ -207,12 +207,19 @@ class Bench:
         after = usage(proc.pid, self.settings.usage)
         database_cpu = self.database_cpu_seconds() - database_before
         cpu = after["cpu_seconds"] - before["cpu_seconds"]
+        system_cpu = after["system_cpu_seconds"] - before["system_cpu_seconds"]
         requests = result["requests"]
+
+        def per_request(seconds):
+            return seconds * 1000 / requests if requests else None
+
         return {
             **result,
             "rps": requests / result["seconds"] if result["seconds"] else 0.0,
-            "cpu_ms_per_request": cpu * 1000 / requests if requests else None,
-            "database_cpu_ms_per_request": database_cpu * 1000 / requests if requests else None,
+            "cpu_ms_per_request": per_request(cpu),
+            "user_cpu_ms_per_request": per_request(cpu - system_cpu),
+            "system_cpu_ms_per_request": per_request(system_cpu),
+            "database_cpu_ms_per_request": per_request(database_cpu),
             "idle_rss_mb": before["rss_bytes"] / 1e6,
             "peak_rss_mb": after["peak_rss_bytes"] / 1e6,
         }

@@ -566,6 +566,7 @@ mod tests {
                 rss_bytes: 0,
                 peak_rss_bytes: 0,
                 cpu_seconds: 0.0,
+                system_cpu_seconds: 0.0,
             },
             reconciles: 0.0,
             requests: Requests::new(),

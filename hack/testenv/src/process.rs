@@ -25,6 +25,9 @@ pub struct Usage {
     pub peak_rss_bytes: u64,
     /// User plus system CPU time, in seconds.
     pub cpu_seconds: f64,
+    /// The system part of `cpu_seconds`: time the kernel spent on the process's behalf (its
+    /// system calls: sockets, waits, wake-ups).
+    pub system_cpu_seconds: f64,
 }
 
 impl OperatorProcess {
@@ -172,6 +175,7 @@ pub fn usage(pid: u32) -> std::io::Result<Usage> {
         rss_bytes: 0,
         peak_rss_bytes: 0,
         cpu_seconds: 0.0,
+        system_cpu_seconds: 0.0,
     };
     let ticks_per_second = clock_ticks_per_second();
     for (index, member) in process_tree(pid)?.into_iter().enumerate() {
@@ -195,6 +199,7 @@ pub fn usage(pid: u32) -> std::io::Result<Usage> {
         let ticks =
             |index: usize| -> u64 { fields.get(index).and_then(|f| f.parse().ok()).unwrap_or(0) };
         total.cpu_seconds += (ticks(11) + ticks(12)) as f64 / ticks_per_second;
+        total.system_cpu_seconds += ticks(12) as f64 / ticks_per_second;
     }
     Ok(total)
 }
@@ -318,7 +323,8 @@ mod tests {
         let usage = usage(std::process::id()).expect("/proc of this process");
         assert!(usage.rss_bytes > 0, "{usage:?}");
         assert!(usage.peak_rss_bytes >= usage.rss_bytes, "{usage:?}");
-        assert!(usage.cpu_seconds >= 0.0, "{usage:?}");
+        assert!(usage.cpu_seconds >= usage.system_cpu_seconds, "{usage:?}");
+        assert!(usage.system_cpu_seconds >= 0.0, "{usage:?}");
     }
 
     #[test]
