@@ -1,6 +1,6 @@
 //! `process-usage PID`: the memory and CPU time of a process and its descendants as one line
-//! of JSON (`rss_bytes`, `peak_rss_bytes`, `cpu_seconds`, `system_cpu_seconds`), so the benchmark scripts read
-//! `/proc` the way the Rust tests and benchmarks do.
+//! of JSON (`rss_bytes`, `peak_rss_bytes`, `cpu_seconds`, `system_cpu_seconds`), so the
+//! benchmark scripts read `/proc` the way the Rust tests and benchmarks do.
 
 use std::process::ExitCode;
 
@@ -12,7 +12,10 @@ fn main() -> ExitCode {
     match testenv::process::usage(pid) {
         Ok(usage) => {
             println!(
-                r#"{{"rss_bytes": {}, "peak_rss_bytes": {}, "cpu_seconds": {}, "system_cpu_seconds": {}}}"#,
+                concat!(
+                    r#"{{"rss_bytes": {}, "peak_rss_bytes": {}, "cpu_seconds": {}, "#,
+                    r#""system_cpu_seconds": {}}}"#
+                ),
                 usage.rss_bytes, usage.peak_rss_bytes, usage.cpu_seconds, usage.system_cpu_seconds
             );
             ExitCode::SUCCESS
