@@ -38,8 +38,8 @@ METRICS = {
     "p50_ms": ("p50 ms", "ms", "lower"),
     "p99_ms": ("p99 ms", "ms", "lower"),
     "cpu_ms_per_request": ("CPU ms/req", "ms", "lower"),
-    # The same time split: the server's own code, and the kernel's work for it (its sockets,
-    # waits and wake-ups), which serving HTTP adds to the ceiling's.
+    # The same time split into the server's own code and the kernel's work for it (its sockets,
+    # waits and wake-ups), so that a distance to the ceiling can be traced to one or the other.
     "user_cpu_ms_per_request": ("user CPU ms/req", "ms", "lower"),
     "system_cpu_ms_per_request": ("kernel CPU ms/req", "ms", "lower"),
     "database_cpu_ms_per_request": ("DB CPU ms/req", "ms", "lower"),
@@ -309,7 +309,7 @@ def webapp_section(raw, entries):
             "time of the server's process tree (all gunicorn workers) from /proc during the "
             "load, per completed request, then split into user CPU ms/req (the server's own "
             "code and its libraries) and kernel CPU ms/req (system time: its sockets, waits "
-            "and wake-ups); DB CPU ms/req: FerretDB's over the same time. Idle "
+            "and wake-ups), as the kernel's timer ticks sample the two; DB CPU ms/req: FerretDB's over the same time. Idle "
             "RSS is read after one request, peak RSS is VmHWM; both are summed over the "
             "process tree."
         ),
