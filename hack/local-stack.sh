@@ -22,6 +22,8 @@ SERVICE_IP=10.96.0.1
 POD_CIDR=10.244.0.0/16
 # Kubernetes' default range; the operator benchmark keeps every run's NodePort Services and needs more.
 NODE_PORT_RANGE=${LOCAL_STACK_NODE_PORT_RANGE:-30000-32767}
+# The autoscaler's tests on the real node wait for its syncs; Kubernetes' default is 15s.
+HPA_SYNC_PERIOD=${LOCAL_STACK_HPA_SYNC_PERIOD:-5s}
 CONTROL_PLANE=(etcd kube-apiserver kube-controller-manager kube-scheduler ferretdb)
 PAUSE_IMAGE=docker.io/flaskmongo/pause:$KUBERNETES_VERSION
 MONGO_STANDIN_IMAGE=docker.io/flaskmongo/mongo-standin:$FERRETDB_VERSION
@@ -168,7 +170,7 @@ start_kube_controller_manager() {
     --service-cluster-ip-range="$SERVICE_CIDR" --leader-elect=false \
     --kube-api-qps=200 --kube-api-burst=400 \
     --concurrent-deployment-syncs=10 --concurrent-replicaset-syncs=10 --concurrent-statefulset-syncs=10 \
-    --horizontal-pod-autoscaler-sync-period=5s
+    --horizontal-pod-autoscaler-sync-period="$HPA_SYNC_PERIOD"
   wait_until kube-controller-manager 60 https_ok_insecure "https://127.0.0.1:$KCM_PORT/healthz"
 }
 

@@ -1,7 +1,7 @@
 //! Where a run's time goes inside the stack, from each component's own `/metrics`, read
 //! before and after the run: the controller-manager's work and waiting per queue, the
-//! scheduler's attempts by result, the API server's time per resource and etcd's commits
-//! (the local stack runs it without fsync).
+//! scheduler's attempts by result, the API server's requests and time per resource and
+//! etcd's commits (the local stack runs it without fsync).
 
 use anyhow::{Context, Result};
 use kube::Client;
@@ -20,8 +20,11 @@ pub const CLAIM_QUEUE: &str = "claims";
 /// Verbs whose requests last as long as a watch: their time is waiting, not work.
 const LONG_RUNNING: [&str; 3] = ["WATCH", "WATCHLIST", "CONNECT"];
 
-/// Names the figure of one value of a label.
-type Figure<'a> = &'a dyn Fn(&str) -> String;
+/// A series' labels, as `metric_series` reads them.
+type Labels = [(String, String)];
+
+/// The figure a series adds to, from its labels; `None` leaves the series out.
+type Key<'a> = Box<dyn Fn(&Labels) -> Option<String> + 'a>;
 
 /// Clients of the stack's components.
 pub struct Components {
@@ -53,6 +56,36 @@ pub fn handling(resource: &str) -> String {
     format!("{API_SERVER}: request seconds, {resource}")
 }
 
+/// The figure of the API server's requests with `verb` for `resource` (`PATCH pods/status`).
+pub fn requested(verb_and_resource: &str) -> String {
+    format!("{API_SERVER}: requests, {verb_and_resource}")
+}
+
+/// The value of `name` among `labels`, if it has a non-empty one.
+fn label<'l>(labels: &'l Labels, name: &str) -> Option<&'l str> {
+    labels
+        .iter()
+        .find(|(l, value)| l == name && !value.is_empty())
+        .map(|(_, value)| value.as_str())
+}
+
+/// Sums a metric's series by their value of `name`, each value named by `figure`. Requests
+/// for no resource (`/healthz`, `/metrics`) have none, and are not the run's work.
+fn by<'a>(name: &'a str, figure: &'a dyn Fn(&str) -> String) -> Key<'a> {
+    Box::new(move |labels| label(labels, name).map(figure))
+}
+
+/// The figure of one series of `apiserver_request_total`: its verb and resource, with the
+/// subresource if any.
+fn request(labels: &Labels) -> Option<String> {
+    let resource = label(labels, "resource")?;
+    let verb = label(labels, "verb")?;
+    Some(requested(&match label(labels, "subresource") {
+        Some(subresource) => format!("{verb} {resource}/{subresource}"),
+        None => format!("{verb} {resource}"),
+    }))
+}
+
 impl Components {
     /// Clients of the components of `stack`, as its administrator.
     pub async fn connect(stack: &Stack) -> Result<Self> {
@@ -80,65 +113,59 @@ impl Components {
             metrics(&self.scheduler, "kube-scheduler"),
             metrics(&self.etcd, "etcd"),
         )?;
-        let scheduled = |result: &str| format!("kube-scheduler: scheduling attempts, {result}");
-        let committing = |_: &str| "etcd: seconds committing to its database".to_owned();
-        // (text, metric, the label it is summed by, the figure of each of the label's values)
-        let series: [(&str, &str, &str, Figure<'_>); 6] = [
-            (
-                &controller_manager,
-                "workqueue_work_duration_seconds_sum",
-                "name",
-                &working,
-            ),
-            (
-                &controller_manager,
-                "workqueue_queue_duration_seconds_sum",
-                "name",
-                &waiting,
-            ),
-            (
-                &controller_manager,
-                "workqueue_queue_duration_seconds_count",
-                "name",
-                &taken,
-            ),
-            (
-                &scheduler,
-                "scheduler_schedule_attempts_total",
-                "result",
-                &scheduled,
-            ),
-            (
-                &apiserver,
-                "apiserver_request_duration_seconds_sum",
-                "resource",
-                &handling,
-            ),
-            (
-                &etcd,
-                "etcd_disk_backend_commit_duration_seconds_sum",
-                "",
-                &committing,
-            ),
-        ];
-        let mut counters = Counters::new();
-        for (text, metric, label, figure) in series {
-            for (labels, value) in metric_series(text, metric) {
-                let of = |name: &str| labels.iter().find(|(l, _)| l == name).map(|(_, v)| v);
-                if of("verb").is_some_and(|verb| LONG_RUNNING.contains(&verb.as_str())) {
-                    continue;
-                }
-                // Requests for no resource (`/healthz`, `/metrics`) are not the run's work.
-                let key = match of(label) {
-                    Some(value) if !value.is_empty() => figure(value),
-                    None if label.is_empty() => figure(""),
-                    _ => continue,
-                };
-                *counters.entry(key).or_default() += value;
+        Ok(counters(&apiserver, &controller_manager, &scheduler, &etcd))
+    }
+}
+
+/// The counters the report reads, from the `/metrics` texts of the components.
+fn counters(apiserver: &str, controller_manager: &str, scheduler: &str, etcd: &str) -> Counters {
+    let scheduled = |result: &str| format!("kube-scheduler: scheduling attempts, {result}");
+    // (text, metric, the figure each series adds to)
+    let series: [(&str, &str, Key<'_>); 7] = [
+        (
+            controller_manager,
+            "workqueue_work_duration_seconds_sum",
+            by("name", &working),
+        ),
+        (
+            controller_manager,
+            "workqueue_queue_duration_seconds_sum",
+            by("name", &waiting),
+        ),
+        (
+            controller_manager,
+            "workqueue_queue_duration_seconds_count",
+            by("name", &taken),
+        ),
+        (
+            scheduler,
+            "scheduler_schedule_attempts_total",
+            by("result", &scheduled),
+        ),
+        (
+            apiserver,
+            "apiserver_request_duration_seconds_sum",
+            by("resource", &handling),
+        ),
+        (apiserver, "apiserver_request_total", Box::new(request)),
+        (
+            etcd,
+            "etcd_disk_backend_commit_duration_seconds_sum",
+            Box::new(|_| Some("etcd: seconds committing to its database".to_owned())),
+        ),
+    ];
+    let mut counters = Counters::new();
+    for (text, metric, key) in series {
+        for (labels, value) in metric_series(text, metric) {
+            if label(&labels, "verb").is_some_and(|verb| LONG_RUNNING.contains(&verb)) {
+                continue;
+            }
+            if let Some(figure) = key(&labels) {
+                *counters.entry(figure).or_default() += value;
             }
         }
-        Ok(counters)
     }
+    counters
 }
 
 /// The `/metrics` text of the component `name` behind `client`.
@@ -148,4 +175,29 @@ async fn metrics(client: &Client, name: &str) -> Result<String> {
         .request_text(request)
         .await
         .with_context(|| format!("read the /metrics of {name}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_counted_by_verb_and_resource_without_watches_or_plain_paths() {
+        let apiserver = r#"apiserver_request_total{code="201",resource="events",verb="POST"} 3
+apiserver_request_total{code="409",resource="events",verb="POST"} 1
+apiserver_request_total{code="200",resource="pods",subresource="status",verb="PATCH"} 5
+apiserver_request_total{code="200",resource="pods",subresource="",verb="WATCH"} 7
+apiserver_request_total{code="200",resource="",verb="GET"} 11
+apiserver_request_duration_seconds_sum{resource="pods",verb="PATCH"} 0.5
+"#;
+        let counted = counters(apiserver, "", "", "");
+        let expected: Counters = [
+            (requested("POST events"), 4.0),
+            (requested("PATCH pods/status"), 5.0),
+            (handling("pods"), 0.5),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(counted, expected);
+    }
 }

@@ -29,7 +29,7 @@ use testenv::process::{OperatorProcess, Usage, metric_series, usage};
 
 use crate::components::Components;
 use crate::observe::Observer;
-use crate::report::{CpuByProcess, Figures, Latency, Requests, Run, Scale};
+use crate::report::{Counters, CpuByProcess, Figures, Latency, Requests, Run, Scale};
 
 /// Operator benchmarks; the stack is the one of `$LOCAL_STACK_ENV` (or `.local/env`).
 #[derive(Parser, Debug)]
@@ -118,7 +118,11 @@ async fn main() -> Result<()> {
             let steady = Some(count) == last && pair == pairs;
             let (mut run, writes) = bench.scale(count, pair, steady).await?;
             bench.remove(&scale_namespace(count, pair)).await?;
-            (run.baseline_seconds, run.baseline_cpu) = bench.baseline(count, pair).await?;
+            (
+                run.baseline_seconds,
+                run.baseline_cpu,
+                run.baseline_components,
+            ) = bench.baseline(count, pair).await?;
             bench.remove(&baseline_namespace(count, pair)).await?;
             eprintln!("[bench] {count} objects, pair {pair} of {pairs}: {run:?}");
             runs.push(run);
@@ -248,6 +252,7 @@ impl Bench {
         )
         .await;
         let converging_cpu = delta(&cpu_before, &self.cpu_by_process(Some(&operator))?);
+        let converging_components = delta(&counted_before, &self.components.read().await?);
         let ready_deadline = self
             .args
             .ready_timeout
@@ -295,6 +300,8 @@ impl Bench {
             converging_cpu,
             baseline_cpu: CpuByProcess::new(),
             components,
+            converging_components,
+            baseline_components: Counters::new(),
         };
         Ok((run, steady_writes))
     }
@@ -377,13 +384,14 @@ impl Bench {
     /// and their eight children straight through the API, with no controller: the
     /// `FlaskMongoApp` (for the owner references), the Secret, then the operator's own
     /// desired children by server-side apply, as one reconcile would; with the CPU time
-    /// each process used meanwhile.
-    async fn baseline(&self, count: usize, pair: u32) -> Result<(f64, CpuByProcess)> {
+    /// each process used and what the components counted meanwhile.
+    async fn baseline(&self, count: usize, pair: u32) -> Result<(f64, CpuByProcess, Counters)> {
         let namespace = baseline_namespace(count, pair);
         create_namespace(&self.client, &namespace).await?;
         let api: Api<FlaskMongoApp> = Api::namespaced(self.client.clone(), &namespace);
         let names: Vec<String> = (0..count).map(|i| format!("baseline-{i:04}")).collect();
         let cpu_before = self.cpu_by_process(None)?;
+        let counted_before = self.components.read().await?;
         let started = Instant::now();
         let results: Vec<Result<()>> = stream::iter(&names)
             .map(|name| async {
@@ -396,8 +404,9 @@ impl Bench {
         let seconds = started.elapsed().as_secs_f64();
         results.into_iter().collect::<Result<Vec<_>>>()?;
         let cpu = delta(&cpu_before, &self.cpu_by_process(None)?);
+        let counted = delta(&counted_before, &self.components.read().await?);
         self.settle(&namespace, count).await?;
-        Ok((seconds, cpu))
+        Ok((seconds, cpu, counted))
     }
 
     /// Waits, untimed and up to `--ready-timeout`, until the `count` objects' workloads in

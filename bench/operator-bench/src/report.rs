@@ -79,6 +79,10 @@ pub struct Run {
     pub baseline_cpu: CpuByProcess,
     /// What the stack's components counted of their own work during the operator's run.
     pub components: Counters,
+    /// What they counted from the first create to convergence: the span of the ratio.
+    pub converging_components: Counters,
+    /// What they counted during the baseline.
+    pub baseline_components: Counters,
 }
 
 /// Everything one benchmark run measured.
@@ -200,6 +204,9 @@ const REQUESTS_PER_OBJECT_TARGET: f64 = 10.0;
 const RATIO_TARGET: f64 = 1.25;
 /// Peak RSS at 1,000 objects.
 const RSS_TARGET_MB: f64 = 32.0;
+
+/// The kinds of request (verb and resource) reported beside the baseline's.
+const REQUEST_KINDS: usize = 8;
 
 /// The figures of the objects created one at a time (at least one).
 fn single_object_entries(figures: &Figures) -> Vec<Entry> {
@@ -341,6 +348,7 @@ fn entries(figures: &Figures) -> Vec<Entry> {
             }));
         }
         entries.extend(inside_the_components(n, runs));
+        entries.extend(requests_beyond_the_baseline(n, runs));
         // Both sides of the ratio on the same cores: how much of them each kept busy shows
         // whether the ratio is one of work or of waiting.
         entries.extend([
@@ -424,6 +432,60 @@ fn inside_the_components(n: usize, runs: &[Run]) -> Vec<Entry> {
         "s",
     ));
     entries
+}
+
+/// The API server's requests per object by verb and resource, to convergence and during
+/// the baseline, for the `REQUEST_KINDS` kinds of request the operator's runs added most
+/// to the baseline's (by the median over `runs` of each run's difference): what more the
+/// whole control plane was asked around the operator, its own requests and those of the
+/// controllers, the scheduler and the nodes.
+fn requests_beyond_the_baseline(n: usize, runs: &[Run]) -> Vec<Entry> {
+    let per_object =
+        |counters: &Counters, figure: &str| counters.get(figure).copied().unwrap_or(0.0) / n as f64;
+    let figures: BTreeSet<&String> = runs
+        .iter()
+        .flat_map(|run| {
+            run.converging_components
+                .keys()
+                .chain(run.baseline_components.keys())
+        })
+        .filter(|figure| figure.starts_with(&components::requested("")))
+        .collect();
+    let mut ranked: Vec<(f64, &String)> = figures
+        .into_iter()
+        .map(|figure| {
+            let mut added: Vec<f64> = runs
+                .iter()
+                .map(|run| {
+                    per_object(&run.converging_components, figure)
+                        - per_object(&run.baseline_components, figure)
+                })
+                .collect();
+            added.sort_by(f64::total_cmp);
+            (median(&added).unwrap_or(0.0), figure)
+        })
+        .collect();
+    ranked.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+    let of = |figure: &str, span: &str, counters: fn(&Run) -> &Counters| {
+        let what = figure.replacen(": requests, ", ": requests per object, ", 1);
+        Entry::of_runs(
+            format!("{n} objects: {what}, {span}"),
+            runs.iter().map(|run| per_object(counters(run), figure)),
+            "requests",
+        )
+    };
+    ranked
+        .into_iter()
+        .take(REQUEST_KINDS)
+        .flat_map(|(_, figure)| {
+            [
+                of(figure, "to convergence", |run| &run.converging_components),
+                of(figure, "during the baseline", |run| {
+                    &run.baseline_components
+                }),
+            ]
+        })
+        .collect()
 }
 
 /// What each of `runs` counted of `figure` (0 where it counted none).
@@ -574,6 +636,8 @@ mod tests {
             converging_cpu: CpuByProcess::new(),
             baseline_cpu: CpuByProcess::new(),
             components: counters.iter().cloned().collect(),
+            converging_components: Counters::new(),
+            baseline_components: Counters::new(),
         }
     }
 
@@ -615,6 +679,41 @@ mod tests {
                 "10 objects: kube-controller-manager: mean seconds a claim waited for the volume binder, during the operator's run = Some(100.0)".to_owned(),
             ]
         );
+    }
+
+    #[test]
+    fn the_requests_the_operators_runs_added_most_come_first_beside_the_baselines() {
+        // Ten kinds of request: the operator's runs add i per object of "GET ki"; the third
+        // run adds far more of "GET k0" alone, which its median does not follow.
+        let run = |k0_extra: f64| {
+            let mut run = counting(&[]);
+            for i in 0..10 {
+                let kind = components::requested(&format!("GET k{i}"));
+                let extra = if i == 0 { k0_extra } else { 0.0 };
+                run.converging_components
+                    .insert(kind.clone(), 100.0 + 10.0 * i as f64 + extra);
+                run.baseline_components.insert(kind, 100.0);
+            }
+            run
+        };
+        let runs = [run(0.0), run(0.0), run(1000.0)];
+        let entries = requests_beyond_the_baseline(10, &runs);
+        let names: Vec<String> = entries
+            .iter()
+            .map(|entry| format!("{} = {:?}", entry.name, entry.value))
+            .collect();
+        let pair = |i: usize| {
+            let kind = format!("kube-apiserver: requests per object, GET k{i}");
+            [
+                format!(
+                    "10 objects: {kind}, to convergence = Some({:?})",
+                    10.0 + i as f64
+                ),
+                format!("10 objects: {kind}, during the baseline = Some(10.0)"),
+            ]
+        };
+        let expected: Vec<String> = (2..10).rev().flat_map(pair).collect();
+        assert_eq!(names, expected);
     }
 
     #[test]
