@@ -598,10 +598,9 @@ fn deployment_step(
     };
     if apply.object.spec.replicas.is_none() {
         match live {
-            // Created without `replicas`, it would run one pod until the autoscaler's first
-            // pass. It starts at the autoscaler's minimum instead; the hash stays that of
-            // the spec without `replicas`, so the count is handed over like any other.
-            None => apply.object.spec.replicas = Some(min_replicas),
+            // The hash stays that of the spec without `replicas`, so the count is handed
+            // over like any other.
+            None => start_at_the_minimum(&mut apply.object, min_replicas),
             Some(live) if owns_replicas(live) => {
                 apply.first = Some(Hold {
                     manager: REPLICAS_HANDOFF_MANAGER,
@@ -617,6 +616,12 @@ fn deployment_step(
         }
     }
     Ok(Step::Apply(apply))
+}
+
+/// The web Deployment as it is created with autoscaling on: without `replicas` it would
+/// run one pod until the autoscaler's first pass, so it starts at the autoscaler's minimum.
+pub fn start_at_the_minimum(deployment: &mut Deployment, min_replicas: i32) {
+    deployment.spec.replicas = Some(min_replicas);
 }
 
 /// Whether the operator's own applies own the live Deployment's `spec.replicas`.

@@ -17,7 +17,7 @@ use clap::Parser;
 use flaskmongo_crd::FlaskMongoApp;
 use flaskmongo_operator::children::persistent_volume::{self, Placement};
 use flaskmongo_operator::children::{self, Instance, secret};
-use flaskmongo_operator::{apply, labels};
+use flaskmongo_operator::{apply, labels, plan};
 use futures::{StreamExt, stream};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolume, Secret};
@@ -469,7 +469,11 @@ async fn create_children(client: &Client, app: &FlaskMongoApp) -> Result<()> {
             &secret::build(&instance, &secret::generate_password()),
         )
         .await?;
-    let desired = children::desired(&instance, &flaskmongo_operator::Volumes::default());
+    let mut desired = children::desired(&instance, &flaskmongo_operator::Volumes::default());
+    // As the operator's plan creates it, not at one pod for the autoscaler to scale up.
+    if desired.deployment.spec.replicas.is_none() {
+        plan::start_at_the_minimum(&mut desired.deployment, app.spec.autoscaling.min_replicas);
+    }
     // Concurrently, as a reconcile applies them.
     futures::try_join!(
         apply_child(
