@@ -442,30 +442,18 @@ fn inside_the_components(n: usize, runs: &[Run]) -> Vec<Entry> {
 fn requests_beyond_the_baseline(n: usize, runs: &[Run]) -> Vec<Entry> {
     let per_object =
         |counters: &Counters, figure: &str| counters.get(figure).copied().unwrap_or(0.0) / n as f64;
-    let figures: BTreeSet<&String> = runs
+    let figures = runs
         .iter()
         .flat_map(|run| {
             run.converging_components
                 .keys()
                 .chain(run.baseline_components.keys())
         })
-        .filter(|figure| figure.starts_with(&components::requested("")))
-        .collect();
-    let mut ranked: Vec<(f64, &String)> = figures
-        .into_iter()
-        .map(|figure| {
-            let mut added: Vec<f64> = runs
-                .iter()
-                .map(|run| {
-                    per_object(&run.converging_components, figure)
-                        - per_object(&run.baseline_components, figure)
-                })
-                .collect();
-            added.sort_by(f64::total_cmp);
-            (median(&added).unwrap_or(0.0), figure)
-        })
-        .collect();
-    ranked.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+        .filter(|figure| figure.starts_with(&components::requested("")));
+    let most_added = by_median(runs, figures, REQUEST_KINDS, |run, figure| {
+        per_object(&run.converging_components, figure)
+            - per_object(&run.baseline_components, figure)
+    });
     let of = |figure: &str, span: &str, counters: fn(&Run) -> &Counters| {
         let what = figure.replacen(": requests, ", ": requests per object, ", 1);
         Entry::of_runs(
@@ -474,10 +462,9 @@ fn requests_beyond_the_baseline(n: usize, runs: &[Run]) -> Vec<Entry> {
             "requests",
         )
     };
-    ranked
-        .into_iter()
-        .take(REQUEST_KINDS)
-        .flat_map(|(_, figure)| {
+    most_added
+        .iter()
+        .flat_map(|figure| {
             [
                 of(figure, "to convergence", |run| &run.converging_components),
                 of(figure, "during the baseline", |run| {
@@ -498,15 +485,28 @@ fn counted(runs: &[Run], figure: &str) -> Vec<f64> {
 /// The `limit` figures starting with `prefix` with the largest medians over `runs`,
 /// largest first.
 fn largest(runs: &[Run], prefix: &str, limit: usize) -> Vec<String> {
-    let figures: BTreeSet<&String> = runs
+    let figures = runs
         .iter()
         .flat_map(|run| run.components.keys())
-        .filter(|figure| figure.starts_with(prefix))
-        .collect();
+        .filter(|figure| figure.starts_with(prefix));
+    by_median(runs, figures, limit, |run, figure| {
+        run.components.get(figure).copied().unwrap_or(0.0)
+    })
+}
+
+/// The `limit` of `figures` whose `value` has the largest median over `runs`, largest
+/// first (ties by name).
+fn by_median<'a>(
+    runs: &[Run],
+    figures: impl Iterator<Item = &'a String>,
+    limit: usize,
+    value: impl Fn(&Run, &str) -> f64,
+) -> Vec<String> {
+    let figures: BTreeSet<&String> = figures.collect();
     let mut ranked: Vec<(f64, &String)> = figures
         .into_iter()
         .map(|figure| {
-            let mut values = counted(runs, figure);
+            let mut values: Vec<f64> = runs.iter().map(|run| value(run, figure)).collect();
             values.sort_by(f64::total_cmp);
             (median(&values).unwrap_or(0.0), figure)
         })
