@@ -309,7 +309,8 @@ def webapp_section(raw, entries):
             "time of the server's process tree (all gunicorn workers) from /proc during the "
             "load, per completed request, then split into user CPU ms/req (the server's own "
             "code and its libraries) and kernel CPU ms/req (system time: its sockets, waits "
-            "and wake-ups), as the kernel's timer ticks sample the two; DB CPU ms/req: FerretDB's over the same time. Idle "
+            "and wake-ups), as the kernel's timer ticks sample the two; DB CPU ms/req: "
+            "FerretDB's over the same time. Idle "
             "RSS is read after one request, peak RSS is VmHWM; both are summed over the "
             "process tree."
         ),

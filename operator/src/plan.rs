@@ -618,10 +618,10 @@ fn deployment_step(
     Ok(Step::Apply(apply))
 }
 
-/// The web Deployment as it is created with autoscaling on: without `replicas` it would
-/// run one pod until the autoscaler's first pass, so it starts at the autoscaler's minimum.
+/// The web Deployment as it is created: without `replicas` (autoscaling on) it would run
+/// one pod until the autoscaler's first pass, so it starts at the autoscaler's minimum.
 pub fn start_at_the_minimum(deployment: &mut Deployment, min_replicas: i32) {
-    deployment.spec.replicas = Some(min_replicas);
+    deployment.spec.replicas.get_or_insert(min_replicas);
 }
 
 /// Whether the operator's own applies own the live Deployment's `spec.replicas`.

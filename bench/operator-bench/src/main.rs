@@ -471,9 +471,7 @@ async fn create_children(client: &Client, app: &FlaskMongoApp) -> Result<()> {
         .await?;
     let mut desired = children::desired(&instance, &flaskmongo_operator::Volumes::default());
     // As the operator's plan creates it, not at one pod for the autoscaler to scale up.
-    if desired.deployment.spec.replicas.is_none() {
-        plan::start_at_the_minimum(&mut desired.deployment, app.spec.autoscaling.min_replicas);
-    }
+    plan::start_at_the_minimum(&mut desired.deployment, app.spec.autoscaling.min_replicas);
     // Concurrently, as a reconcile applies them.
     futures::try_join!(
         apply_child(

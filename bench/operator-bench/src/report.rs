@@ -440,8 +440,7 @@ fn inside_the_components(n: usize, runs: &[Run]) -> Vec<Entry> {
 /// whole control plane was asked around the operator, its own requests and those of the
 /// controllers, the scheduler and the nodes.
 fn requests_beyond_the_baseline(n: usize, runs: &[Run]) -> Vec<Entry> {
-    let per_object =
-        |counters: &Counters, figure: &str| counters.get(figure).copied().unwrap_or(0.0) / n as f64;
+    let per_object = |counters: &Counters, figure: &str| count(counters, figure) / n as f64;
     let figures = runs
         .iter()
         .flat_map(|run| {
@@ -475,10 +474,15 @@ fn requests_beyond_the_baseline(n: usize, runs: &[Run]) -> Vec<Entry> {
         .collect()
 }
 
-/// What each of `runs` counted of `figure` (0 where it counted none).
+/// What `counters` hold of `figure` (0 where they counted none).
+fn count(counters: &Counters, figure: &str) -> f64 {
+    counters.get(figure).copied().unwrap_or(0.0)
+}
+
+/// What each of `runs` counted of `figure` during the operator's run.
 fn counted(runs: &[Run], figure: &str) -> Vec<f64> {
     runs.iter()
-        .map(|run| run.components.get(figure).copied().unwrap_or(0.0))
+        .map(|run| count(&run.components, figure))
         .collect()
 }
 
@@ -490,7 +494,7 @@ fn largest(runs: &[Run], prefix: &str, limit: usize) -> Vec<String> {
         .flat_map(|run| run.components.keys())
         .filter(|figure| figure.starts_with(prefix));
     by_median(runs, figures, limit, |run, figure| {
-        run.components.get(figure).copied().unwrap_or(0.0)
+        count(&run.components, figure)
     })
 }
 
