@@ -1,6 +1,6 @@
 //! The controller: [`run`] wires the watches to [`reconcile`] and [`error_policy`]. A
 //! reconcile observes (one snapshot of the caches), plans (a pure function of the object
-//! and the snapshot), executes the plan, and reports the status.
+//! and the snapshot), executes the plan, and hands the status to the [`StatusQueue`].
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -28,6 +28,7 @@ use crate::orphans;
 use crate::plan::{self, Plan, Step};
 use crate::preparer_keeper;
 use crate::status::{self, Failure, Write};
+use crate::status_queue::{self, StatusQueue, WriteStatus};
 use crate::watches::{self, Stores};
 
 pub use crate::plan::FINALIZER;
@@ -57,8 +58,8 @@ pub struct Context {
     failures: Mutex<Failures>,
     /// Credentials Secrets whose record in the status is still on its way to the cache.
     secrets: Mutex<RecordedSecrets>,
-    /// The status writes of the last moments.
-    statuses: Mutex<status::Writes>,
+    /// The statuses on their way to the API server, and those written lately.
+    statuses: Arc<StatusQueue>,
     /// Writes still on their way to the caches.
     unseen: Mutex<Unseen>,
 }
@@ -188,6 +189,14 @@ pub async fn run(
         &settings.volumes.preparation_namespace,
         &orphans_wake,
     );
+    let (statuses, ready_statuses, status_retries) = StatusQueue::new(settings.metrics.clone());
+    let controller = controller.reconcile_on(status_retries);
+    let status_writer = status_queue::writer(
+        Arc::clone(&statuses),
+        ready_statuses,
+        write_status(&client),
+        usize::from(settings.concurrency),
+    );
     let orphans = orphans::sweep(
         client.clone(),
         controller.store(),
@@ -218,7 +227,7 @@ pub async fn run(
         apps: controller.store(),
         failures: Mutex::default(),
         secrets: Mutex::default(),
-        statuses: Mutex::default(),
+        statuses,
         unseen: Mutex::default(),
     });
     let shutdown = shutdown.shared();
@@ -249,7 +258,17 @@ pub async fn run(
         () = stop_unfilled => {}
         () = orphans => {}
         () = keeper => {}
+        () = status_writer => {}
     }
+}
+
+/// Writes a status with `client`.
+fn write_status(client: &Client) -> WriteStatus {
+    let client = client.clone();
+    Arc::new(move |object, status| {
+        let client = client.clone();
+        Box::pin(async move { execute::patch_status(&client, &object, &status).await })
+    })
 }
 
 /// Whether the objects' cache and every child's cache hold their first complete list.
@@ -258,7 +277,7 @@ fn filled(apps: &Store<FlaskMongoApp>, stores: &Stores) -> bool {
     apps_filled && stores.wait_until_ready().now_or_never().is_some()
 }
 
-/// Brings the children of `app` to its spec and reports what it sees in the status.
+/// Brings the children of `app` to its spec and queues the status of what it sees.
 pub async fn reconcile(app: Arc<FlaskMongoApp>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile_started();
     tracing::debug!(object = %ObjectRef::from(app.as_ref()), "reconcile starts");
@@ -327,7 +346,7 @@ pub async fn reconcile(app: Arc<FlaskMongoApp>, ctx: Arc<Context>) -> Result<Act
     }
     let status = status::report(&app, &snapshot, &applied, failure);
     let now = Instant::now();
-    let write = locked(&ctx.statuses).decide(&app, &status, now);
+    let write = ctx.statuses.decide(&app, &status, now);
     let mut next = if relies_on_unseen {
         ctx.requeue.min(UNSEEN_AT_MOST)
     } else {
@@ -336,10 +355,7 @@ pub async fn reconcile(app: Arc<FlaskMongoApp>, ctx: Arc<Context>) -> Result<Act
     match write {
         Write::Skip => {}
         Write::After(delay) => next = next.min(delay),
-        Write::Now => {
-            execute::patch_status(&ctx.client, &*app, &status).await?;
-            locked(&ctx.statuses).record(&app, status, now);
-        }
+        Write::Now => ctx.statuses.submit(&app, status, now),
     }
     result?;
     ctx.reset_backoff(&app);
@@ -427,7 +443,7 @@ mod tests {
             apps: kube::runtime::reflector::store().0,
             failures: Mutex::default(),
             secrets: Mutex::default(),
-            statuses: Mutex::default(),
+            statuses: StatusQueue::new(Metrics::new()).0,
             unseen: Mutex::default(),
         })
     }

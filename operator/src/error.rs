@@ -134,6 +134,11 @@ impl Error {
         matches!(self, Self::Kube { source, .. } if Refusal::of(source) == Some(Refusal::Conflict))
     }
 
+    /// Whether the API server found no such object.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Self::Kube { source, .. } if Refusal::of(source) == Some(Refusal::NotFound))
+    }
+
     /// Whether retrying cannot help until the object itself changes: then the operator
     /// waits for a change instead of backing off. Everything else is transient and retried
     /// with backoff, including refusals that depend on other objects (a node port taken by

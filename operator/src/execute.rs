@@ -12,6 +12,7 @@ use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{PersistentVolume, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -163,21 +164,24 @@ pub async fn finalize<K: Owner>(
     }
 }
 
-/// Applies `status` to `owner`'s status subresource.
+/// Applies `status` to `object`'s status subresource.
 pub async fn patch_status<K: Owner>(
     client: &Client,
-    owner: &K,
+    object: &ObjectRef<K>,
     status: &impl Serialize,
 ) -> Result<()> {
-    let name = owner.name_any();
-    let api: Api<K> = Api::namespaced(client.clone(), &owner.namespace().unwrap_or_default());
+    let name = &object.name;
+    let api: Api<K> = Api::namespaced(
+        client.clone(),
+        object.namespace.as_deref().unwrap_or_default(),
+    );
     let patch = json!({
         "apiVersion": K::api_version(&()),
         "kind": K::kind(&()),
         "status": status,
     });
     api.patch_status(
-        &name,
+        name,
         &PatchParams::apply(MANAGER).force(),
         &Patch::Apply(&patch),
     )

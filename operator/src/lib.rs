@@ -21,6 +21,7 @@ pub mod prepare;
 pub mod preparer_keeper;
 pub mod server;
 pub mod status;
+pub mod status_queue;
 pub mod telemetry;
 pub mod watches;
 

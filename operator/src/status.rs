@@ -95,8 +95,8 @@ pub enum Write {
     After(Duration),
 }
 
-/// The status this process last wrote for each object (by uid), and when; and when it
-/// first computed one for an object that has none yet.
+/// The status this process last wrote or queued for each object (by uid), and when; and
+/// when it first computed one for an object that has none yet.
 #[derive(Debug, Default)]
 pub struct Writes {
     written: HashMap<String, (FlaskMongoAppStatus, Instant)>,
@@ -152,14 +152,19 @@ impl Writes {
         }
     }
 
-    /// Remembers that `status` was written for `app` at `now`, and forgets what is older
-    /// than [`OWN_WRITE_MEMORY`]: here, not on every reconcile's [`Writes::decide`].
+    /// Remembers that `status` was written or queued for `app` at `now`, and forgets what is
+    /// older than [`OWN_WRITE_MEMORY`]: here, not on every reconcile's [`Writes::decide`].
     pub fn record(&mut self, app: &FlaskMongoApp, status: FlaskMongoAppStatus, now: Instant) {
         self.forget_before(now);
         if let Some(uid) = &app.metadata.uid {
             self.first_computed.remove(uid);
             self.written.insert(uid.clone(), (status, now));
         }
+    }
+
+    /// Forgets the write recorded for the object `uid`, which did not reach the API server.
+    pub fn forget(&mut self, uid: &str) {
+        self.written.remove(uid);
     }
 
     /// Forgets what is older than [`OWN_WRITE_MEMORY`]: the cache shows such a write, and
