@@ -265,7 +265,7 @@ mod tests {
         concurrency: usize,
     ) -> (
         Arc<StatusQueue>,
-        impl Stream<Item = ObjectRef<FlaskMongoApp>>,
+        impl Stream<Item = ObjectRef<FlaskMongoApp>> + Send + use<>,
         Metrics,
     ) {
         let metrics = Metrics::new();
@@ -290,6 +290,11 @@ mod tests {
             .await;
         queue.submit(&shop, ready("second"), now);
         queue.submit(&shop, ready("third"), now);
+        assert_eq!(
+            queue.decide(&shop, &ready("third"), now),
+            Write::Skip,
+            "handed over: on its way"
+        );
         probe.1.add_permits(3);
         probe.until("two writes", |s| s.written.len() == 2).await;
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -319,23 +324,31 @@ mod tests {
         assert_eq!(probe.seen().most_at_once, 2);
     }
 
-    #[tokio::test]
-    async fn a_failed_write_is_written_again_by_the_object_s_next_reconcile() {
+    /// The retries and the counters of a queue whose one write of `app`, with the status
+    /// `up`, the API server refused with `code`.
+    async fn refused_write(
+        code: u16,
+        app: &FlaskMongoApp,
+    ) -> (
+        Arc<StatusQueue>,
+        Pin<Box<dyn Stream<Item = ObjectRef<FlaskMongoApp>> + Send>>,
+        Metrics,
+    ) {
         let probe = Probe::new();
-        probe.seen().refusal = Some(500);
+        probe.seen().refusal = Some(code);
         let (queue, retries, metrics) = started(&probe, 8);
-        let mut retries = std::pin::pin!(retries);
-        let (shop, now) = (object("shop"), Instant::now());
-        queue.submit(&shop, ready("up"), now);
-        assert_eq!(
-            queue.decide(&shop, &ready("up"), now),
-            Write::Skip,
-            "on its way"
-        );
+        queue.submit(app, ready("up"), Instant::now());
         probe.1.add_permits(1);
         probe
-            .until("the write fails", |s| s.written.len() == 1)
+            .until("the write is refused", |s| s.written.len() == 1)
             .await;
+        (queue, Box::pin(retries), metrics)
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_is_written_again_by_the_object_s_next_reconcile() {
+        let shop = object("shop");
+        let (queue, mut retries, metrics) = refused_write(500, &shop).await;
         let retry = tokio::time::timeout(Duration::from_secs(5), retries.next()).await;
         assert_eq!(
             retry.expect("a reconcile within the first backoff of 1 s"),
@@ -357,15 +370,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_write_of_an_object_deleted_meanwhile_is_dropped() {
-        let probe = Probe::new();
-        probe.seen().refusal = Some(404);
-        let (queue, retries, metrics) = started(&probe, 8);
-        let mut retries = std::pin::pin!(retries);
-        queue.submit(&object("gone"), ready("up"), Instant::now());
-        probe.1.add_permits(1);
-        probe
-            .until("the write is refused", |s| s.written.len() == 1)
-            .await;
+        let (_, mut retries, metrics) = refused_write(404, &object("gone")).await;
         let retry = tokio::time::timeout(Duration::from_millis(1_500), retries.next()).await;
         assert!(
             retry.is_err(),
