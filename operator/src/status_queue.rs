@@ -185,9 +185,13 @@ mod tests {
 
     #[derive(Default)]
     struct Seen {
+        /// Writes started.
         started: usize,
+        /// Writes started and not yet done.
         running: usize,
+        /// The most writes that ran at once.
         most_at_once: usize,
+        /// "name: message" of each write done, in order.
         written: Vec<String>,
         /// The API server's refusal of every write, if any.
         refusal: Option<u16>,
@@ -260,6 +264,8 @@ mod tests {
         }
     }
 
+    /// A queue whose writer writes with `probe`, `concurrency` objects at once; its
+    /// retries and its counters.
     fn started(
         probe: &Probe,
         concurrency: usize,
