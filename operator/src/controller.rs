@@ -17,6 +17,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 use tokio::sync::Notify;
 
+use crate::backoff::{Failures, backoff_delay};
 use crate::children::{Instance, secret};
 use crate::error::{Error, Result};
 use crate::events::{self, Changes};
@@ -33,8 +34,6 @@ use crate::watches::{self, Stores};
 
 pub use crate::plan::FINALIZER;
 
-/// Longest wait between attempts for an object whose reconcile keeps failing.
-const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// Pause while the clean-up waits for the claim to go (its watch usually comes first).
 const CLEANUP_POLL: Duration = Duration::from_secs(2);
 
@@ -110,52 +109,6 @@ impl RecordedSecrets {
     }
 }
 
-/// Consecutive transient failures of each object, and when its retry is due.
-#[derive(Debug, Default)]
-struct Failures(HashMap<ObjectRef<FlaskMongoApp>, Backoff>);
-
-/// The backoff of one failing object.
-#[derive(Debug)]
-struct Backoff {
-    /// Failures counted so far.
-    attempts: u32,
-    /// When the retry after the last counted failure is due.
-    retry_at: Instant,
-}
-
-impl Failures {
-    /// Records a failure of `object` at `now` and returns the wait before its retry. A
-    /// failure before the retry is due comes from a reconcile that a watch event started
-    /// (often the failing reconcile's own status write): it keeps the retry's time rather
-    /// than doubling the wait, so a few events cannot push it to minutes. The backoffs of
-    /// the objects that `exists` no longer finds are forgotten first: a deleted object may
-    /// never be reconciled again to reset its own.
-    fn record(
-        &mut self,
-        object: &ObjectRef<FlaskMongoApp>,
-        now: Instant,
-        exists: impl Fn(&ObjectRef<FlaskMongoApp>) -> bool,
-    ) -> (u32, Duration) {
-        self.0.retain(|key, _| key == object || exists(key));
-        let backoff = self.0.entry(object.clone()).or_insert(Backoff {
-            attempts: 0,
-            retry_at: now,
-        });
-        if now < backoff.retry_at {
-            return (backoff.attempts, backoff.retry_at - now);
-        }
-        backoff.attempts = backoff.attempts.saturating_add(1);
-        let delay = backoff_delay(backoff.attempts);
-        backoff.retry_at = now + delay;
-        (backoff.attempts, delay)
-    }
-
-    /// Forgets the failures of `object`.
-    fn reset(&mut self, object: &ObjectRef<FlaskMongoApp>) {
-        self.0.remove(object);
-    }
-}
-
 impl Context {
     /// Queues a Warning about `app`.
     fn warn(&self, app: &FlaskMongoApp, reason: &str, note: String) {
@@ -189,7 +142,8 @@ pub async fn run(
         &settings.volumes.preparation_namespace,
         &orphans_wake,
     );
-    let (statuses, ready_statuses, status_retries) = StatusQueue::new(settings.metrics.clone());
+    let (statuses, ready_statuses, status_retries) =
+        StatusQueue::new(settings.metrics.clone(), controller.store());
     let controller = controller.reconcile_on(status_retries);
     let status_writer = status_queue::writer(
         Arc::clone(&statuses),
@@ -392,12 +346,6 @@ fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Delay before retry number `attempt` (counted from 1).
-pub fn backoff_delay(attempt: u32) -> Duration {
-    let exponent = attempt.saturating_sub(1).min(16);
-    Duration::from_secs(1u64 << exponent).min(MAX_BACKOFF)
-}
-
 #[cfg(test)]
 mod tests {
     use flaskmongo_crd::FlaskMongoAppSpec;
@@ -443,7 +391,7 @@ mod tests {
             apps: kube::runtime::reflector::store().0,
             failures: Mutex::default(),
             secrets: Mutex::default(),
-            statuses: StatusQueue::new(Metrics::new()).0,
+            statuses: StatusQueue::new(Metrics::new(), kube::runtime::reflector::store().0).0,
             unseen: Mutex::default(),
         })
     }
@@ -468,59 +416,6 @@ mod tests {
         assert_eq!(failures(), 0, "a conflict is no failure");
         error_policy(app, &refused(500), ctx);
         assert_eq!(failures(), 1, "a refusal is");
-    }
-
-    #[test]
-    fn the_failures_of_deleted_objects_are_forgotten() {
-        let (a, b) = (
-            ObjectRef::new("a").within("ns"),
-            ObjectRef::new("b").within("ns"),
-        );
-        let now = Instant::now();
-        let mut failures = Failures::default();
-        let attempts = |(attempts, _): (u32, Duration)| attempts;
-        assert_eq!(attempts(failures.record(&a, now, |_| true)), 1);
-        assert_eq!(attempts(failures.record(&b, now, |_| true)), 1);
-        let later = now + MAX_BACKOFF;
-        assert_eq!(attempts(failures.record(&a, later, |_| true)), 2);
-        // `b` was deleted: the next failure of another object forgets it.
-        let later = later + MAX_BACKOFF;
-        assert_eq!(
-            attempts(failures.record(&a, later, |object| *object != b)),
-            3
-        );
-        assert_eq!(failures.0.len(), 1);
-        assert_eq!(
-            attempts(failures.record(&b, later, |_| true)),
-            1,
-            "b starts afresh"
-        );
-        failures.reset(&a);
-        assert!(!failures.0.contains_key(&a));
-    }
-
-    #[test]
-    fn failures_before_the_retry_is_due_keep_its_time() {
-        let a = ObjectRef::new("a").within("ns");
-        let start = Instant::now();
-        let mut failures = Failures::default();
-        let seconds = |secs| Duration::from_secs(secs);
-        assert_eq!(failures.record(&a, start, |_| true), (1, seconds(1)));
-        let retry = start + seconds(1);
-        assert_eq!(failures.record(&a, retry, |_| true), (2, seconds(2)));
-        // Watch events start reconciles that fail again before the retry is due.
-        for millis in [100, 500, 1_900] {
-            assert_eq!(
-                failures.record(&a, retry + Duration::from_millis(millis), |_| true),
-                (2, Duration::from_millis(2_000 - millis)),
-                "a failure {millis} ms after the last counted one"
-            );
-        }
-        assert_eq!(
-            failures.record(&a, retry + seconds(2), |_| true),
-            (3, seconds(4)),
-            "the retry itself failed: the wait doubles"
-        );
     }
 
     #[test]
@@ -558,12 +453,5 @@ mod tests {
         assert_eq!(recorded(&secrets.complete(&again)), None);
         secrets.forget(&app);
         assert!(secrets.0.is_empty());
-    }
-
-    #[test]
-    fn backoff_doubles_up_to_five_minutes() {
-        let delays: Vec<u64> = (1..=12).map(|n| backoff_delay(n).as_secs()).collect();
-        assert_eq!(delays, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300]);
-        assert_eq!(backoff_delay(u32::MAX), MAX_BACKOFF);
     }
 }

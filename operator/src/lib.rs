@@ -5,6 +5,7 @@
 //! server) as a library call, so it can run in-process, scoped to one namespace.
 
 pub mod apply;
+pub mod backoff;
 pub mod cache;
 pub mod children;
 pub mod controller;

@@ -14,8 +14,8 @@ use kube::Client;
 use kube::runtime::reflector::Store;
 use tokio::sync::Notify;
 
+use crate::backoff::backoff_delay;
 use crate::cache::Cache;
-use crate::controller::backoff_delay;
 use crate::events::Changes;
 use crate::{execute, plan};
 

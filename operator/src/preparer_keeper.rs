@@ -10,8 +10,8 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 
 use crate::apply::{self, Stamped};
+use crate::backoff::backoff_delay;
 use crate::children::volume_preparer;
-use crate::controller::backoff_delay;
 use crate::{Result, Volumes};
 
 /// An apply this soon after the one before waits first (1 s, 2 s, 4 s … up to 5 minutes),

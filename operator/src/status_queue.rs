@@ -13,10 +13,10 @@ use std::time::Instant;
 use flaskmongo_crd::{FlaskMongoApp, FlaskMongoAppStatus};
 use futures::{Stream, StreamExt};
 use kube::ResourceExt;
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use tokio::sync::mpsc;
 
-use crate::controller::backoff_delay;
+use crate::backoff::Failures;
 use crate::error::Result;
 use crate::metrics::Metrics;
 use crate::status::{Write, Writes};
@@ -36,6 +36,9 @@ pub struct StatusQueue {
     /// Objects to reconcile again after a failed write.
     retries: mpsc::UnboundedSender<ObjectRef<FlaskMongoApp>>,
     metrics: Metrics,
+    /// The objects as the controller's watch last saw them, to forget the backoffs of
+    /// deleted ones.
+    apps: Store<FlaskMongoApp>,
 }
 
 #[derive(Default)]
@@ -46,8 +49,10 @@ struct State {
     pending: HashMap<ObjectRef<FlaskMongoApp>, (String, FlaskMongoAppStatus)>,
     /// The objects with a write waiting for its turn or under way.
     busy: HashSet<ObjectRef<FlaskMongoApp>>,
-    /// Consecutive failed writes of each object, for its backoff.
-    failures: HashMap<ObjectRef<FlaskMongoApp>, u32>,
+    /// Consecutive failed writes of each object, for its backoff. Apart from the
+    /// reconciles' own: a reconcile that succeeds must not reset the backoff of a status
+    /// write that keeps failing.
+    failures: Failures,
 }
 
 impl StatusQueue {
@@ -55,6 +60,7 @@ impl StatusQueue {
     /// objects to reconcile again after a failed write (for the controller's triggers).
     pub fn new(
         metrics: Metrics,
+        apps: Store<FlaskMongoApp>,
     ) -> (
         Arc<Self>,
         mpsc::UnboundedReceiver<ObjectRef<FlaskMongoApp>>,
@@ -67,6 +73,7 @@ impl StatusQueue {
             ready,
             retries,
             metrics,
+            apps,
         };
         (Arc::new(queue), ready_receiver, received(retries_receiver))
     }
@@ -105,9 +112,7 @@ impl StatusQueue {
             };
             match write(object.clone(), status).await {
                 Err(error) if !error.is_not_found() => self.failed(&object, &uid, &error),
-                _ => {
-                    self.locked().failures.remove(&object);
-                }
+                _ => self.locked().failures.reset(&object),
             }
         }
     }
@@ -116,14 +121,13 @@ impl StatusQueue {
     /// reconciles `object` again after its backoff.
     fn failed(&self, object: &ObjectRef<FlaskMongoApp>, uid: &str, error: &crate::Error) {
         self.metrics.reconcile_failed(error.reason());
-        let attempts = {
+        let (attempts, delay) = {
             let mut state = self.locked();
             state.writes.forget(uid);
-            let attempts = state.failures.entry(object.clone()).or_default();
-            *attempts = attempts.saturating_add(1);
-            *attempts
+            state.failures.record(object, Instant::now(), |other| {
+                self.apps.get(other).is_some()
+            })
         };
-        let delay = backoff_delay(attempts);
         tracing::warn!(%object, %error, attempt = attempts, ?delay, "status write failed");
         let (retries, object) = (self.retries.clone(), object.clone());
         tokio::spawn(async move {
@@ -172,6 +176,7 @@ mod tests {
     use flaskmongo_crd::CONDITION_READY;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
     use k8s_openapi::jiff::Timestamp;
+    use kube::runtime::{reflector, watcher};
     use tokio::sync::Semaphore;
 
     use super::*;
@@ -264,18 +269,19 @@ mod tests {
         }
     }
 
-    /// A queue whose writer writes with `probe`, `concurrency` objects at once; its
-    /// retries and its counters.
+    /// A queue whose writer writes with `probe`, `concurrency` objects at once, and whose
+    /// controller's watch sees `apps`; its retries and its counters.
     fn started(
         probe: &Probe,
         concurrency: usize,
+        apps: Store<FlaskMongoApp>,
     ) -> (
         Arc<StatusQueue>,
         impl Stream<Item = ObjectRef<FlaskMongoApp>> + Send + use<>,
         Metrics,
     ) {
         let metrics = Metrics::new();
-        let (queue, ready, retries) = StatusQueue::new(metrics.clone());
+        let (queue, ready, retries) = StatusQueue::new(metrics.clone(), apps);
         tokio::spawn(writer(
             Arc::clone(&queue),
             ready,
@@ -288,7 +294,7 @@ mod tests {
     #[tokio::test]
     async fn an_object_has_one_write_at_a_time_and_its_latest_status_wins() {
         let probe = Probe::new();
-        let (queue, _, _) = started(&probe, 8);
+        let (queue, _, _) = started(&probe, 8, reflector::store().0);
         let (shop, now) = (object("shop"), Instant::now());
         queue.submit(&shop, ready("first"), now);
         probe
@@ -316,7 +322,7 @@ mod tests {
     #[tokio::test]
     async fn no_more_objects_are_written_at_once_than_allowed() {
         let probe = Probe::new();
-        let (queue, _, _) = started(&probe, 2);
+        let (queue, _, _) = started(&probe, 2, reflector::store().0);
         for name in ["a", "b", "c"] {
             queue.submit(&object(name), ready(name), Instant::now());
         }
@@ -342,7 +348,7 @@ mod tests {
     ) {
         let probe = Probe::new();
         probe.seen().refusal = Some(code);
-        let (queue, retries, metrics) = started(&probe, 8);
+        let (queue, retries, metrics) = started(&probe, 8, reflector::store().0);
         queue.submit(app, ready("up"), Instant::now());
         probe.1.add_permits(1);
         probe
@@ -388,6 +394,29 @@ mod tests {
                 .contains("flaskmongo_reconcile_failures_total{"),
             "{}",
             metrics.render()
+        );
+    }
+
+    #[tokio::test]
+    async fn the_backoff_of_an_object_deleted_meanwhile_is_forgotten() {
+        let shop = object("shop");
+        let (apps, mut watch) = reflector::store();
+        watch.apply_watcher_event(&watcher::Event::Apply(shop.clone()));
+        let probe = Probe::new();
+        probe.seen().refusal = Some(500);
+        let (queue, _, _) = started(&probe, 8, apps);
+        // Not in the watch's cache: deleted after its status was handed over.
+        for (app, writes) in [(object("gone"), 1), (shop.clone(), 2)] {
+            queue.submit(&app, ready("up"), Instant::now());
+            probe.1.add_permits(1);
+            probe
+                .until("the write is refused", |s| s.written.len() == writes)
+                .await;
+        }
+        assert_eq!(
+            queue.locked().failures.objects().collect::<Vec<_>>(),
+            [&ObjectRef::from(&shop)],
+            "only the object that still exists keeps a backoff"
         );
     }
 }
