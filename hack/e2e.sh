@@ -51,34 +51,45 @@ traces() {
   done | grep -v -e "^grep " | sort
 }
 
-# load SECONDS CLIENTS PATH: GET requests on the NodePort; prints "ok failed".
+# load SECONDS CLIENTS PATH: GET requests on the NodePort; prints "ok failed kinds", kinds being
+# each kind of failure with its count and when it first and last happened (seconds from the
+# start), or "-".
 load() {
   python3 - "$NODE_ADDRESS" "$NODE_PORT" "$@" <<'PY'
 import http.client, sys, threading, time
 host, port, seconds, clients, path = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
-ok = failed = 0
+ok = 0
+failures = {}  # kind -> [count, first, last]
 lock = threading.Lock()
+start = time.monotonic()
 def client():
-    global ok, failed
+    global ok
     conn = None
-    end = time.monotonic() + seconds
+    end = start + seconds
     while time.monotonic() < end:
         try:
             conn = conn or http.client.HTTPConnection(host, port, timeout=3)
             conn.request("GET", path)
             response = conn.getresponse()
             response.read()
-            good = response.status == 200
-        except OSError:
-            good, conn = False, None
+            failure = None if response.status == 200 else f"HTTP-{response.status}"
+        except (OSError, http.client.HTTPException) as error:
+            failure, conn = type(error).__name__, None
+        at = time.monotonic() - start
         with lock:
-            ok, failed = ok + good, failed + (not good)
-        if not good:
+            if failure is None:
+                ok += 1
+            else:
+                seen = failures.setdefault(failure, [0, at, at])
+                seen[0] += 1
+                seen[2] = at
+        if failure:
             time.sleep(0.05)
 threads = [threading.Thread(target=client) for _ in range(clients)]
 for t in threads: t.start()
 for t in threads: t.join()
-print(ok, failed)
+kinds = ",".join(f"{kind}x{n}@{first:.1f}-{last:.1f}s" for kind, (n, first, last) in sorted(failures.items()))
+print(ok, sum(n for n, _, _ in failures.values()), kinds or "-")
 PY
 }
 
@@ -170,29 +181,34 @@ lines = [json.loads(line) for line in sys.stdin]
 created = [l for l in lines if l[\"message\"] == \"created\" and l[\"span\"][\"object.ref\"].endswith(\"/$APP.$NAMESPACE\")]
 sys.exit(not created)'"
 
-step "lose the mongo pod: the StatefulSet brings it back on the same volume"
-old_uid=$(kube get pod "$APP-mongo-0" -o jsonpath='{.metadata.uid}')
-kube delete pod "$APP-mongo-0" --wait=false
-started=$SECONDS
-check "a new mongo pod is Ready" wait_for 120 bash -c \
-  "[ \"\$(kubectl -n $NAMESPACE get pod $APP-mongo-0 -o jsonpath='{.metadata.uid} {.status.containerStatuses[0].ready}')\" != '$old_uid true' ] &&
-   kubectl -n $NAMESPACE get pod $APP-mongo-0 -o jsonpath='{.status.containerStatuses[0].ready}' | grep -q true"
-measured "mongo pod replaced and Ready: $((SECONDS - started)) s"
-check "GET /data returns the earlier document" wait_for 30 bash -c "[ \"\$(curl -sS $url/data)\" = '$get' ]"
-
-# no_request_fails SECONDS WHAT ACTION: runs the function ACTION 3 s into SECONDS of GET /data
-# from 2 clients on the NodePort; not one request may fail.
+# no_request_fails SECONDS WHAT ACTION [PATH]: runs the function ACTION 3 s into SECONDS of GET
+# PATH (/data unless given) from 2 clients on the NodePort; not one request may fail.
 no_request_fails() {
-  local seconds=$1 what=$2 action=$3 loader ok fails
-  load "$seconds" 2 /data > "$STATE/during-$action" &
+  local seconds=$1 what=$2 action=$3 path=${4:-/data} loader ok fails kinds
+  load "$seconds" 2 "$path" > "$STATE/during-$action" &
   loader=$!
   sleep 3
   "$action"
   wait "$loader"
-  read -r ok fails < "$STATE/during-$action"
-  measured "requests $what: $ok answered, $fails failed"
+  read -r ok fails kinds < "$STATE/during-$action"
+  measured "requests $what: $ok answered, $fails failed (failures: $kinds)"
   check "no request fails $what" test "$fails" -eq 0 -a "$ok" -gt 0
 }
+
+step "lose the mongo pod: the StatefulSet brings it back on the same volume"
+replace_the_mongo_pod() {
+  local old_uid started=$SECONDS
+  old_uid=$(kube get pod "$APP-mongo-0" -o jsonpath='{.metadata.uid}')
+  kube delete pod "$APP-mongo-0" --wait=false
+  check "a new mongo pod is Ready" wait_for 120 bash -c \
+    "[ \"\$(kubectl -n $NAMESPACE get pod $APP-mongo-0 -o jsonpath='{.metadata.uid} {.status.containerStatuses[0].ready}')\" != '$old_uid true' ] &&
+     kubectl -n $NAMESPACE get pod $APP-mongo-0 -o jsonpath='{.status.containerStatuses[0].ready}' | grep -q true"
+  measured "mongo pod replaced and Ready: $((SECONDS - started)) s"
+}
+# The web pods stay in their Service meanwhile, so `GET /`, which needs no database, goes on
+# answering. The 30 s cover the replacement and the web pods' readiness probes after it.
+no_request_fails 30 "to GET / while the mongo pod is replaced" replace_the_mongo_pod /
+check "GET /data returns the earlier document" wait_for 30 bash -c "[ \"\$(curl -sS $url/data)\" = '$get' ]"
 
 step "lose a web pod while requests go on"
 delete_a_web_pod() {
@@ -238,8 +254,8 @@ done
 wait "$loader"
 peak=$(kube get hpa "$APP-web" -o jsonpath='{.status.desiredReplicas}')
 kube get hpa "$APP-web"
-read -r ok fails < "$STATE/load"
-measured "load: $ok requests answered, $fails failed, in ${LOAD_SECONDS}s; replicas wanted at the end: $peak"
+read -r ok fails kinds < "$STATE/load"
+measured "load: $ok requests answered, $fails failed (failures: $kinds), in ${LOAD_SECONDS}s; replicas wanted at the end: $peak"
 check "the autoscaler raised the web pods above minReplicas (2)" test -n "$first_added"
 started=$SECONDS
 check "after the load the web pods return to minReplicas" wait_for 240 bash -c \
@@ -274,6 +290,9 @@ check "its files stay on the node (no hostPath volume's data is deleted by Kuber
 
 step "make local-down leaves nothing behind"
 trap - EXIT
+if [ "$failed" -ne 0 ]; then
+  cp -r "$STATE/logs" "$root/target/e2e-logs" && echo "e2e: a check failed; the stack's logs are in target/e2e-logs" >&2
+fi
 kubectl delete namespace "$NAMESPACE" --wait=false >/dev/null
 hack/local-stack.sh down
 after=$(traces)

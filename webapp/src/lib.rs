@@ -46,6 +46,8 @@ pub struct App {
     request_timeout: Duration,
     ping_timeout: Duration,
     draining: Arc<AtomicBool>,
+    /// Whether MongoDB has answered since the start: from then on the service stays ready.
+    reached_database: Arc<AtomicBool>,
 }
 
 impl App {
@@ -60,6 +62,7 @@ impl App {
             request_timeout: config.request_timeout(),
             ping_timeout: config.server_selection_timeout(),
             draining: Arc::default(),
+            reached_database: Arc::default(),
         })
     }
 

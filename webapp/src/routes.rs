@@ -1,6 +1,7 @@
 //! The HTTP routes, the per-request middleware (timeout, metrics, log line) and the
 //! streamed JSON array of `GET /data`.
 
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use axum::Router;
@@ -150,9 +151,20 @@ async fn healthz() -> Response {
     json_response(StatusCode::OK, &json!({ "status": "ok" }))
 }
 
+/// Ready once MongoDB has answered since the start. An outage of MongoDB later leaves the
+/// service ready: every replica shares the one database, so taking them all out of the
+/// Service would only turn the quick 503s of `/data` into refused connections, `GET /`
+/// included, and keep them refused until each replica's next probe after MongoDB is back.
 async fn readyz(State(app): State<App>) -> Response {
+    let ready = || json_response(StatusCode::OK, &json!({ "status": "ready" }));
+    if app.reached_database.load(Ordering::Relaxed) {
+        return ready();
+    }
     let reason = match tokio::time::timeout(app.ping_timeout, app.store.ping()).await {
-        Ok(Ok(())) => return json_response(StatusCode::OK, &json!({ "status": "ready" })),
+        Ok(Ok(())) => {
+            app.reached_database.store(true, Ordering::Relaxed);
+            return ready();
+        }
         Ok(Err(err)) => err.to_string(),
         // The driver's own server-selection timeout races this one; both name the servers.
         Err(_elapsed) => format!(
