@@ -336,6 +336,25 @@ mod tests {
         assert_eq!(probe.seen().most_at_once, 2);
     }
 
+    #[tokio::test]
+    async fn the_writes_under_way_stop_with_the_writer() {
+        let probe = Probe::new();
+        let (queue, ready_objects, _) = StatusQueue::new(Metrics::new(), reflector::store().0);
+        let writing = tokio::spawn(writer(Arc::clone(&queue), ready_objects, probe.write(), 8));
+        queue.submit(&object("shop"), ready("up"), Instant::now());
+        probe.until("the write starts", |s| s.started == 1).await;
+        // What the controller's end (a shutdown, a lost leadership) does to the writer.
+        writing.abort();
+        assert!(writing.await.is_err_and(|error| error.is_cancelled()));
+        probe.1.add_permits(1);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            probe.seen().written,
+            Vec::<String>::new(),
+            "no write goes on after the writer"
+        );
+    }
+
     /// The retries and the counters of a queue whose one write of `app`, with the status
     /// `up`, the API server refused with `code`.
     async fn refused_write(
