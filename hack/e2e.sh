@@ -110,12 +110,18 @@ hack/local-stack.sh up
 measured "real-node stack up, node Ready: $((SECONDS - started)) s"
 # shellcheck disable=SC1091
 source "$STATE/env"
+# Keeps the stack's logs, which `down` removes, in target/e2e-logs (in place of earlier ones).
+keep_logs() {
+  rm -rf "$root/target/e2e-logs"
+  cp -r "$STATE/logs" "$root/target/e2e-logs" 2>/dev/null &&
+    echo "e2e: the stack's logs are in target/e2e-logs" >&2 || true
+}
 cleanup() {
   local status=$?
   if [ $status -ne 0 ]; then
-    echo "e2e: failed; the stack's logs are in $STATE/logs" >&2
+    echo "e2e: failed" >&2
     hack/local-stack.sh status >&2 || true
-    cp -r "$STATE/logs" "$root/target/e2e-logs" 2>/dev/null || true
+    keep_logs
   fi
   hack/local-stack.sh down
 }
@@ -290,9 +296,7 @@ check "its files stay on the node (no hostPath volume's data is deleted by Kuber
 
 step "make local-down leaves nothing behind"
 trap - EXIT
-if [ "$failed" -ne 0 ]; then
-  cp -r "$STATE/logs" "$root/target/e2e-logs" && echo "e2e: a check failed; the stack's logs are in target/e2e-logs" >&2
-fi
+[ "$failed" -eq 0 ] || keep_logs
 kubectl delete namespace "$NAMESPACE" --wait=false >/dev/null
 hack/local-stack.sh down
 after=$(traces)

@@ -668,6 +668,12 @@ async fn a_refused_secret_holds_back_only_the_workloads_that_read_it() {
     .unwrap();
     let quotas = env.api::<ResourceQuota>();
     quotas.create(&PostParams::default(), &quota).await.unwrap();
+    // The API server enforces a quota only once the quota controller has filled its status.
+    wait_for("the quota in force", Duration::from_secs(30), || async {
+        let quota = quotas.get("no-secrets").await.ok()?;
+        quota.status?.hard?.contains_key("secrets").then_some(())
+    })
+    .await;
 
     env.apply("shop", json!({})).await.unwrap();
     let app = env
