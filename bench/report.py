@@ -596,7 +596,14 @@ def webapp(bench_dir, markdown):
 
 def operator(bench_dir, markdown):
     """The main run (operator.json) and the further runs (operator-NAME.json)."""
-    document = json.loads((bench_dir / "operator.json").read_text())
+    main_run = bench_dir / "operator.json"
+    if not main_run.is_file():
+        # The section's table is the main run's: further runs alone would replace it.
+        sys.exit(
+            f"{main_run} is missing: the operator's section is written from a main run "
+            "(`make bench-operator`); the section was left as it is"
+        )
+    document = json.loads(main_run.read_text())
     further = [json.loads(path.read_text()) for path in sorted(bench_dir.glob("operator-*.json"))]
     write_section(markdown, "operator", operator_section(document, further))
     runs = [document, *further]
