@@ -4,7 +4,8 @@
 # and, with bench/report.py, the operator section of BENCHMARKS.md. Arguments go to the
 # benchmark program (`--samples`, `--scales`, `--pairs`, `--parallelism`, `--steady-seconds`,
 # `--ready-timeout`, `--json`). A run written to target/bench/operator-NAME.json is reported
-# under the main run of target/bench/operator.json, as a further run; for 5,000 objects:
+# under the main run of target/bench/operator.json, as a further run (one written outside
+# target/bench leaves BENCHMARKS.md as it is); for 5,000 objects:
 #   LOCAL_STACK_NODES=32 LOCAL_STACK_NODE_PORT_RANGE=30000-49999 hack/bench-operator.sh \
 #     --json target/bench/operator-5000.json --samples 0 --scales 5000 --pairs 1 --ready-timeout 3600
 set -euo pipefail
