@@ -4,7 +4,6 @@
 
 use std::fmt::Debug;
 
-use futures::channel::oneshot;
 use futures::future;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
@@ -80,8 +79,9 @@ pub struct Applied {
 /// Converges `owner`'s children: the finalizer first (and, at the same time, the
 /// confirmation of a Secret that must exist), so that nothing is written before it can be
 /// cleaned up; then every child concurrently, but for what depends on another: the
-/// workloads, which read the Secret, once it is created, and the StatefulSet and the
-/// preparation pod once the volume is written. Every child is tried even when one fails
+/// workloads, which read the Secret, and the volume, which must never exist without it,
+/// once it is created, and the StatefulSet and the preparation pod once the volume is
+/// written. Every child is tried even when one fails
 /// (but for those dependents), so one refused object (say, a taken node port) does not
 /// hold the others back; the first failure is returned, with what the others' applies
 /// returned.
@@ -219,68 +219,69 @@ async fn write_all(
                 step: volume_preparation,
             },
     } = writes;
-    // The volume before what mounts or prepares it: no workload starts on it, and no
-    // record of its preparation goes, before the volume itself is written.
-    let (volume_written, volume_outcome) = oneshot::channel();
-    let volume_then_preparation = async {
-        let persistent_volume = write(changes, Api::all(client.clone()), persistent_volume).await;
-        let written = persistent_volume.is_ok();
-        // The receiver is gone only if the Secret failed: nobody waits for the volume then.
-        let _ = volume_written.send(written);
-        if !written {
-            return (persistent_volume, Ok(None));
-        }
-        let volume_preparation = write(
-            changes,
-            Api::namespaced(client.clone(), &preparation_namespace),
-            volume_preparation,
-        )
-        .await;
-        (persistent_volume, volume_preparation)
-    };
-    // The workloads read the Secret: none starts before it exists.
-    let secret_then_workloads = async {
+    // The Secret first: the workloads read it, and a volume without the record of its
+    // Secret is taken for one holding an earlier object's data, whose password only that
+    // Secret has (`plan::credentials`). A volume written before a Secret that a crash or a
+    // refusal then kept from existing would stop the object for good.
+    let secret_then_the_rest = async {
         let secret_name = match &secret {
             Some(object) => {
                 let secrets = Api::namespaced(client.clone(), namespace);
                 match create_once(changes, &secrets, object).await {
                     Ok(()) => Some(object.name_any()),
-                    Err(error) => return (Err(error), Ok(None), Ok(None)),
+                    Err(error) => return (Err(error), Ok(None), Ok(None), Ok(None), Ok(None)),
                 }
             }
             None => None,
         };
-        let statefulset = async {
-            if volume_outcome.await != Ok(true) {
-                return Ok(None);
+        // The volume before what mounts or prepares it: no workload starts on it, and no
+        // record of its preparation goes, before the volume itself is written.
+        let volume_then_mongodb = async {
+            let persistent_volume =
+                write(changes, Api::all(client.clone()), persistent_volume).await;
+            if persistent_volume.is_err() {
+                return (persistent_volume, Ok(None), Ok(None));
             }
-            write(
-                changes,
-                Api::namespaced(client.clone(), namespace),
-                statefulset,
-            )
-            .await
+            let (volume_preparation, statefulset) = futures::join!(
+                write(
+                    changes,
+                    Api::namespaced(client.clone(), &preparation_namespace),
+                    volume_preparation,
+                ),
+                write(
+                    changes,
+                    Api::namespaced(client.clone(), namespace),
+                    statefulset
+                ),
+            );
+            (persistent_volume, volume_preparation, statefulset)
         };
-        let (deployment, statefulset) = futures::join!(
+        // On the heap: with every write's future inline, this one outgrows a thread's stack
+        // in a debug build.
+        let ((persistent_volume, volume_preparation, statefulset), deployment) = futures::join!(
+            Box::pin(volume_then_mongodb),
             write(
                 changes,
                 Api::namespaced(client.clone(), namespace),
                 deployment
             ),
-            statefulset,
         );
-        (Ok(secret_name), deployment, statefulset)
+        (
+            Ok(secret_name),
+            persistent_volume,
+            volume_preparation,
+            statefulset,
+            deployment,
+        )
     };
     let (
-        (persistent_volume, volume_preparation),
-        (secret, deployment, statefulset),
+        (secret, persistent_volume, volume_preparation, statefulset, deployment),
         mongo_service,
         web_service,
         hpa,
         network_policy,
     ) = futures::join!(
-        volume_then_preparation,
-        secret_then_workloads,
+        secret_then_the_rest,
         write(
             changes,
             Api::namespaced(client.clone(), namespace),
@@ -691,12 +692,16 @@ mod tests {
     }
 
     /// The requests of one [`converge`] of a new object, as `METHOD path` in the order they
-    /// were sent, with `answered` and the volume's path when its answer went out, and its
-    /// outcome; with `from_before`, of an object whose volume from before MongoDB ran
-    /// without root was just prepared by its pod. The API server answers every write with
-    /// the object written, the volume a moment later than the rest (what waits for it is
-    /// sent after that answer), but refuses the volume when `refuse_volume`.
-    async fn first_writes(refuse_volume: bool, from_before: bool) -> (Vec<String>, Result<()>) {
+    /// were sent, with `answered` and the path of the volume's or the Secret's when its
+    /// answer went out, and its outcome; with `from_before`, of an object whose volume from
+    /// before MongoDB ran without root was just prepared by its pod. The API server answers
+    /// every write with the object written, the volume and the Secret a moment later than
+    /// the rest (what waits for them is sent after that answer), but refuses the writes whose
+    /// path contains `refused`.
+    async fn first_writes(
+        refused: Option<&'static str>,
+        from_before: bool,
+    ) -> (Vec<String>, Result<()>) {
         let mut owner = app("shop", "team-a", FlaskMongoAppSpec::default());
         if from_before {
             owner.status = Some(flaskmongo_crd::FlaskMongoAppStatus {
@@ -732,11 +737,11 @@ mod tests {
             log.lock().unwrap().push(line.clone());
             let log = log.clone();
             async move {
-                if line.contains("/persistentvolumes/") {
+                if line.contains("/persistentvolumes/") || line.contains("/secrets") {
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                     log.lock().unwrap().push(format!("answered {line}"));
                 }
-                Ok(if refuse_volume && line.contains("/persistentvolumes/") {
+                Ok(if refused.is_some_and(|part| line.contains(part)) {
                     refusal(500, "InternalError")
                 } else if line.starts_with("DELETE ") {
                     an_object()
@@ -762,25 +767,26 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_volume_is_written_before_mongodb_and_the_secret_before_the_workloads() {
-        let (sent, outcome) = first_writes(false, false).await;
+    async fn the_secret_is_written_before_the_volume_and_the_workloads_and_the_volume_before_mongodb()
+     {
+        let (sent, outcome) = first_writes(None, false).await;
         outcome.unwrap();
         let at = |part| sent_at(&sent, part);
         let volume = at("answered PATCH /api/v1/persistentvolumes/team-a.shop.mongo");
-        let secret = at("/namespaces/team-a/secrets");
+        let secret = at("answered POST /api/v1/namespaces/team-a/secrets");
+        assert!(secret < at("PATCH /api/v1/persistentvolumes/"), "{sent:?}");
         assert!(volume < at("/statefulsets/shop-mongo"), "{sent:?}");
         assert!(secret < at("/deployments/shop-web"), "{sent:?}");
-        assert!(secret < at("/statefulsets/shop-mongo"), "{sent:?}");
         assert_eq!(
             sent.len(),
-            9,
-            "every child once and the volume's answer: {sent:?}"
+            10,
+            "every child once and the answers of the volume and the Secret: {sent:?}"
         );
     }
 
     #[tokio::test]
     async fn a_preparation_pod_goes_only_once_its_volume_records_the_preparation() {
-        let (sent, outcome) = first_writes(false, true).await;
+        let (sent, outcome) = first_writes(None, true).await;
         outcome.unwrap();
         let at = |part| sent_at(&sent, part);
         let volume = at("answered PATCH /api/v1/persistentvolumes/team-a.shop.mongo");
@@ -791,7 +797,7 @@ mod tests {
     #[tokio::test]
     async fn a_refused_volume_holds_back_only_what_needs_it_and_is_named() {
         for from_before in [false, true] {
-            let (sent, outcome) = first_writes(true, from_before).await;
+            let (sent, outcome) = first_writes(Some("/persistentvolumes/"), from_before).await;
             let error = outcome.unwrap_err().to_string();
             assert!(
                 error.contains("PersistentVolume team-a.shop.mongo"),
@@ -812,6 +818,29 @@ mod tests {
             ] {
                 assert!(position(&sent, other).is_some(), "no {other}: {sent:?}");
             }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_secret_holds_back_the_volume_and_the_workloads_and_is_named() {
+        let (sent, outcome) = first_writes(Some("/secrets"), false).await;
+        let error = outcome.unwrap_err().to_string();
+        assert!(error.contains("shop-mongo-credentials"), "{error}");
+        for held_back in [
+            "/persistentvolumes/",
+            "/statefulsets/shop-mongo",
+            "/deployments/shop-web",
+            "/pods/prepare-volume-",
+        ] {
+            assert_eq!(position(&sent, held_back), None, "{held_back}: {sent:?}");
+        }
+        for other in [
+            "/services/shop-web",
+            "/services/shop-mongo",
+            "/horizontalpodautoscalers/shop-web",
+            "/networkpolicies/shop-network",
+        ] {
+            assert!(position(&sent, other).is_some(), "no {other}: {sent:?}");
         }
     }
 }
