@@ -81,10 +81,9 @@ pub struct Applied {
 /// cleaned up; then every child concurrently, but for what depends on another: the
 /// workloads, which read the Secret, and the volume, which must never exist without it,
 /// once it is created, and the StatefulSet and the preparation pod once the volume is
-/// written. Every child is tried even when one fails
-/// (but for those dependents), so one refused object (say, a taken node port) does not
-/// hold the others back; the first failure is returned, with what the others' applies
-/// returned.
+/// written. Every child is tried even when one fails (but for those dependents), so one
+/// refused object (say, a taken node port) does not hold the others back; the first
+/// failure is returned, with what the others' applies returned.
 pub async fn converge<K: Owner>(
     client: &Client,
     owner: &K,
@@ -767,8 +766,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_secret_is_written_before_the_volume_and_the_workloads_and_the_volume_before_mongodb()
-     {
+    async fn the_secret_goes_first_and_the_volume_before_mongodb() {
         let (sent, outcome) = first_writes(None, false).await;
         outcome.unwrap();
         let at = |part| sent_at(&sent, part);
