@@ -23,23 +23,17 @@ export LOCAL_STACK_NODES=${LOCAL_STACK_NODES:-21}
 export LOCAL_STACK_NODE_PORT_RANGE=${LOCAL_STACK_NODE_PORT_RANGE:-30000-39999}
 # Every run starts from an empty cluster: the benchmark's namespaces must not exist yet.
 hack/local-stack.sh down >/dev/null 2>&1 || true
-trap 'hack/local-stack.sh down' EXIT
+# What the run writes to target/bench is newer than this file.
+started=$(mktemp)
+trap 'rm -f "$started"; hack/local-stack.sh down' EXIT
 hack/local-stack.sh up
 export LOCAL_STACK_ENV=$LOCAL_STACK_DIR/env
 
 # The benchmark's defaults name the release build and target/bench/operator.json.
 target/release/operator-bench "$@"
-# The report reads target/bench only: figures written elsewhere leave it as it is.
-json=target/bench/operator.json
-while [ $# -gt 0 ]; do
-  case $1 in
-    --json) json=${2:-} && shift ;;
-    --json=*) json=${1#--json=} ;;
-  esac
-  shift
-done
-if [ "$(cd "$(dirname "$json")" && pwd)" != "$root/target/bench" ]; then
-  echo "figures in $json; BENCHMARKS.md is written from target/bench only and was left as it is"
+# The report reads target/bench only: a run whose figures went elsewhere leaves it as it is.
+if [ -z "$(find target/bench -maxdepth 1 -name 'operator*.json' -newer "$started" 2>/dev/null)" ]; then
+  echo "no figures written to target/bench; BENCHMARKS.md was left as it is"
   exit 0
 fi
 python3 bench/report.py operator --bench-dir target/bench --markdown BENCHMARKS.md

@@ -294,7 +294,8 @@ fn has_finalizer(app: &FlaskMongoApp) -> bool {
 /// its status records: the Secret it created or found. Without that record, the Secret
 /// is created only when nothing holds data from an earlier object of this name (only the
 /// old Secret holds the password that opens it); with such data, its presence is asked
-/// for, and its absence reported.
+/// for, and its absence reported. That a volume is data holds since the executor writes a
+/// new volume only once its Secret exists (`execute::converge`).
 fn credentials(
     app: &FlaskMongoApp,
     instance: &Instance<'_>,
