@@ -48,7 +48,14 @@ pub enum Error {
     Database(#[from] mongodb::error::Error),
     /// A stored document could not be read as BSON.
     #[error("stored document is not valid BSON: {0}")]
-    CorruptDocument(#[from] mongodb::bson::raw::Error),
+    CorruptDocument(String),
+}
+
+/// What the bson crate finds wrong in stored bytes.
+impl From<mongodb::bson::raw::Error> for Error {
+    fn from(err: mongodb::bson::raw::Error) -> Self {
+        Error::CorruptDocument(err.to_string())
+    }
 }
 
 impl Error {
