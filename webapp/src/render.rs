@@ -139,11 +139,8 @@ impl<'a> Elements<'a> {
         }
     }
 
-    fn read(&mut self) -> Result<Element<'a>, Error> {
-        let (&tag, after_tag) = self
-            .rest
-            .split_first()
-            .ok_or_else(|| corrupt("no element"))?;
+    /// The element whose type is `tag`, from the bytes after it.
+    fn read(&mut self, tag: u8, after_tag: &'a [u8]) -> Result<Element<'a>, Error> {
         let kind = ElementType::from(tag)
             .ok_or_else(|| corrupt(format!("unknown BSON type {tag:#04x}")))?;
         let (key, after_key) = c_string(after_tag)?;
@@ -192,10 +189,8 @@ impl<'a> Iterator for Elements<'a> {
     type Item = Result<Element<'a>, Error>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.rest.is_empty() {
-            return None;
-        }
-        let element = self.read();
+        let (&tag, after_tag) = self.rest.split_first()?;
+        let element = self.read(tag, after_tag);
         if element.is_err() {
             self.rest = &[];
         }
@@ -255,18 +250,14 @@ fn write_string(out: &mut Vec<u8>, text: &[u8]) -> Result<(), Error> {
             .unwrap_or(rest.len());
         let (run, after) = rest.split_at(plain);
         out.extend_from_slice(run);
-        let Some(&first) = after.first() else { break };
-        let width = match first {
-            0x00..=0x7f => 1,
-            0xc0..=0xdf => 2,
-            0xe0..=0xef => 3,
-            0xf0..=0xf7 => 4,
-            _ => 0,
-        };
-        let c = after
-            .get(..width)
-            .and_then(|bytes| std::str::from_utf8(bytes).ok())
-            .and_then(|character| character.chars().next())
+        if after.is_empty() {
+            break;
+        }
+        // A character takes at most 4 bytes: the check stops there, not at the text's end.
+        let c = after[..after.len().min(4)]
+            .utf8_chunks()
+            .next()
+            .and_then(|chunk| chunk.valid().chars().next())
             .ok_or_else(|| corrupt("a string or key is not UTF-8"))?;
         match c {
             '"' => out.extend_from_slice(b"\\\""),
@@ -283,7 +274,7 @@ fn write_string(out: &mut Vec<u8>, text: &[u8]) -> Result<(), Error> {
                 }
             }
         }
-        rest = &after[width..];
+        rest = &after[c.len_utf8()..];
     }
     out.push(b'"');
     Ok(())
