@@ -12,9 +12,9 @@
 //! `serve` is the other bound: the ceiling's insert and read behind the smallest HTTP/1.1
 //! server, hyper alone on as many threads as the webapp's default, with no routing, middleware,
 //! validation, metrics or log line; the read's documents written as JSON by the webapp's own
-//! code, in one body. Between it and the ceiling lies what serving HTTP (and, on `GET`,
-//! writing JSON) costs any server; between it and the webapp, what the webapp's own layers
-//! cost.
+//! code, in one body. Between it and the ceiling lies what serving HTTP through hyper (and, on
+//! `GET`, writing JSON) costs any server built on it; between it and the webapp, what the
+//! webapp's own layers cost.
 //!
 //! `ceiling` talks to the benchmark runner over stdin and stdout so that the runner can read
 //! this process's CPU time and memory from `/proc` exactly as it does for the HTTP servers: it
